@@ -1,0 +1,153 @@
+"""Frozen, validated values that name a network, and the checks for sizes.
+
+Everything else in meanfield takes these values and does not validate them again.
+
+A residual block (Taki 2017, eq. 3, 29, 43) maps z^{l-1} (width n) to z^l:
+
+=========  =====================================  ==============================
+``norm``   branch                                 paper
+=========  =====================================  ==============================
+none       u = W z^{l-1},      h = f(u)           eq. 3, Fig. 1a
+bn_post    u = W BN(z^{l-1}),  h = f(u)           eq. 29, Fig. 1b
+bn_pre     h = W f(BN(z^{l-1}))                   eq. 43, Fig. 4
+=========  =====================================  ==============================
+
+and z^l = z^{l-1} + h when ``residual`` is True, z^l = h for the plain network used as
+contrast. BN normalizes every unit by its mean and (biased) variance over the inputs,
+without epsilon or affine parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+ACTIVATIONS = ("identity", "relu")
+NORMS = ("none", "bn_post", "bn_pre")
+SHORTCUTS = (1,)
+
+
+def _is_traced(value: Any) -> bool:
+    # Values inside jit/vmap cannot be inspected; they were checked where they were made.
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One residual block kind; frozen, hashable (usable as a static jit argument).
+
+    Example:
+        >>> Block(activation="relu", norm="bn_post", residual=True).name
+        'relu-bn_post-residual'
+    """
+
+    activation: str = "relu"  # f: "identity" or "relu"
+    norm: str = "none"  # "none" (Fig. 1a), "bn_post" (Fig. 1b), "bn_pre" (Fig. 4)
+    residual: bool = True  # z + branch(z); False gives the plain network z = branch(z)
+    shortcut: int = 1  # weight layers per residual branch (the paper's block has one)
+
+    def __post_init__(self):
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Block.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
+        if not isinstance(self.norm, str) or self.norm not in NORMS:
+            raise ValueError(f"Block.norm must be one of {NORMS}, got {self.norm!r}")
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise ValueError(f"Block.residual must be True or False, got {self.residual!r}")
+        if isinstance(self.shortcut, bool) or self.shortcut not in SHORTCUTS:
+            raise ValueError(
+                f"Block.shortcut must be one of {SHORTCUTS} (one weight layer per branch, "
+                f"the paper's block), got {self.shortcut!r}"
+            )
+        object.__setattr__(self, "residual", bool(self.residual))
+
+    @property
+    def name(self) -> str:
+        """Short label used in results and plots, e.g. ``'relu-bn_pre-plain'``."""
+        return f"{self.activation}-{self.norm}-{'residual' if self.residual else 'plain'}"
+
+    @classmethod
+    def from_name(cls, name: str) -> Block:
+        """Inverse of :attr:`name`."""
+        parts = name.split("-")
+        if len(parts) != 3 or parts[2] not in ("residual", "plain"):
+            raise ValueError(
+                f"block name must look like 'relu-bn_post-residual' "
+                f"(activation-norm-residual|plain), got {name!r}"
+            )
+        return cls(activation=parts[0], norm=parts[1], residual=parts[2] == "residual")
+
+
+def all_blocks() -> tuple[Block, ...]:
+    """The 12 architectures: activation x norm x (residual, plain)."""
+    return tuple(
+        Block(activation=a, norm=nm, residual=r)
+        for r in (True, False)
+        for nm in NORMS
+        for a in ACTIVATIONS
+    )
+
+
+def _check_all(name: str, value: Any, ok, allowed: str, integer: bool) -> None:
+    if value is None or _is_traced(value):
+        return
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    arr = np.asarray(value)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if integer and not np.issubdtype(arr.dtype, np.integer):
+        if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    bad = ~(np.isfinite(arr) & ok(arr))
+    if np.any(bad):
+        shown = arr[bad].ravel()[0] if arr.ndim else arr.item()
+        raise ValueError(f"{name} must be {allowed}, got {shown!r}")
+
+
+def check_depth(depth: Any) -> None:
+    """Raise ValueError unless ``depth`` is an integer >= 1 (or an array of them)."""
+    _check_all("depth", depth, lambda a: a >= 1, "an integer >= 1", integer=True)
+
+
+def check_width(width: Any) -> None:
+    """Raise ValueError unless ``width`` is a finite number >= 1 (or an array of them)."""
+    _check_all("width", width, lambda a: a >= 1, "a finite number >= 1", integer=False)
+
+
+def check_var_w(var_w: Any) -> None:
+    """Raise ValueError unless ``var_w`` is a finite number > 0 (or an array of them)."""
+    _check_all("var_w", var_w, lambda a: a > 0, "a finite number > 0", integer=False)
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is finite and > 0 (used for c, batch, ...)."""
+    _check_all(name, value, lambda a: a > 0, "a finite number > 0", integer=False)
+
+
+def check_layer(layer: Any, depth: Any = None) -> None:
+    """Raise ValueError unless 0 <= layer (<= depth when both are concrete)."""
+    _check_all("layer", layer, lambda a: a >= 0, "an integer >= 0", integer=True)
+    if depth is None or _is_traced(layer) or _is_traced(depth):
+        return
+    if np.any(np.asarray(layer) > np.asarray(depth)):
+        raise ValueError(f"layer must be <= depth, got layer={layer!r}, depth={depth!r}")
+
+
+def static_int(name: str, value: Any) -> int:
+    """A concrete Python int >= 1 (a size that fixes array shapes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, (float, np.floating)) and math.isfinite(value) and value == int(value):
+            value = int(value)
+        else:
+            raise ValueError(f"{name} must be a Python integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a Python integer >= 1, got {value!r}")
+    return int(value)

@@ -1,0 +1,240 @@
+"""Exact infinite-width mean-field recursions for the toy ResNets, iterated layer by layer.
+
+For every :class:`~meanfield.architecture.Block` (activation x norm x residual), the limit
+n -> ∞ at fixed depth L and α = n·var_w of the per-layer statistics that
+:mod:`meanfield.montecarlo` estimates at finite width (same names):
+
+==================  ==========================================================================
+``mean_z``          m_l = E z^l
+``m2_z``            q_l = E (z^l)^2
+``var_z``           q_l - m_l^2, pooled over units, inputs and networks
+``unitvar_z``       mean over units of the variance over inputs of z_j^l (what BN divides by)
+``m2_dz``           p_l = E (dE/dz^l)^2 for the loss E = Σ_b g_b·z^L_b, g i.i.d. N(0, 1)
+``var_dw``          E (dE/dW^l_{ji})^2 / B, the batch gradient per input (NaN at l = 0)
+==================  ==========================================================================
+
+plus ``log10_`` versions that stay finite where the raw values overflow.
+
+The state carried from block to block is (m, q, u) with u = unitvar. Each block adds a branch h
+whose mean e, second moment s and kernel gap s - k (k = E h(x)h(x') for distinct inputs) are
+Gaussian expectations given the kernel of the branch input (docs/theory.md, section 2):
+
+* none:    input z^{l-1}, kernel α(q, q - u) into f;
+* bn_post: input BN(z^{l-1}), kernel α(1, 0) into f;
+* bn_pre:  input f(BN(z^{l-1})), kernel α(e_2, e_1^2) through the identity;
+
+and the residual update is m += e, q += s + 2 e m, u += s - k (branch and skip are
+independent in the limit). Backward, p_{l-1} = p_l (1 + g_l) (residual) or p_l g_l (plain)
+with g_l = α E f'^2, divided by u_{l-1} under BN (population statistics: the batch-mean terms of
+BN's backward are O(1/B)).
+
+Numerics: identity and ReLU blocks are positively homogeneous, so the state is carried as
+(m/√q, u/q, log q) and log p is accumulated; depth 10,000 at He init gives finite ``log10_``
+values, and the raw values are ``inf`` exactly where they exceed the float range, flagged in
+``Profile.overflow``. u/q is updated without cancellation (ReLU without BN drives it to 1e-8 by
+L = 50).
+
+Example:
+    >>> import meanfield
+    >>> block = meanfield.Block(activation="identity", norm="none", residual=True)
+    >>> prof = meanfield.recursions.profile(block, depth=3, width=100, var_w=0.01)
+    >>> [round(float(q), 6) for q in prof.m2_z]
+    [1.0, 2.0, 4.0, 8.0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from meanfield import architecture as arch
+from meanfield.architecture import Block
+from meanfield.gaussian import activation_moments, relu_kernel_gap
+
+__all__ = ["Profile", "profile", "STATISTICS"]
+
+STATISTICS = ("mean_z", "m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw")
+_LN10 = math.log(10.0)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Per-layer statistics, each an array of shape (..., L + 1); index l is layer l (0 = input).
+
+    Leading axes, if any, are the broadcast shape of ``width``, ``var_w`` and ``depth``. Entries
+    past ``depth`` (when ``max_depth > depth``) and ``var_dw[..., 0]`` are NaN.
+    """
+
+    mean_z: jax.Array
+    m2_z: jax.Array
+    var_z: jax.Array
+    unitvar_z: jax.Array
+    m2_dz: jax.Array
+    var_dw: jax.Array
+    log10_m2_z: jax.Array
+    log10_var_z: jax.Array
+    log10_unitvar_z: jax.Array
+    log10_m2_dz: jax.Array
+    log10_var_dw: jax.Array
+    overflow: jax.Array  # True where a raw statistic is not representable (its log10_ is finite)
+
+    def as_dict(self) -> dict[str, jax.Array]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _branch_stats(activation: str, alpha: jax.Array, gap_ratio: jax.Array):
+    """(e, s, s - k) of h = f(u), u centred with kernel α(1, 1 - gap_ratio), at unit input scale."""
+    if activation == "identity":
+        return jnp.zeros_like(alpha), alpha, alpha * gap_ratio
+    return jnp.sqrt(alpha / (2.0 * jnp.pi)), alpha / 2.0, relu_kernel_gap(alpha, gap_ratio)
+
+
+def _forward_step(block: Block, alpha: jax.Array, state):
+    """One block of the mean-field map on the normalized state (t = m/√q, r = u/q, log q)."""
+    t, r, logq = state
+    fm = activation_moments(block.activation)
+    # The branch input's second moment relative to q (log ra) and its kernel gap ratio.
+    if block.norm == "none":
+        log_ra, gap_in, branch_act = jnp.zeros_like(logq), r, block.activation
+    elif block.norm == "bn_post":
+        log_ra, gap_in, branch_act = -logq, jnp.ones_like(r), block.activation
+    else:  # bn_pre: W applied to f(BN(z)), whose kernel is (e2, e1^2)
+        log_ra, gap_in, branch_act = (
+            math.log(fm.e2) - logq,
+            jnp.full_like(r, fm.b / fm.e2),
+            "identity",
+        )
+    e, s, gap = _branch_stats(branch_act, alpha, gap_in)
+    if not block.residual:
+        return e / jnp.sqrt(s), gap / s, logq + log_ra + jnp.log(s)
+    ra = jnp.exp(log_ra)
+    sqrt_ra = jnp.exp(0.5 * log_ra)
+    growth_m1 = ra * s + 2.0 * sqrt_ra * e * t  # q_l / q_{l-1} - 1 >= 0
+    growth = 1.0 + growth_m1
+    return (
+        (t + sqrt_ra * e) / jnp.sqrt(growth),
+        (r + ra * gap) / growth,
+        logq + jnp.log1p(growth_m1),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("block", "max_depth"))
+def _profile(block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array) -> Profile:
+    dtype = alpha.dtype
+    shape = jnp.broadcast_shapes(alpha.shape, depth.shape)
+    alpha = jnp.broadcast_to(alpha, shape)
+    fm = activation_moments(block.activation)
+
+    def body(state, _):
+        new = _forward_step(block, alpha, state)
+        return new, new
+
+    init = (jnp.zeros(shape, dtype), jnp.ones(shape, dtype), jnp.zeros(shape, dtype))
+    _, states = jax.lax.scan(body, init, length=max_depth)
+    # Layer axis first here: index l = 0..max_depth.
+    t, r, logq = (jnp.concatenate([i[None], s], axis=0) for i, s in zip(init, states, strict=True))
+
+    layer = jnp.arange(max_depth + 1).reshape((max_depth + 1,) + (1,) * len(shape))
+    depth = jnp.broadcast_to(depth, shape)[None]
+    active = layer <= depth
+
+    # Backward gain of block l (l = 1..max_depth) from the state of z^{l-1}.
+    log_gain = jnp.log(alpha * fm.a) * jnp.ones_like(logq[:-1])
+    if block.norm != "none":
+        log_gain = log_gain - logq[:-1] - jnp.log(r[:-1])  # divided by unitvar_{l-1}
+    log_step = jnp.log1p(jnp.exp(log_gain)) if block.residual else log_gain
+    log_step = jnp.where(active[1:], log_step, 0.0)
+    # log p_l = sum_{k = l+1}^{L} log_step_k (p_L = 1).
+    tail = jnp.cumsum(log_step[::-1], axis=0)[::-1]
+    logp = jnp.concatenate([tail, jnp.zeros_like(tail[:1])], axis=0)
+
+    # Batch weight gradient of block l.
+    if block.norm == "none":
+        log_g = math.log(fm.a) + logp[1:] + logq[:-1]
+    elif block.norm == "bn_post":
+        log_g = math.log(fm.a) + logp[1:]
+    else:
+        # b p_l + S_l e1^2 with S_l = (1/B) Σ_{b,b'} E dz_b dz_b' = 1 in a residual network (BN's
+        # backward has zero batch sum, so Σ_b dz_b^l = Σ_b g_b) and [l = L] in a plain one.
+        s_l = jnp.ones_like(logp[1:]) if block.residual else (layer[1:] == depth).astype(dtype)
+        log_g = math.log(fm.b) + logp[1:]
+        if fm.e1 > 0:
+            log_g = jnp.logaddexp(log_g, jnp.log(s_l * fm.e1**2))
+    log_g = jnp.concatenate([jnp.full_like(log_g[:1], jnp.nan), log_g], axis=0)
+
+    logs = {
+        "m2_z": logq,
+        "var_z": logq + jnp.log1p(-(t**2)),
+        "unitvar_z": logq + jnp.log(r),
+        "m2_dz": logp,
+        "var_dw": log_g,
+    }
+    out = {name: jnp.exp(v) for name, v in logs.items()}
+    out["mean_z"] = t * jnp.exp(0.5 * logq)
+    out.update({f"log10_{name}": v / _LN10 for name, v in logs.items()})
+    overflow = jnp.zeros(logq.shape, bool)
+    for name in ("mean_z", *logs):
+        overflow |= jnp.isinf(out[name])
+    out["overflow"] = overflow
+    nan = jnp.asarray(jnp.nan, dtype)
+    out = {
+        k: (jnp.where(active, v, nan) if k != "overflow" else v & active) for k, v in out.items()
+    }
+    # Layer axis last, so that leading axes match the inputs (and jax.vmap's convention).
+    return Profile(**{k: jnp.moveaxis(v, 0, -1) for k, v in out.items()})
+
+
+def profile(
+    block: Block,
+    *,
+    depth: ArrayLike,
+    width: ArrayLike,
+    var_w: ArrayLike,
+    max_depth: int | None = None,
+) -> Profile:
+    """Mean-field statistics of every layer l = 0..L of a network of ``depth`` blocks.
+
+    Args:
+        block: the architecture.
+        depth: L, the number of blocks. A Python int, or an integer array / traced value
+            (under ``jax.vmap``) together with ``max_depth``.
+        width: n, the fan-in of every branch weight (enters only through α = n·var_w).
+        var_w: variance of one weight entry. Scalars or arrays; ``width``, ``var_w`` and
+            ``depth`` broadcast against each other.
+        max_depth: length - 1 of the returned arrays; defaults to ``depth`` (which must then be
+            concrete). Layers past ``depth`` are NaN.
+
+    Returns:
+        :class:`Profile`; each array has shape
+        ``broadcast(width, var_w, depth).shape + (max_depth + 1,)``.
+
+    The profile is computed under ``jax.jit`` (block and max_depth static) and can be vmapped
+    over ``width``, ``var_w`` and ``depth``::
+
+        depths = jnp.array([10, 100, 1000])
+        profs = jax.vmap(lambda L: profile(block, depth=L, width=n, var_w=1 / (n * L),
+                                           max_depth=1000))(depths)
+    """
+    if not isinstance(block, Block):
+        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
+    arch.check_width(width)
+    arch.check_var_w(var_w)
+    if max_depth is None:
+        if isinstance(depth, jax.core.Tracer):
+            raise ValueError("max_depth must be given when depth is traced (e.g. under jax.vmap)")
+        max_depth = arch.static_int("depth", depth)
+    else:
+        max_depth = arch.static_int("max_depth", max_depth)
+        arch.check_depth(depth)
+        if not isinstance(depth, jax.core.Tracer) and jnp.any(jnp.asarray(depth) > max_depth):
+            raise ValueError(f"depth must be <= max_depth={max_depth}, got {depth!r}")
+    arch.check_depth(depth)
+    alpha = jnp.asarray(width) * jnp.asarray(var_w)
+    alpha = alpha.astype(jnp.result_type(float, alpha))
+    return _profile(block, max_depth, alpha, jnp.asarray(depth, dtype=jnp.int32))

@@ -1,0 +1,810 @@
+"""Closed forms for signal propagation in the toy ResNets of Taki (2017), and their corrections.
+
+One pure function per formula, named for what it returns. Every function takes scalars or
+arrays (NumPy broadcasting), is written in ``jax.numpy`` and can be jitted and vmapped. The
+variance of one weight entry is ``var_w``, the fan-in ``width`` (n), and α = n·var_w; ``layer``
+is l (0 = input), ``depth`` is L. Inputs have zero mean and unit variance unless an argument
+says otherwise, and the output gradient dE/dz^L has zero mean and unit variance.
+
+Where the paper is exact, one function gives its formula. Where it is approximate or wrong, a
+``*_paper`` function gives the paper's formula and a sibling gives the correct one; each
+docstring says which is which (see also docs/theory.md and shared NOTES on the paper).
+
+Initialization
+    :func:`he_var_w`, :func:`glorot_var_w`, :func:`depth_scaled_var_w` (eq. 10/28),
+    :func:`depth_scaled_growth` (eq. 9, exact), :func:`depth_scaled_growth_limit` (e^c).
+Forward, no normalization
+    :func:`forward_second_moment` (eq. 7-8, identity, exact at any width),
+    :func:`plain_forward_second_moment` ((nVar[w])^L), :func:`plain_relu_forward_second_moment`,
+    :func:`relu_variance_lower_bound_paper` (eq. 13-14), :func:`relu_variance_lower_bound`,
+    :func:`relu_second_moment_lower_bound`, :func:`relu_growth_rate` (the exact asymptotic rate),
+    :func:`relu_depth_scaled_log_second_moment` (what c/(nL) really gives for ReLU).
+Backward, no normalization
+    :func:`backward_second_moment` (eq. 20, 25), :func:`relu_delta_variance` (eq. 21),
+    :func:`identity_delta_variance` (eq. 26), :func:`plain_backward_second_moment`,
+    :func:`relu_gradient_variance_lower_bound_paper` (eq. 22),
+    :func:`relu_gradient_variance_lower_bound`, :func:`identity_gradient_variance_paper`
+    (eq. 27, wrong), :func:`identity_gradient_variance` (corrected).
+Batch normalization (population limit, both placements)
+    :func:`bn_variance_paper` (eq. 31, 47), :func:`bn_sigma2_paper` (eq. 40),
+    :func:`bn_unit_variance`, :func:`bn_mean`, :func:`bn_second_moment`,
+    :func:`bn_gradient_growth_paper` (L/l, eq. 41-42, 52), :func:`bn_gradient_variance_paper`
+    (eq. 54), :func:`bn_backward_second_moment` (exact Γ-ratio), :func:`bn_gradient_variance`,
+    :func:`bn_relu_gradient_growth_asymptotic` ((L/l)^{π/(π-1)}),
+    :func:`plain_bn_backward_second_moment`, and at finite batch
+    :func:`identity_bn_finite_batch_gradient_variance`.
+All of one architecture
+    :func:`closed_forms` lists every formula above that applies to a block, labelled exact,
+    lower bound or approximation, for comparison with the recursions and Monte-Carlo.
+
+Example:
+    >>> import meanfield.theory as t
+    >>> float(t.forward_second_moment(10, width=100, var_w=0.01))  # (1 + 1)^10
+    1024.0
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from meanfield import architecture as arch
+from meanfield.gaussian import activation_moments
+
+Array = jax.Array
+
+__all__ = [
+    "ClosedForm",
+    "closed_forms",
+    "he_var_w",
+    "glorot_var_w",
+    "depth_scaled_var_w",
+    "depth_scaled_growth",
+    "depth_scaled_growth_limit",
+    "forward_second_moment",
+    "plain_forward_second_moment",
+    "plain_relu_forward_second_moment",
+    "relu_variance_lower_bound_paper",
+    "relu_variance_lower_bound",
+    "relu_second_moment_lower_bound",
+    "relu_growth_rate",
+    "relu_depth_scaled_log_second_moment",
+    "backward_second_moment",
+    "relu_delta_variance",
+    "identity_delta_variance",
+    "plain_backward_second_moment",
+    "relu_gradient_variance_lower_bound_paper",
+    "relu_gradient_variance_lower_bound",
+    "identity_gradient_variance_paper",
+    "identity_gradient_variance",
+    "bn_variance_paper",
+    "bn_sigma2_paper",
+    "bn_unit_variance",
+    "bn_mean",
+    "bn_second_moment",
+    "bn_gradient_growth_paper",
+    "bn_gradient_variance_paper",
+    "bn_backward_second_moment",
+    "bn_gradient_variance",
+    "bn_relu_gradient_growth_asymptotic",
+    "plain_bn_backward_second_moment",
+    "identity_bn_finite_batch_gradient_variance",
+]
+
+
+def _alpha(width: ArrayLike, var_w: ArrayLike) -> Array:
+    arch.check_width(width)
+    arch.check_var_w(var_w)
+    return jnp.asarray(width) * jnp.asarray(var_w)
+
+
+def _layers(layer: ArrayLike, depth: ArrayLike | None = None) -> tuple[Array, Array | None]:
+    arch.check_layer(layer, depth)
+    if depth is None:
+        return jnp.asarray(layer), None
+    arch.check_depth(depth)
+    return jnp.asarray(layer), jnp.asarray(depth)
+
+
+def _norm_placement(norm: str) -> str:
+    if norm not in ("bn_post", "bn_pre"):
+        raise ValueError(f"norm must be one of ('bn_post', 'bn_pre'), got {norm!r}")
+    return norm
+
+
+# --------------------------------------------------------------------------------------------
+# Initialization
+
+
+def he_var_w(fan_in: ArrayLike) -> Array:
+    """He et al. (2015) variance 2 / fan_in (the paper's "He's initialization", ref. [10])."""
+    arch.check_width(fan_in)
+    return 2.0 / jnp.asarray(fan_in)
+
+
+def glorot_var_w(fan_in: ArrayLike, fan_out: ArrayLike | None = None) -> Array:
+    """Glorot & Bengio (2010) variance 2 / (fan_in + fan_out); fan_out defaults to fan_in."""
+    arch.check_width(fan_in)
+    fan_out = fan_in if fan_out is None else fan_out
+    arch.check_width(fan_out)
+    return 2.0 / (jnp.asarray(fan_in) + jnp.asarray(fan_out))
+
+
+def depth_scaled_var_w(width: ArrayLike, depth: ArrayLike, c: ArrayLike = 1.0) -> Array:
+    """The paper's depth-scaled initialization, eq. (10) and (28).
+
+    .. math:: \\mathrm{Var}[w] = \\frac{c}{nL}
+
+    The paper's experiment uses c = 1 with n = 8·8·16 (fan-in of an 8x8 convolution with 16
+    channels) and L = 100.
+    """
+    arch.check_width(width)
+    arch.check_depth(depth)
+    arch.check_positive("c", c)
+    return jnp.asarray(c) / (jnp.asarray(width) * jnp.asarray(depth))
+
+
+def depth_scaled_growth(depth: ArrayLike, c: ArrayLike = 1.0) -> Array:
+    """Exact forward growth (1 + c/L)^L of an identity ResNet at Var[w] = c/(nL), eq. (9).
+
+    The paper writes ≈ e^c; the exact value is below e^c for every L (2.594 at L = 10, c = 1)
+    and tends to it as L -> ∞. For ReLU this init does *not* bound the growth: see
+    :func:`relu_depth_scaled_log_second_moment`.
+    """
+    arch.check_depth(depth)
+    arch.check_positive("c", c)
+    depth = jnp.asarray(depth)
+    return jnp.exp(depth * jnp.log1p(jnp.asarray(c) / depth))
+
+
+def depth_scaled_growth_limit(c: ArrayLike = 1.0) -> Array:
+    """e^c, the L -> ∞ limit (and upper bound) of :func:`depth_scaled_growth`, eq. (9)."""
+    arch.check_positive("c", c)
+    return jnp.exp(jnp.asarray(c))
+
+
+# --------------------------------------------------------------------------------------------
+# Forward, no normalization
+
+
+def forward_second_moment(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, m2_x: ArrayLike = 1.0
+) -> Array:
+    """E[(z^l)^2] of the identity ResNet z^l = z^{l-1} + W^l z^{l-1}, eq. (7)-(8).
+
+    .. math:: E[(z^l)^2] = (1 + n\\mathrm{Var}[w])^l\\, E[x^2]
+
+    Exact at any width (E||(I + W) z||^2 = (1 + α)||z||^2 for every z); with E x = 0 it is
+    also Var[z^l] (eq. 8).
+    """
+    layer, _ = _layers(layer)
+    return jnp.asarray(m2_x) * (1.0 + _alpha(width, var_w)) ** layer
+
+
+def plain_forward_second_moment(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, m2_x: ArrayLike = 1.0
+) -> Array:
+    """E[(z^l)^2] = (n Var[w])^l E[x^2] of the plain identity network z^l = W^l z^{l-1}.
+
+    The contrast of section 2.1 (Glorot & Bengio 2010); exact at any width.
+    """
+    layer, _ = _layers(layer)
+    return jnp.asarray(m2_x) * _alpha(width, var_w) ** layer
+
+
+def plain_relu_forward_second_moment(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, m2_x: ArrayLike = 1.0
+) -> Array:
+    """E[(z^l)^2] = (n Var[w]/2)^l E[x^2] of the plain ReLU network z^l = relu(W^l z^{l-1}).
+
+    He et al. (2015); E||relu(Wz)||^2 = (α/2)||z||^2 in expectation at any width, so He's
+    α = 2 preserves the second moment.
+    """
+    layer, _ = _layers(layer)
+    return jnp.asarray(m2_x) * (_alpha(width, var_w) / 2.0) ** layer
+
+
+def relu_variance_lower_bound_paper(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, var_x: ArrayLike = 1.0
+) -> Array:
+    """The paper's lower bound on Var[z^l] of the ReLU ResNet, eq. (13)-(14).
+
+    .. math:: \\mathrm{Var}[z^l] \\ge (1 + n\\mathrm{Var}[w]/4)^l\\, \\mathrm{Var}[x]
+
+    .. warning:: A valid but loose bound: it uses Jensen's (E|u|)^2 <= E u^2 where the exact
+       value (E|u|)^2 = (2/π) E u^2 is known. See :func:`relu_variance_lower_bound` for the
+       tightest bound of this form and :func:`relu_growth_rate` for the actual growth.
+    """
+    layer, _ = _layers(layer)
+    return jnp.asarray(var_x) * (1.0 + _alpha(width, var_w) / 4.0) ** layer
+
+
+def relu_variance_lower_bound(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, var_x: ArrayLike = 1.0
+) -> Array:
+    """Corrected lower bound on the pooled Var[z^l] of the ReLU ResNet (mean-field).
+
+    .. math:: \\mathrm{Var}[z^l] \\ge \\left(1 + n\\mathrm{Var}[w]\\,\\frac{\\pi-1}{2\\pi}\\right)^l
+              \\mathrm{Var}[x]
+
+    Corrects eq. (14): the exact step is v_l = v_{l-1} + α q_{l-1}(π-1)/(2π) with
+    q = E z^2 >= v (Var relu(u) = Var[u](π-1)/(2π) exactly), so the base is 1 + 0.3408 α,
+    not 1 + α/4. Still a bound: the true growth is :func:`relu_growth_rate` per layer.
+    """
+    b = activation_moments("relu").b
+    layer, _ = _layers(layer)
+    return jnp.asarray(var_x) * (1.0 + b * _alpha(width, var_w)) ** layer
+
+
+def relu_second_moment_lower_bound(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, m2_x: ArrayLike = 1.0
+) -> Array:
+    """E[(z^l)^2] >= (1 + n Var[w]/2)^l E[x^2] for the ReLU ResNet (mean-field).
+
+    From q_l = (1 + α/2) q_{l-1} + 2 m_{l-1} sqrt(α q_{l-1}/2π) and m >= 0. Not in the paper;
+    the second moment (what the next layer sees, eq. 4) is the quantity that matters.
+    """
+    layer, _ = _layers(layer)
+    return jnp.asarray(m2_x) * (1.0 + _alpha(width, var_w) / 2.0) ** layer
+
+
+def relu_growth_rate(width: ArrayLike, var_w: ArrayLike) -> Array:
+    """Asymptotic per-layer growth λ = lim q_{l+1}/q_l of E[z^2] in the ReLU ResNet (mean-field).
+
+    With s = sqrt(α/2π) and t = m/sqrt(q) the ratio of mean to root second moment, the fixed
+    point t* of the mean-field map solves (α/2)t^2 + 2s t^3 - 2s t - s^2 = 0 in (0, 1), and
+
+    .. math:: \\lambda = 1 + \\alpha/2 + 2 s t^*.
+
+    α = 1: λ = 2.1719 (identity ResNet: 2, the paper's bound: 1.25); α = 2 (He): λ = 2.9041.
+    Not in the paper, which gives only the loose bound 1 + α/4 (eq. 14).
+    """
+    alpha = _alpha(width, var_w)
+    s = jnp.sqrt(alpha / (2.0 * jnp.pi))
+
+    def residual(t):
+        return 0.5 * alpha * t**2 + 2.0 * s * t**3 - 2.0 * s * t - s**2
+
+    # residual(0) = -s^2 < 0 and residual(1) = α/2 - s^2 = α(π-1)/(2π) > 0: bisect on (0, 1).
+    lo = jnp.zeros_like(alpha)
+    hi = jnp.ones_like(alpha)
+
+    def bisect(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        up = residual(mid) > 0
+        return jnp.where(up, lo, mid), jnp.where(up, mid, hi)
+
+    lo, hi = jax.lax.fori_loop(0, 64, bisect, (lo, hi))
+    t_star = 0.5 * (lo + hi)
+    return 1.0 + 0.5 * alpha + 2.0 * s * t_star
+
+
+def relu_depth_scaled_log_second_moment(depth: ArrayLike, c: ArrayLike = 1.0) -> Array:
+    """Leading-order log E[(z^L)^2] of the ReLU ResNet at the paper's Var[w] = c/(nL).
+
+    .. math:: \\log E[(z^L)^2] = \\sqrt{2cL/\\pi}\\,(1 + o(1))
+
+    The mean m_L >= L sqrt(α/2π) = sqrt(cL/2π) grows without bound; once it dominates,
+    dm/dl ≈ sqrt(α/2π) m. So eq. (10) does **not** keep ReLU activations O(1), contrary to the
+    paper's conclusion after eq. (14). Convergence of the o(1) is slow (mean-field ratio
+    log q_L / sqrt(2L/π) = 0.84, 0.95, 0.98 at L = 1e2, 1e3, 1e4, c = 1).
+    """
+    arch.check_depth(depth)
+    arch.check_positive("c", c)
+    return jnp.sqrt(2.0 * jnp.asarray(c) * jnp.asarray(depth) / jnp.pi)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward, no normalization
+
+
+def backward_second_moment(
+    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
+) -> Array:
+    """E[(dE/dz^l)^2] of the ResNet without normalization, eq. (20) and (25).
+
+    .. math:: E[(\\partial E/\\partial z^l)^2] = (1 + a\\,n\\mathrm{Var}[w])^{L-l}
+
+    with a = E f'(u)^2 = 1 (identity, exact at any width) or 1/2 (ReLU, exact in mean-field).
+    """
+    a = activation_moments(activation).a
+    layer, depth = _layers(layer, depth)
+    return (1.0 + a * _alpha(width, var_w)) ** (depth - layer)
+
+
+def relu_delta_variance(
+    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
+) -> Array:
+    """Var[δ^l] = Var[dE/du^l] = ½ (1 + n Var[w]/2)^{L-l} of the ReLU ResNet, eq. (21).
+
+    Exact in the mean-field limit (δ = f'(u) dE/dz with E f'^2 = 1/2).
+    """
+    return 0.5 * backward_second_moment(layer, depth, width, var_w, "relu")
+
+
+def identity_delta_variance(
+    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
+) -> Array:
+    """Var[δ^l] = (1 + n Var[w])^{L-l} of the identity ResNet, eq. (26); exact at any width."""
+    return backward_second_moment(layer, depth, width, var_w, "identity")
+
+
+def plain_backward_second_moment(
+    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
+) -> Array:
+    """E[(dE/dz^l)^2] = (a n Var[w])^{L-l} of the plain network (no skip, no normalization).
+
+    The backward contrast of section 2 (Glorot & Bengio 2010; He et al. 2015).
+    """
+    a = activation_moments(activation).a
+    layer, depth = _layers(layer, depth)
+    return (a * _alpha(width, var_w)) ** (depth - layer)
+
+
+def relu_gradient_variance_lower_bound_paper(
+    depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
+) -> Array:
+    """The paper's lower bound ¼ (1 + n Var[w]/4)^{L-1} on Var[dE/dw^l] (ReLU), eq. (22).
+
+    .. warning:: Valid, but the prefactor ¼ can be ½ and the base 1 + α/4 can be 1 + α/2; it
+       says nothing about how the gradient varies with l. See
+       :func:`relu_gradient_variance_lower_bound`.
+    """
+    arch.check_depth(depth)
+    return 0.25 * (1.0 + _alpha(width, var_w) / 4.0) ** (jnp.asarray(depth) - 1)
+
+
+def relu_gradient_variance_lower_bound(
+    depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
+) -> Array:
+    """Corrected lower bound Var[dE/dW^l] >= ½ (1 + n Var[w]/2)^{L-1}, every l (ReLU, mean-field).
+
+    The exact mean-field value is ½ (1 + α/2)^{L-l} E[(z^{l-1})^2] (eq. 15 with eq. 21 and
+    gradient independence) and E[(z^{l-1})^2] >= (1 + α/2)^{l-1}
+    (:func:`relu_second_moment_lower_bound`).
+    """
+    arch.check_depth(depth)
+    return 0.5 * (1.0 + _alpha(width, var_w) / 2.0) ** (jnp.asarray(depth) - 1)
+
+
+def identity_gradient_variance_paper(depth: ArrayLike, width: ArrayLike, var_w: ArrayLike) -> Array:
+    """The paper's Var[dE/dw^l] = (1 + n Var[w]/2)^{L-1} for the identity ResNet, eq. (27).
+
+    .. warning:: Wrong factor: with dE/dW^l = δ^l (z^{l-1})^T (not δ_z^l δ_z^{l-1} as printed),
+       Var[δ^l] = (1+α)^{L-l} (eq. 26) and E(z^{l-1})^2 = (1+α)^{l-1} (eq. 7) give
+       (1 + α)^{L-1}. See :func:`identity_gradient_variance`.
+    """
+    arch.check_depth(depth)
+    return (1.0 + _alpha(width, var_w) / 2.0) ** (jnp.asarray(depth) - 1)
+
+
+def identity_gradient_variance(
+    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
+) -> Array:
+    """Corrected Var[dE/dW^l] = (1 + n Var[w])^{L-1} for the identity ResNet, the same for all l.
+
+    Corrects eq. (27). Exact in expectation at any width for the per-example gradient; the
+    batch gradient of a loss with independent output gradients per input has the same value.
+    """
+    layer, depth = _layers(layer, depth)
+    return identity_delta_variance(layer, depth, width, var_w) * forward_second_moment(
+        layer - 1, width, var_w
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Batch normalization (population statistics unless stated)
+
+
+def bn_variance_paper(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str, var_x: ArrayLike = 1.0
+) -> Array:
+    """The paper's Var[z^l] = a l n Var[w] + Var[x] of BN ResNets, eq. (31) and (47).
+
+    a = 1 (identity) or 1/2 (ReLU). Exact as the *pooled* variance for identity (both
+    placements) and for ReLU with BN before the activation (Fig. 4).
+
+    .. warning:: For ReLU this is not the per-unit variance that BN divides by, which is
+       1 + lα(π-1)/(2π) (:func:`bn_unit_variance`); the difference lα/(2π) is the spread of
+       per-unit means. Using it as σ² is the error behind the paper's eq. (51)-(52).
+    """
+    a = activation_moments(activation).e2
+    layer, _ = _layers(layer)
+    return a * layer * _alpha(width, var_w) + jnp.asarray(var_x)
+
+
+def bn_sigma2_paper(layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str) -> Array:
+    """The paper's approximation σ_l² ≈ a l n Var[w], eq. (40) (identity) and (47)/(51).
+
+    .. warning:: Drops Var[x] (the paper's footnote 9), exact only when lα >> 1, and for ReLU
+       uses the pooled instead of the per-unit variance. Correct: :func:`bn_unit_variance`.
+    """
+    a = activation_moments(activation).e2
+    layer, _ = _layers(layer)
+    return a * layer * _alpha(width, var_w)
+
+
+def bn_unit_variance(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
+) -> Array:
+    """Per-unit variance σ_l² of z^l in a BN ResNet, both placements (population mean-field).
+
+    .. math:: \\sigma_l^2 = 1 + l\\,n\\mathrm{Var}[w]\\,b_f,\\quad b_f = \\mathrm{Var} f(s)
+
+    b_f = 1 (identity; eq. 31, exact) or (π-1)/(2π) ≈ 0.3408 (ReLU; corrects eq. 40 and 47).
+    """
+    b = activation_moments(activation).b
+    layer, _ = _layers(layer)
+    return 1.0 + layer * _alpha(width, var_w) * b
+
+
+def bn_mean(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str, norm: str
+) -> Array:
+    """E[z^l] of a BN ResNet (population mean-field).
+
+    ReLU with BN on the branch input (Fig. 1b): every unit drifts by E relu(u) = sqrt(α/2π) per
+    block, m_l = l sqrt(α/2π). Zero for identity and for BN before the activation (Fig. 4,
+    eq. 44).
+    """
+    e1 = activation_moments(activation).e1
+    layer, _ = _layers(layer)
+    drift = e1 * jnp.sqrt(_alpha(width, var_w)) if _norm_placement(norm) == "bn_post" else 0.0
+    return layer * drift
+
+
+def bn_second_moment(
+    layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str, norm: str
+) -> Array:
+    """E[(z^l)^2] of a BN ResNet (population mean-field).
+
+    bn_post: 1 + lα b_f + (l e_1)^2 α, i.e. per-unit variance plus the squared common drift;
+    bn_pre:  1 + lα E f(s)^2 (eq. 47 read as a second moment; the per-unit means W_j·E f(ẑ) are
+    spread with variance α e_1^2 per block).
+    """
+    m = activation_moments(activation)
+    alpha = _alpha(width, var_w)
+    if _norm_placement(norm) == "bn_post":
+        return (
+            bn_unit_variance(layer, width, var_w, activation)
+            + bn_mean(layer, width, var_w, activation, norm) ** 2
+        )
+    layer, _ = _layers(layer)
+    return 1.0 + layer * alpha * m.e2
+
+
+def bn_gradient_growth_paper(layer: ArrayLike, depth: ArrayLike) -> Array:
+    """The paper's law Var[δ_z^l] / Var[δ_z^L] = L / l for BN ResNets, eq. (41)-(42), (51)-(52).
+
+    .. warning:: Identity: the lα >> 1 limit of :func:`bn_backward_second_moment`
+       ((1 + Lα)/(1 + lα)). ReLU: wrong; the exponent is π/(π-1) ≈ 1.467
+       (:func:`bn_relu_gradient_growth_asymptotic`).
+    """
+    layer, depth = _layers(layer, depth)
+    return depth / layer
+
+
+def bn_gradient_variance_paper(layer: ArrayLike, depth: ArrayLike, activation: str) -> Array:
+    """The paper's Var[dE/dw^l] ≈ a L/l for BN ResNets, eq. (42) (a = 1) and (54).
+
+    .. warning:: See :func:`bn_gradient_variance` for the exact population mean-field value.
+    """
+    return activation_moments(activation).a * bn_gradient_growth_paper(layer, depth)
+
+
+def _log_gamma_ratio(x: Array, k: Array) -> Array:
+    """log Γ(x + k) - log Γ(x) for x > 0, k >= 0, without the cancellation of lgamma - lgamma."""
+    # Shift x up by 8 with Γ(x+1) = xΓ(x), then use Stirling's series for the difference; every
+    # term is O(k log x), so the absolute error stays near float epsilon for any depth.
+    shift = jnp.arange(8.0, dtype=x.dtype).reshape((8,) + (1,) * x.ndim)
+    head = jnp.sum(jnp.log1p(k / (x + shift)), axis=0)
+    y = x + 8.0
+    inv_y, inv_yk = 1.0 / y, 1.0 / (y + k)
+    stirling = (
+        (y - 0.5) * jnp.log1p(k / y)
+        + k * jnp.log(y + k)
+        - k
+        + (inv_yk - inv_y) / 12.0
+        - (inv_yk**3 - inv_y**3) / 360.0
+        + (inv_yk**5 - inv_y**5) / 1260.0
+        - (inv_yk**7 - inv_y**7) / 1680.0
+        + (inv_yk**9 - inv_y**9) / 1188.0
+    )
+    return stirling - head
+
+
+def _gamma_product(layer: Array, depth: Array, offset: Array, kappa: Array) -> Array:
+    """prod_{k=l}^{L-1} (k + A + κ)/(k + A) = Γ(L+A+κ)Γ(l+A) / (Γ(L+A)Γ(l+A+κ))."""
+    layer, depth, offset, kappa = jnp.broadcast_arrays(
+        *(
+            jnp.asarray(v, dtype=jnp.result_type(float, offset))
+            for v in (layer, depth, offset, kappa)
+        )
+    )
+    return jnp.exp(
+        _log_gamma_ratio(depth + offset, kappa) - _log_gamma_ratio(layer + offset, kappa)
+    )
+
+
+def bn_backward_second_moment(
+    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
+) -> Array:
+    """E[(dE/dz^l)^2] of a BN ResNet, both placements, population mean-field (corrects eq. 41, 52).
+
+    From eq. (38) with the per-unit σ_k² = 1 + kα b_f (:func:`bn_unit_variance`):
+
+    .. math::
+        p_l = \\prod_{k=l}^{L-1}\\Bigl(1 + \\frac{a\\alpha}{1 + k\\alpha b_f}\\Bigr)
+            = \\frac{\\Gamma(L + A + \\kappa)\\,\\Gamma(l + A)}
+                   {\\Gamma(L + A)\\,\\Gamma(l + A + \\kappa)},
+        \\quad A = \\frac{1}{\\alpha b_f},\\ \\kappa = \\frac{a}{b_f}.
+
+    Identity: κ = 1 and p_l = (1 + Lα)/(1 + lα), which is L/l only when lα >> 1. ReLU:
+    κ = π/(π-1) ≈ 1.467, so p_l ~ (L/l)^{1.467}, not L/l.
+    """
+    m = activation_moments(activation)
+    layer, depth = _layers(layer, depth)
+    alpha = _alpha(width, var_w)
+    return _gamma_product(layer, depth, 1.0 / (alpha * m.b), m.a / m.b)
+
+
+def bn_gradient_variance(
+    layer: ArrayLike,
+    depth: ArrayLike,
+    width: ArrayLike,
+    var_w: ArrayLike,
+    activation: str,
+    norm: str,
+) -> Array:
+    """Var[dE/dW^l] of a BN ResNet: batch gradient per input, population mean-field (eq. 54).
+
+    With p_l = :func:`bn_backward_second_moment` and the batch gradient
+    dE/dW^l = Σ_b δ_b a_b^T divided by B:
+
+    * bn_post (a = BN(z), zero mean per unit): a p_l, a = E f'(u)^2;
+    * bn_pre (a = f(BN(z))): b_f p_l + e_1^2 (= p_l (π-1)/(2π) + 1/(2π) for ReLU). The constant
+      comes from the common mean of f(ẑ) and Σ_b dE/dz_b^l = Σ_b dE/dz_b^L, which BN's zero-sum
+      backward keeps for every l. The per-example gradient is E f(ẑ)^2 p_l = p_l / 2; the paper's
+      coefficient Var f(ẑ) (eq. 53) is the one of the growing part only.
+    """
+    m = activation_moments(activation)
+    p = bn_backward_second_moment(layer, depth, width, var_w, activation)
+    if _norm_placement(norm) == "bn_post":
+        return m.a * p
+    return m.b * p + m.e1**2
+
+
+def bn_relu_gradient_growth_asymptotic(layer: ArrayLike, depth: ArrayLike) -> Array:
+    """(L/l)^{π/(π-1)}: the l >> 1/α limit of the ReLU BN gradient growth (corrects eq. 52).
+
+    The exponent κ = E f'^2 / Var f(s) = (1/2) / ((π-1)/(2π)) = π/(π-1) ≈ 1.4669.
+    """
+    m = activation_moments("relu")
+    return bn_gradient_growth_paper(layer, depth) ** (m.a / m.b)
+
+
+def plain_bn_backward_second_moment(
+    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
+) -> Array:
+    """E[(dE/dz^l)^2] of the plain BN network (no skip), population mean-field.
+
+    Below the first block the per-unit variance is α b_f, so each backward step multiplies by
+    κ = a/b_f (1 for identity, π/(π-1) for ReLU), independent of Var[w]:
+    p_l = κ^{L-l} for l >= 1 and p_0 = aα κ^{L-1} (the input has unit variance). This per-layer
+    factor is what the residual connection turns into the power law of
+    :func:`bn_backward_second_moment`.
+    """
+    m = activation_moments(activation)
+    layer, depth = _layers(layer, depth)
+    alpha = _alpha(width, var_w)
+    kappa = m.a / m.b
+    return jnp.where(layer >= 1, kappa ** (depth - layer), m.a * alpha * kappa ** (depth - 1))
+
+
+def identity_bn_finite_batch_gradient_variance(
+    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, batch: ArrayLike
+) -> Array:
+    """Var[dE/dW^l] of the identity BN ResNet with batch statistics over B inputs (n -> ∞).
+
+    With B finite, BN's backward is the projection Π = I - 11^T/B - ẑẑ^T/B (rank B-2) divided by
+    the batch σ̂ (the paper's eq. 37 keeps only part of it). The centred batch kernel of z^l has
+    eigenvalue s_l = 1 + lαB/(B-1), σ̂² ~ s χ²_{B-1}/B so E[1/σ̂²] = B/((B-3)s), and
+    E Π = (B-2)/(B-1)(I - 11^T/B). The isotropic part π_l of the backward kernel obeys
+    π_{l-1} = π_l (1 + αB(B-2) / ((B-1)(B-3) s_{l-1})), π_L = 1, and Var[dE/dW^l] = π_l:
+
+    .. math::
+        \\pi_l = \\frac{\\Gamma(L+A+\\kappa)\\Gamma(l+A)}{\\Gamma(L+A)\\Gamma(l+A+\\kappa)},
+        \\quad A = \\frac{B-1}{\\alpha B},\\ \\kappa = \\frac{B-2}{B-3}.
+
+    Requires B > 3; tends to :func:`bn_backward_second_moment` as B -> ∞.
+    """
+    layer, depth = _layers(layer, depth)
+    arch._check_all("batch", batch, lambda a: a > 3, "a number > 3", integer=False)
+    alpha = _alpha(width, var_w)
+    batch = jnp.asarray(batch, dtype=jnp.result_type(float, alpha))
+    return _gamma_product(
+        layer, depth, (batch - 1.0) / (alpha * batch), (batch - 2.0) / (batch - 3.0)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# All closed forms of one architecture, for comparison with recursions and Monte-Carlo
+
+
+class ClosedForm(NamedTuple):
+    """One closed-form curve over layers l = 0..L, comparable with a profile statistic."""
+
+    statistic: str  # a profile name: "m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw"
+    label: str  # formula and source, e.g. "eq. (27), paper"
+    source: str  # "paper" (the paper's formula) or "corrected" (this project's)
+    kind: str  # "exact" (equals the mean-field recursion), "lower_bound" or "approximation"
+    values: Array  # shape (L + 1,); NaN where undefined (e.g. l = 0 for gradients)
+
+
+def closed_forms(
+    block: arch.Block, *, depth: int, width: ArrayLike, var_w: ArrayLike
+) -> list[ClosedForm]:
+    """Every closed form of this module that applies to ``block``, evaluated at l = 0..L.
+
+    "exact" forms must equal :func:`meanfield.recursions.profile` to floating-point
+    tolerance, "lower_bound" forms must lie below it, and "approximation" forms (the paper's
+    where it is approximate or wrong) may disagree; the tests check all three.
+    """
+    depth = arch.static_int("depth", depth)
+    l = jnp.arange(depth + 1)
+    lp = jnp.arange(1, depth + 1)  # layers with a weight
+
+    def pad(values):  # gradient curves: NaN at l = 0
+        return jnp.concatenate([jnp.full((1,), jnp.nan, values.dtype), values])
+
+    act, norm = block.activation, block.norm
+    n, v, L = width, var_w, depth
+    fm = activation_moments(act)
+    out: list[ClosedForm] = []
+    add = lambda *a: out.append(ClosedForm(*a))  # noqa: E731
+
+    if block.residual and norm == "none":
+        if act == "identity":
+            add("m2_z", "(1+α)^l, eq. (7)", "paper", "exact", forward_second_moment(l, n, v))
+            add(
+                "m2_dz",
+                "(1+α)^(L-l), eq. (25)",
+                "paper",
+                "exact",
+                backward_second_moment(l, L, n, v, act),
+            )
+            add(
+                "var_dw",
+                "(1+α/2)^(L-1), eq. (27)",
+                "paper",
+                "approximation",
+                pad(jnp.broadcast_to(identity_gradient_variance_paper(L, n, v), lp.shape)),
+            )
+            add(
+                "var_dw",
+                "(1+α)^(L-1)",
+                "corrected",
+                "exact",
+                pad(identity_gradient_variance(lp, L, n, v)),
+            )
+        else:
+            add(
+                "var_z",
+                "(1+α/4)^l bound, eq. (14)",
+                "paper",
+                "lower_bound",
+                relu_variance_lower_bound_paper(l, n, v),
+            )
+            add(
+                "var_z",
+                "(1+α(π-1)/2π)^l bound",
+                "corrected",
+                "lower_bound",
+                relu_variance_lower_bound(l, n, v),
+            )
+            add(
+                "m2_z",
+                "(1+α/2)^l bound",
+                "corrected",
+                "lower_bound",
+                relu_second_moment_lower_bound(l, n, v),
+            )
+            add(
+                "m2_dz",
+                "(1+α/2)^(L-l), eq. (20)",
+                "paper",
+                "exact",
+                backward_second_moment(l, L, n, v, act),
+            )
+            add(
+                "var_dw",
+                "¼(1+α/4)^(L-1) bound, eq. (22)",
+                "paper",
+                "lower_bound",
+                pad(jnp.broadcast_to(relu_gradient_variance_lower_bound_paper(L, n, v), lp.shape)),
+            )
+            add(
+                "var_dw",
+                "½(1+α/2)^(L-1) bound",
+                "corrected",
+                "lower_bound",
+                pad(jnp.broadcast_to(relu_gradient_variance_lower_bound(L, n, v), lp.shape)),
+            )
+    elif block.residual:
+        add(
+            "m2_z",
+            "1+lα(b_f+l e_1²) (post) / 1+lα e_2 (pre)",
+            "corrected",
+            "exact",
+            bn_second_moment(l, n, v, act, norm),
+        )
+        if act == "identity" or norm == "bn_pre":
+            add(
+                "var_z",
+                "a lα + Var x, eq. (31)/(47)",
+                "paper",
+                "exact",
+                bn_variance_paper(l, n, v, act),
+            )
+        add(
+            "unitvar_z",
+            "σ² ≈ a lα, eq. (40)/(51)",
+            "paper",
+            "approximation",
+            bn_sigma2_paper(l, n, v, act),
+        )
+        add("unitvar_z", "σ² = 1 + lα b_f", "corrected", "exact", bn_unit_variance(l, n, v, act))
+        add(
+            "m2_dz",
+            "L/l, eq. (41)/(52)",
+            "paper",
+            "approximation",
+            pad(bn_gradient_growth_paper(lp, L)),
+        )
+        add("m2_dz", "Γ-ratio", "corrected", "exact", bn_backward_second_moment(l, L, n, v, act))
+        add(
+            "var_dw",
+            "a L/l, eq. (42)/(54)",
+            "paper",
+            "approximation",
+            pad(bn_gradient_variance_paper(lp, L, act)),
+        )
+        add(
+            "var_dw",
+            "a p_l (post) / b_f p_l + e_1² (pre)",
+            "corrected",
+            "exact",
+            pad(bn_gradient_variance(lp, L, n, v, act, norm)),
+        )
+    elif norm == "none":
+        forward = (
+            plain_forward_second_moment if act == "identity" else plain_relu_forward_second_moment
+        )
+        add("m2_z", "(e_2 α)^l", "corrected", "exact", forward(l, n, v))
+        add(
+            "m2_dz",
+            "(a α)^(L-l)",
+            "corrected",
+            "exact",
+            plain_backward_second_moment(l, L, n, v, act),
+        )
+        add(
+            "var_dw",
+            "a (aα)^(L-l) (e_2 α)^(l-1)",
+            "corrected",
+            "exact",
+            pad(fm.a * plain_backward_second_moment(lp, L, n, v, act) * forward(lp - 1, n, v)),
+        )
+    else:
+        add(
+            "m2_dz",
+            "κ^(L-l)",
+            "corrected",
+            "exact",
+            plain_bn_backward_second_moment(l, L, n, v, act),
+        )
+    return out
