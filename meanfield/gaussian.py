@@ -96,6 +96,23 @@ def relu_kernel_gap(v: ArrayLike, one_minus_rho: ArrayLike) -> jnp.ndarray:
     return v / (2.0 * jnp.pi) * (jnp.pi * delta - _sin_minus_theta_cos(theta))
 
 
+def relu_kernel_gap_ratio(v: ArrayLike, one_minus_rho: ArrayLike) -> jnp.ndarray:
+    """:func:`relu_kernel_gap` divided by δ = 1 - ρ, finite as δ -> 0 (limit v/2).
+
+    .. math:: \\frac{v}{2\\pi}\\,\\Bigl[\\pi - \\frac{\\sin\\theta - \\theta\\cos\\theta}{\\delta}\\Bigr]
+
+    Lets a recursion carry log δ when δ itself would underflow (deep ReLU ResNets without BN).
+    """
+    v = jnp.asarray(v)
+    delta = jnp.clip(jnp.asarray(one_minus_rho), 0.0, 2.0)
+    theta = 2.0 * jnp.arcsin(jnp.sqrt(delta / 2.0))
+    positive = delta > 0
+    correction = jnp.where(
+        positive, _sin_minus_theta_cos(theta) / jnp.where(positive, delta, 1.0), 0.0
+    )
+    return v / (2.0 * jnp.pi) * (jnp.pi - correction)
+
+
 def relu_cross_moment(v: ArrayLike, rho: ArrayLike) -> jnp.ndarray:
     """E relu(u) relu(u') = (v/2π)[sqrt(1-ρ^2) + ρ(π - arccos ρ)] (degree-1 arc-cosine kernel)."""
     v = jnp.asarray(v)

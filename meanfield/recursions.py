@@ -29,10 +29,10 @@ with g_l = α E f'^2, divided by u_{l-1} under BN (population statistics: the ba
 BN's backward are O(1/B)).
 
 Numerics: identity and ReLU blocks are positively homogeneous, so the state is carried as
-(m/√q, u/q, log q) and log p is accumulated; depth 10,000 at He init gives finite ``log10_``
+(m/√q, log(u/q), log q) and log p is accumulated, both sums with Kahan compensation; depth 10,000 at He init gives finite ``log10_``
 values, and the raw values are ``inf`` exactly where they exceed the float range, flagged in
-``Profile.overflow``. u/q is updated without cancellation (ReLU without BN drives it to 1e-8 by
-L = 50).
+``Profile.overflow``. log(u/q) is updated without cancellation (ReLU without BN drives u/q to
+1e-8 by L = 50 and below the float range by L = 10,000).
 
 Example:
     >>> import meanfield
@@ -54,7 +54,7 @@ from jax.typing import ArrayLike
 
 from meanfield import architecture as arch
 from meanfield.architecture import Block
-from meanfield.gaussian import activation_moments, relu_kernel_gap
+from meanfield.gaussian import activation_moments, relu_kernel_gap_ratio
 
 __all__ = ["Profile", "profile", "STATISTICS"]
 
@@ -88,40 +88,46 @@ class Profile:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _branch_stats(activation: str, alpha: jax.Array, gap_ratio: jax.Array):
-    """(e, s, s - k) of h = f(u), u centred with kernel α(1, 1 - gap_ratio), at unit input scale."""
+def _branch_stats(activation: str, alpha: jax.Array, log_delta: jax.Array):
+    """Branch h = f(u), u centred with kernel α(1, 1 - δ): (E h, E h^2, log(E h^2 - E h h'))."""
     if activation == "identity":
-        return jnp.zeros_like(alpha), alpha, alpha * gap_ratio
-    return jnp.sqrt(alpha / (2.0 * jnp.pi)), alpha / 2.0, relu_kernel_gap(alpha, gap_ratio)
+        return jnp.zeros_like(alpha), alpha, jnp.log(alpha) + log_delta
+    ratio = relu_kernel_gap_ratio(alpha, jnp.exp(log_delta))  # gap / δ, finite as δ -> 0
+    return jnp.sqrt(alpha / (2.0 * jnp.pi)), alpha / 2.0, jnp.log(ratio) + log_delta
 
 
 def _forward_step(block: Block, alpha: jax.Array, state):
-    """One block of the mean-field map on the normalized state (t = m/√q, r = u/q, log q)."""
-    t, r, logq = state
+    """One block of the mean-field map on the state (t = m/√q, log(u/q), log q).
+
+    Returns the new t and log(u/q) and the increment of log q (not the new log q: the caller
+    sums increments with compensation).
+    """
+    t, log_r, logq = state
     fm = activation_moments(block.activation)
-    # The branch input's second moment relative to q (log ra) and its kernel gap ratio.
+    # The branch input's second moment relative to q (log ra) and the log of its kernel gap
+    # ratio δ = 1 - (cross moment)/(second moment).
     if block.norm == "none":
-        log_ra, gap_in, branch_act = jnp.zeros_like(logq), r, block.activation
+        log_ra, log_delta, branch_act = jnp.zeros_like(logq), log_r, block.activation
     elif block.norm == "bn_post":
-        log_ra, gap_in, branch_act = -logq, jnp.ones_like(r), block.activation
+        log_ra, log_delta, branch_act = -logq, jnp.zeros_like(log_r), block.activation
     else:  # bn_pre: W applied to f(BN(z)), whose kernel is (e2, e1^2)
-        log_ra, gap_in, branch_act = (
-            math.log(fm.e2) - logq,
-            jnp.full_like(r, fm.b / fm.e2),
-            "identity",
-        )
-    e, s, gap = _branch_stats(branch_act, alpha, gap_in)
+        log_ra = math.log(fm.e2) - logq
+        log_delta, branch_act = jnp.full_like(log_r, math.log(fm.b / fm.e2)), "identity"
+    e, s, log_gap = _branch_stats(branch_act, alpha, log_delta)
     if not block.residual:
-        return e / jnp.sqrt(s), gap / s, logq + log_ra + jnp.log(s)
-    ra = jnp.exp(log_ra)
+        return e / jnp.sqrt(s), log_gap - jnp.log(s), log_ra + jnp.log(s)
     sqrt_ra = jnp.exp(0.5 * log_ra)
-    growth_m1 = ra * s + 2.0 * sqrt_ra * e * t  # q_l / q_{l-1} - 1 >= 0
-    growth = 1.0 + growth_m1
-    return (
-        (t + sqrt_ra * e) / jnp.sqrt(growth),
-        (r + ra * gap) / growth,
-        logq + jnp.log1p(growth_m1),
-    )
+    growth_m1 = jnp.exp(log_ra) * s + 2.0 * sqrt_ra * e * t  # q_l / q_{l-1} - 1 >= 0
+    log_growth = jnp.log1p(growth_m1)
+    t_new = (t + sqrt_ra * e) * jnp.exp(-0.5 * log_growth)
+    return t_new, jnp.logaddexp(log_r, log_ra + log_gap) - log_growth, log_growth
+
+
+def _kahan_add(total: jax.Array, comp: jax.Array, term: jax.Array):
+    """Compensated (Kahan) summation step: returns the new total and compensation."""
+    y = term - comp
+    new = total + y
+    return new, (new - total) - y
 
 
 @functools.partial(jax.jit, static_argnames=("block", "max_depth"))
@@ -131,14 +137,21 @@ def _profile(block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array) -
     alpha = jnp.broadcast_to(alpha, shape)
     fm = activation_moments(block.activation)
 
-    def body(state, _):
-        new = _forward_step(block, alpha, state)
-        return new, new
+    def body(carry, _):
+        state, comp = carry
+        t, log_r, dlogq = _forward_step(block, alpha, state)
+        # log q is a running sum of L terms: compensate it, or float32 loses ~L·eps·|log q|
+        # (a factor e^6 in q at depth 10,000, He init).
+        logq, comp = _kahan_add(state[2], comp, dlogq)
+        return ((t, log_r, logq), comp), (t, log_r, logq)
 
-    init = (jnp.zeros(shape, dtype), jnp.ones(shape, dtype), jnp.zeros(shape, dtype))
-    _, states = jax.lax.scan(body, init, length=max_depth)
+    zero = jnp.zeros(shape, dtype)
+    init = (zero, zero, zero)  # x: mean 0, u/q = 1, q = 1
+    _, states = jax.lax.scan(body, (init, zero), length=max_depth)
     # Layer axis first here: index l = 0..max_depth.
-    t, r, logq = (jnp.concatenate([i[None], s], axis=0) for i, s in zip(init, states, strict=True))
+    t, log_r, logq = (
+        jnp.concatenate([i[None], s], axis=0) for i, s in zip(init, states, strict=True)
+    )
 
     layer = jnp.arange(max_depth + 1).reshape((max_depth + 1,) + (1,) * len(shape))
     depth = jnp.broadcast_to(depth, shape)[None]
@@ -147,12 +160,17 @@ def _profile(block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array) -
     # Backward gain of block l (l = 1..max_depth) from the state of z^{l-1}.
     log_gain = jnp.log(alpha * fm.a) * jnp.ones_like(logq[:-1])
     if block.norm != "none":
-        log_gain = log_gain - logq[:-1] - jnp.log(r[:-1])  # divided by unitvar_{l-1}
+        log_gain = log_gain - logq[:-1] - log_r[:-1]  # divided by unitvar_{l-1}
     log_step = jnp.log1p(jnp.exp(log_gain)) if block.residual else log_gain
     log_step = jnp.where(active[1:], log_step, 0.0)
-    # log p_l = sum_{k = l+1}^{L} log_step_k (p_L = 1).
-    tail = jnp.cumsum(log_step[::-1], axis=0)[::-1]
-    logp = jnp.concatenate([tail, jnp.zeros_like(tail[:1])], axis=0)
+
+    # log p_l = sum_{k = l+1}^{L} log_step_k (p_L = 1), summed from the top with compensation.
+    def back(carry, step):
+        total, comp = _kahan_add(*carry, step)
+        return (total, comp), total
+
+    _, tail = jax.lax.scan(back, (zero, zero), log_step, reverse=True)
+    logp = jnp.concatenate([tail, zero[None]], axis=0)
 
     # Batch weight gradient of block l.
     if block.norm == "none":
@@ -171,7 +189,7 @@ def _profile(block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array) -
     logs = {
         "m2_z": logq,
         "var_z": logq + jnp.log1p(-(t**2)),
-        "unitvar_z": logq + jnp.log(r),
+        "unitvar_z": logq + log_r,
         "m2_dz": logp,
         "var_dw": log_g,
     }

@@ -646,17 +646,33 @@ class ClosedForm(NamedTuple):
 
 
 def closed_forms(
-    block: arch.Block, *, depth: int, width: ArrayLike, var_w: ArrayLike
+    block: arch.Block,
+    *,
+    depth: ArrayLike,
+    width: ArrayLike,
+    var_w: ArrayLike,
+    max_depth: int | None = None,
 ) -> list[ClosedForm]:
     """Every closed form of this module that applies to ``block``, evaluated at l = 0..L.
 
     "exact" forms must equal :func:`meanfield.recursions.profile` to floating-point
     tolerance, "lower_bound" forms must lie below it, and "approximation" forms (the paper's
     where it is approximate or wrong) may disagree; the tests check all three.
+
+    As in :func:`~meanfield.recursions.profile`, ``depth`` may be traced (under ``jax.vmap``)
+    when ``max_depth`` fixes the length; entries past ``depth`` are NaN. ``width`` and
+    ``var_w`` are scalars here.
     """
-    depth = arch.static_int("depth", depth)
-    l = jnp.arange(depth + 1)
-    lp = jnp.arange(1, depth + 1)  # layers with a weight
+    if max_depth is None:
+        max_depth = arch.static_int("depth", depth)
+    else:
+        max_depth = arch.static_int("max_depth", max_depth)
+        arch.check_depth(depth)
+    layers = jnp.arange(max_depth + 1)
+    active = layers <= depth
+    l = jnp.minimum(layers, depth)  # keeps every formula's layer <= depth; masked below
+    lp = jnp.maximum(l[1:], 1)  # layers with a weight
+    v_dtype = jnp.result_type(float, var_w)
 
     def pad(values):  # gradient curves: NaN at l = 0
         return jnp.concatenate([jnp.full((1,), jnp.nan, values.dtype), values])

@@ -1,0 +1,174 @@
+"""Figure builders: records in (as made by :mod:`meanfield.sweeps` or read back from JSON),
+``matplotlib.figure.Figure`` out. Nothing here computes science, shows a window or touches
+pyplot's global state; callers save the figures (:func:`save_figure`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+INIT_COLORS = {"he": "#1f77b4", "depth_scaled": "#d62728", "glorot": "#2ca02c"}
+INIT_LABELS = {"he": "He, var_w = 2/n", "depth_scaled": "depth-scaled, c/(nL)", "glorot": "Glorot"}
+KIND_STYLE = {  # how a closed form is drawn, by how it relates to the recursion
+    "exact": dict(linestyle="none", marker="o", markersize=3.5, markerfacecolor="none"),
+    "lower_bound": dict(linestyle=":", linewidth=1.4),
+    "approximation": dict(linestyle="--", linewidth=1.2),
+}
+STAT_LABELS = {
+    "m2_z": r"$\log_{10} E[(z^l)^2]$",
+    "m2_dz": r"$\log_{10} E[(\partial E/\partial z^l)^2]$",
+    "var_dw": r"$\log_{10} \mathrm{Var}[\partial E/\partial W^l]$",
+    "unitvar_z": r"$\log_{10}\sigma_l^2$ (per unit)",
+}
+
+
+def _figure(nrows: int, ncols: int, width: float = 3.1, height: float = 2.5):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    return fig, axes
+
+
+def _markevery(n: int) -> int:
+    return max(1, n // 12)
+
+
+def profile_figure(
+    records: Sequence[dict],
+    columns: Sequence[str],
+    statistics: Sequence[str] = ("m2_z", "m2_dz", "var_dw"),
+    title: str | None = None,
+):
+    """Per-layer statistics (rows) of the blocks in ``columns``: recursion as solid lines,
+    closed forms as circles (exact), dotted lines (bounds) or dashed lines (approximations),
+    one color per initialization."""
+    fig, axes = _figure(len(statistics), len(columns))
+    by_block: dict[str, list[dict]] = {}
+    for rec in records:
+        by_block.setdefault(rec["block"], []).append(rec)
+    for j, block in enumerate(columns):
+        for i, stat in enumerate(statistics):
+            ax = axes[i, j]
+            for rec in by_block.get(block, []):
+                color = INIT_COLORS.get(rec["init"], "k")
+                y = np.asarray(rec["recursion"][f"log10_{stat}"], dtype=float)
+                layers = np.arange(y.size)
+                ax.plot(
+                    layers,
+                    y,
+                    color=color,
+                    linewidth=1.8,
+                    label=f"{INIT_LABELS.get(rec['init'], rec['init'])}: recursion",
+                )
+                for f in rec["closed_forms"]:
+                    if f["statistic"] != stat:
+                        continue
+                    yc = np.asarray(f["log10_values"], dtype=float)
+                    style = dict(KIND_STYLE[f["kind"]])
+                    if f["kind"] == "exact":
+                        style["markevery"] = _markevery(yc.size)
+                    ax.plot(layers, yc, color=color, alpha=0.9, label=f"{f['label']}", **style)
+            if i == 0:
+                ax.set_title(block, fontsize=10)
+            if i == len(statistics) - 1:
+                ax.set_xlabel("layer l")
+            if j == 0:
+                ax.set_ylabel(STAT_LABELS.get(stat, stat))
+            ax.grid(alpha=0.3)
+            handles, labels = ax.get_legend_handles_labels()
+            if handles:
+                ax.legend(fontsize=5.5, loc="best", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def depth_figure(
+    records: Sequence[dict],
+    columns: Sequence[dict],
+    title: str | None = None,
+    contrast_inits: Sequence[str] = ("he",),
+):
+    """Forward growth q_L/q_0 (top) and gradient ratio Var[dE/dW^1]/Var[dE/dW^L] (bottom),
+    log10 against depth L on a log axis. ``columns`` are dicts with ``block`` (residual) and
+    optionally ``contrast`` (a plain block, drawn in thin lines for ``contrast_inits`` only:
+    the depth-scaled init makes no sense without the skip). The y-range fits the residual
+    network; the plain one may leave it, which is the point of the contrast."""
+    quantities = (
+        ("log10_growth", r"$E[(z^L)^2]/E[x^2]$"),
+        (
+            "log10_ratio",
+            r"$\mathrm{Var}[\partial E/\partial W^1] / \mathrm{Var}[\partial E/\partial W^L]$",
+        ),
+    )
+    fig, axes = _figure(len(quantities), len(columns))
+    by_block: dict[str, list[dict]] = {}
+    for rec in records:
+        by_block.setdefault(rec["block"], []).append(rec)
+    for j, col in enumerate(columns):
+        for i, (key, label) in enumerate(quantities):
+            ax = axes[i, j]
+            main_ys = []
+            for name, thin in ((col["block"], False), (col.get("contrast"), True)):
+                for rec in by_block.get(name, []) if name else []:
+                    if thin and rec["init"] not in contrast_inits:
+                        continue
+                    color = INIT_COLORS.get(rec["init"], "k")
+                    L = np.asarray(rec["depths"], dtype=float)
+                    y = np.asarray(rec[key], dtype=float)
+                    init = INIT_LABELS.get(rec["init"], rec["init"])
+                    ax.plot(
+                        L,
+                        y,
+                        color=color,
+                        linewidth=0.9 if thin else 1.8,
+                        alpha=0.6 if thin else 1.0,
+                        label=f"{init}{' (plain)' if thin else ''}",
+                    )
+                    if thin:
+                        continue
+                    main_ys.append(y)
+                    for f in rec["closed_forms"]:
+                        if f["quantity"] != key:
+                            continue
+                        yc = np.asarray(f["values"], dtype=float)
+                        style = dict(KIND_STYLE[f["kind"]])
+                        if f["kind"] == "exact":
+                            style["markevery"] = _markevery(yc.size)
+                        ax.plot(L, yc, color=color, label=f["label"], **style)
+            ax.set_xscale("log")
+            finite = np.concatenate([y[np.isfinite(y)] for y in main_ys]) if main_ys else []
+            if len(finite):  # scale to the residual network; the plain one may leave the axes
+                lo, hi = float(np.min(finite)), float(np.max(finite))
+                pad = 0.15 * max(hi - lo, 1.0)
+                ax.set_ylim(lo - pad, hi + pad)
+            if i == 0:
+                ax.set_title(col["block"], fontsize=10)
+            if i == len(quantities) - 1:
+                ax.set_xlabel("depth L")
+            if j == 0:
+                ax.set_ylabel(r"$\log_{10}$ " + label, fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=5.5, loc="best", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Save ``fig`` as ``stem.<fmt>`` for each format (written to a temp name, then renamed)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format=fmt, dpi=150)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,144 @@
+"""Save and load results with their full configuration, package versions and git revision.
+
+Every write is atomic: the file is written to a temporary name in the same folder, flushed to
+disk, then renamed over the target, so a crash leaves either the old file or the new one.
+No science module is imported here.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_PACKAGES = ("meanfield", "jax", "jaxlib", "numpy", "flax", "optax", "matplotlib")
+
+
+def git_revision(path: str | os.PathLike | None = None) -> str | None:
+    """The git commit of the checkout holding ``path`` (default: this package), or None."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def environment() -> dict[str, Any]:
+    """Versions of Python and the packages that produced a result, the device and git revision."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    env = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": versions,
+        "git_revision": git_revision(),
+        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if "jax" in sys.modules:
+        jax = sys.modules["jax"]
+        env["jax_backend"] = jax.default_backend()
+        env["jax_devices"] = [str(d) for d in jax.devices()]
+        env["jax_enable_x64"] = bool(jax.config.jax_enable_x64)
+    return env
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Arrays to (nested) lists; NaN and ±inf to None (JSON has no such numbers)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "__array__") and not isinstance(obj, (str, bytes)):
+        arr = np.asarray(obj)
+        if arr.ndim == 0:
+            return to_jsonable(arr.item())
+        return [to_jsonable(v) for v in arr.tolist()]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (np.generic,)):
+        return to_jsonable(obj.item())
+    return obj
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` (arrays allowed) as JSON, atomically."""
+    text = json.dumps(to_jsonable(payload), indent=1, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def load_json(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write dict rows as CSV (columns from the first row), atomically."""
+    rows = [to_jsonable(r) for r in rows]
+    if not rows:
+        raise ValueError("rows must not be empty")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def new_run_dir(base: str | os.PathLike, name: str) -> Path:
+    """A fresh folder ``base/name-YYYYmmdd-HHMMSS[-k]`` for one run's outputs."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(base)
+    for k in range(1000):
+        path = base / (f"{name}-{stamp}" + (f"-{k}" if k else ""))
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a new run folder under {base}")
