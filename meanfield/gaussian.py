@@ -99,7 +99,8 @@ def relu_kernel_gap(v: ArrayLike, one_minus_rho: ArrayLike) -> jnp.ndarray:
 def relu_kernel_gap_ratio(v: ArrayLike, one_minus_rho: ArrayLike) -> jnp.ndarray:
     """:func:`relu_kernel_gap` divided by δ = 1 - ρ, finite as δ -> 0 (limit v/2).
 
-    .. math:: \\frac{v}{2\\pi}\\,\\Bigl[\\pi - \\frac{\\sin\\theta - \\theta\\cos\\theta}{\\delta}\\Bigr]
+    .. math::
+        \\frac{v}{2\\pi}\\,\\Bigl[\\pi - \\frac{\\sin\\theta - \\theta\\cos\\theta}{\\delta}\\Bigr]
 
     Lets a recursion carry log δ when δ itself would underflow (deep ReLU ResNets without BN).
     """

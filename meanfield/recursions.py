@@ -29,8 +29,8 @@ with g_l = α E f'^2, divided by u_{l-1} under BN (population statistics: the ba
 BN's backward are O(1/B)).
 
 Numerics: identity and ReLU blocks are positively homogeneous, so the state is carried as
-(m/√q, log(u/q), log q) and log p is accumulated, both sums with Kahan compensation; depth 10,000 at He init gives finite ``log10_``
-values, and the raw values are ``inf`` exactly where they exceed the float range, flagged in
+(m/√q, log(u/q), log q) and log p is accumulated, both sums with Kahan compensation; depth
+10,000 at He init gives finite ``log10_`` values, and the raw values are ``inf`` exactly where they exceed the float range, flagged in
 ``Profile.overflow``. log(u/q) is updated without cancellation (ReLU without BN drives u/q to
 1e-8 by L = 50 and below the float range by L = 10,000).
 

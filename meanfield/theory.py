@@ -823,4 +823,8 @@ def closed_forms(
             "exact",
             plain_bn_backward_second_moment(l, L, n, v, act),
         )
-    return out
+    nan = jnp.asarray(jnp.nan, v_dtype)
+    return [
+        f._replace(values=jnp.where(active, jnp.broadcast_to(f.values, active.shape), nan))
+        for f in out
+    ]
