@@ -108,7 +108,7 @@ def _check_all(name: str, value: Any, ok, allowed: str, integer: bool) -> None:
             raise ValueError(f"{name} must be {allowed}, got {value!r}")
     bad = ~(np.isfinite(arr) & ok(arr))
     if np.any(bad):
-        shown = arr[bad].ravel()[0] if arr.ndim else arr.item()
+        shown = arr[bad].ravel()[0].item() if arr.ndim else arr.item()
         raise ValueError(f"{name} must be {allowed}, got {shown!r}")
 
 

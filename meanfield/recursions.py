@@ -30,9 +30,10 @@ BN's backward are O(1/B)).
 
 Numerics: identity and ReLU blocks are positively homogeneous, so the state is carried as
 (m/√q, log(u/q), log q) and log p is accumulated, both sums with Kahan compensation; depth
-10,000 at He init gives finite ``log10_`` values, and the raw values are ``inf`` exactly where they exceed the float range, flagged in
-``Profile.overflow``. log(u/q) is updated without cancellation (ReLU without BN drives u/q to
-1e-8 by L = 50 and below the float range by L = 10,000).
+10,000 at He init gives finite ``log10_`` values, and the raw values are ``inf`` exactly where
+they exceed the float range, flagged in ``Profile.overflow``. log(u/q) is updated without
+cancellation (ReLU without BN drives u/q to 1e-8 by L = 50 and below the float range by
+L = 10,000).
 
 Example:
     >>> import meanfield
@@ -158,7 +159,7 @@ def _profile(block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array) -
     active = layer <= depth
 
     # Backward gain of block l (l = 1..max_depth) from the state of z^{l-1}.
-    log_gain = jnp.log(alpha * fm.a) * jnp.ones_like(logq[:-1])
+    log_gain = jnp.broadcast_to(jnp.log(alpha * fm.a)[None], logq[:-1].shape)
     if block.norm != "none":
         log_gain = log_gain - logq[:-1] - log_r[:-1]  # divided by unitvar_{l-1}
     log_step = jnp.log1p(jnp.exp(log_gain)) if block.residual else log_gain
@@ -194,6 +195,9 @@ def _profile(block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array) -
         "var_dw": log_g,
     }
     out = {name: jnp.exp(v) for name, v in logs.items()}
+    # No gradient at l = 0; set it explicitly (XLA's vectorized float32 exp maps NaN to finite
+    # garbage on CPU).
+    out["var_dw"] = out["var_dw"].at[0].set(jnp.nan)
     out["mean_z"] = t * jnp.exp(0.5 * logq)
     out.update({f"log10_{name}": v / _LN10 for name, v in logs.items()})
     overflow = jnp.zeros(logq.shape, bool)

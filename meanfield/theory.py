@@ -501,7 +501,7 @@ def _log_gamma_ratio(x: Array, k: Array) -> Array:
     # Shift x up by 8 with Γ(x+1) = xΓ(x), then use Stirling's series for the difference; every
     # term is O(k log x), so the absolute error stays near float epsilon for any depth.
     shift = jnp.arange(8.0, dtype=x.dtype).reshape((8,) + (1,) * x.ndim)
-    head = jnp.sum(jnp.log1p(k / (x + shift)), axis=0)
+    head = jnp.sum(jnp.log1p(k[None] / (x[None] + shift)), axis=0)
     y = x + 8.0
     inv_y, inv_yk = 1.0 / y, 1.0 / (y + k)
     stirling = (

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meanfield import architecture as arch
+from meanfield.architecture import Block
+
+
+def test_twelve_distinct_blocks_round_trip_through_their_names():
+    blocks = arch.all_blocks()
+    assert len(set(blocks)) == 12
+    assert {b.name for b in blocks} == {
+        f"{a}-{n}-{r}"
+        for a in ("identity", "relu")
+        for n in ("none", "bn_post", "bn_pre")
+        for r in ("residual", "plain")
+    }
+    for b in blocks:
+        assert Block.from_name(b.name) == b
+
+
+def test_block_is_frozen_and_hashable():
+    b = Block(activation="relu", norm="bn_post", residual=True)
+    with pytest.raises(AttributeError):
+        b.norm = "none"
+    assert {b: 1}[Block("relu", "bn_post", True)] == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, field, allowed",
+    [
+        (dict(activation="tanh"), "activation", "'identity', 'relu'"),
+        (dict(norm="layernorm"), "norm", "'none', 'bn_post', 'bn_pre'"),
+        (dict(residual="yes"), "residual", "True or False"),
+        (dict(shortcut=2), "shortcut", "(1,)"),
+        (dict(shortcut=True), "shortcut", "(1,)"),
+    ],
+)
+def test_bad_block_field_names_field_value_and_allowed(kwargs, field, allowed):
+    with pytest.raises(ValueError) as err:
+        Block(**kwargs)
+    msg = str(err.value)
+    assert f"Block.{field}" in msg
+    assert repr(next(iter(kwargs.values()))) in msg
+    assert allowed in msg
+
+
+@given(st.text(max_size=12).filter(lambda s: s not in ("identity", "relu")))
+def test_any_other_activation_is_rejected(name):
+    with pytest.raises(ValueError, match="Block.activation"):
+        Block(activation=name)
+
+
+@given(
+    st.sampled_from(["identity", "relu"]),
+    st.sampled_from(["none", "bn_post", "bn_pre"]),
+    st.booleans(),
+)
+def test_every_valid_combination_constructs(activation, norm, residual):
+    b = Block(activation=activation, norm=norm, residual=residual)
+    assert (b.activation, b.norm, b.residual, b.shortcut) == (activation, norm, residual, 1)
+
+
+@pytest.mark.parametrize("name", ["relu-bn_post", "relu-bn-residual", "relu-none-deep", ""])
+def test_bad_block_name(name):
+    with pytest.raises(ValueError):
+        Block.from_name(name)
+
+
+@pytest.mark.parametrize(
+    "check, name, bad",
+    [
+        (arch.check_width, "width", [0, 0.5, -3, float("nan"), float("inf"), True, "8"]),
+        (arch.check_depth, "depth", [0, -1, 1.5, float("nan"), float("inf"), True]),
+        (arch.check_var_w, "var_w", [0, -1e-3, float("nan"), float("inf"), -float("inf")]),
+    ],
+)
+def test_bad_sizes_raise_naming_the_argument_and_value(check, name, bad):
+    for value in bad:
+        with pytest.raises(ValueError) as err:
+            check(value)
+        assert str(err.value).startswith(f"{name} must be")
+        assert repr(value)[:3] in str(err.value) or name == "width"
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_var_w_accepts_exactly_the_positive_finite_floats(x):
+    if np.isfinite(x) and x > 0:
+        arch.check_var_w(x)
+    else:
+        with pytest.raises(ValueError, match="var_w must be a finite number > 0"):
+            arch.check_var_w(x)
+
+
+def test_array_checks_report_the_offending_entry():
+    with pytest.raises(ValueError, match="got -2"):
+        arch.check_depth(np.array([1, 5, -2]))
+    arch.check_depth(np.array([1, 5, 10]))
+    arch.check_width(np.array([1.0, 256.0]))
+
+
+def test_static_int():
+    assert arch.static_int("depth", 7) == 7
+    assert arch.static_int("depth", 7.0) == 7
+    for bad in (0, 2.5, "3", True, None):
+        with pytest.raises(ValueError, match="depth must be a Python integer >= 1"):
+            arch.static_int("depth", bad)

@@ -1,0 +1,242 @@
+"""The scanned, log-scaled recursion against a plain Python loop over the raw moments, plus
+numerics (depth 10,000), vmap/jit behaviour, validation and properties."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import meanfield
+from meanfield import recursions
+from meanfield.architecture import Block
+from tests.helpers import assert_all_finite, assert_close
+
+E1, E2 = 1 / math.sqrt(2 * math.pi), 0.5
+
+
+def reference_profile(block: Block, depth: int, alpha: float) -> dict[str, np.ndarray]:
+    """Direct iteration of (m, q, c) and p in float64 Python, no normalization, arccos kernel."""
+    relu = block.activation == "relu"
+    e1, e2, a = (E1, E2, 0.5) if relu else (0.0, 1.0, 1.0)
+    m, q, c = 0.0, 1.0, 0.0
+    ms, qs, cs = [m], [q], [c]
+    for _ in range(depth):
+        if block.norm == "none":
+            qa, ca, f_relu = q, c, relu
+        elif block.norm == "bn_post":
+            qa, ca, f_relu = 1.0, 0.0, relu
+        else:
+            qa, ca, f_relu = e2, e1**2, False
+        if f_relu:
+            v, rho = alpha * qa, min(ca / qa, 1.0)
+            e, s = math.sqrt(v / (2 * math.pi)), v / 2
+            k = v / (2 * math.pi) * (math.sqrt(1 - rho**2) + rho * (math.pi - math.acos(rho)))
+        else:
+            e, s, k = 0.0, alpha * qa, alpha * ca
+        if block.residual:
+            m, q, c = m + e, q + s + 2 * e * m, c + k + 2 * e * m
+        else:
+            m, q, c = e, s, k
+        ms.append(m), qs.append(q), cs.append(c)
+    ms, qs, cs = map(np.array, (ms, qs, cs))
+    unitvar = qs - cs
+    p = np.ones(depth + 1)
+    for l in range(depth, 0, -1):
+        gain = alpha * a / (unitvar[l - 1] if block.norm != "none" else 1.0)
+        p[l - 1] = p[l] * ((1.0 + gain) if block.residual else gain)
+    dw = np.full(depth + 1, np.nan)
+    for l in range(1, depth + 1):
+        if block.norm == "none":
+            dw[l] = a * p[l] * qs[l - 1]
+        elif block.norm == "bn_post":
+            dw[l] = a * p[l]
+        else:
+            s_l = 1.0 if (block.residual or l == depth) else 0.0
+            dw[l] = (e2 - e1**2) * p[l] + s_l * e1**2
+    return {
+        "mean_z": ms,
+        "m2_z": qs,
+        "var_z": qs - ms**2,
+        "unitvar_z": unitvar,
+        "m2_dz": p,
+        "var_dw": dw,
+    }
+
+
+@pytest.mark.parametrize("block", meanfield.all_blocks(), ids=lambda b: b.name)
+@pytest.mark.parametrize("alpha", [0.3, 1.0, 2.0])
+def test_scan_matches_python_loop(block, alpha, x64):
+    depth = 12
+    prof = recursions.profile(block, depth=depth, width=100, var_w=alpha / 100)
+    ref = reference_profile(block, depth, alpha)
+    for name in recursions.STATISTICS:
+        got = np.asarray(getattr(prof, name))
+        # unitvar of ReLU without BN is q - c, a difference that the reference loses to
+        # cancellation (~1e-16 q / (q - c)); compare it with an absolute floor.
+        assert_close(
+            got,
+            ref[name],
+            rtol=1e-10,
+            atol=1e-12 * np.max(np.abs(ref["m2_z"])),
+            err_msg=f"{block.name} {name}",
+        )
+        log = getattr(prof, f"log10_{name}", None)
+        if log is not None:
+            assert_close(10.0 ** np.asarray(log), got, rtol=1e-10)
+    assert np.isnan(prof.var_dw[0])
+
+
+def test_float32_matches_float64(x64):
+    block = Block("relu", "bn_pre", True)
+    with jax.enable_x64(False):
+        p32 = recursions.profile(block, depth=200, width=256, var_w=2 / 256)
+    p64 = recursions.profile(block, depth=200, width=256, var_w=2 / 256)
+    assert p32.m2_z.dtype == jnp.float32 and p64.m2_z.dtype == jnp.float64
+    for name in recursions.STATISTICS:
+        assert_close(getattr(p32, name), getattr(p64, name), rtol=3e-5)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["relu-none-residual", "identity-none-residual", "relu-bn_pre-plain", "identity-none-plain"],
+)
+def test_depth_ten_thousand_at_he_init_stays_finite_in_log(name):
+    block = Block.from_name(name)
+    depth, n = 10_000, 256
+    prof = recursions.profile(block, depth=depth, width=n, var_w=2 / n)
+    logs = [prof.log10_m2_z, prof.log10_m2_dz, prof.log10_var_dw[1:]]
+    assert_all_finite(*logs, err_msg=name)
+    # Raw values overflow float32 (or underflow), and the overflow flag says where.
+    assert bool(prof.overflow[-1] | prof.overflow[0])
+    raw_inf = np.isinf(np.asarray(prof.m2_z)) | np.isinf(np.asarray(prof.m2_dz))
+    assert np.all(np.asarray(prof.overflow)[raw_inf])
+    with jax.enable_x64(True):
+        ref = recursions.profile(block, depth=depth, width=n, var_w=2 / n)
+    for got, want in zip(
+        logs, [ref.log10_m2_z, ref.log10_m2_dz, ref.log10_var_dw[1:]], strict=True
+    ):
+        # float32 holds log10 values of ~5000 to ~5e-4 absolute; the sums are compensated.
+        assert_close(got, want, rtol=0, atol=2e-3 + 2e-7 * float(np.max(np.abs(want))))
+
+
+def test_identity_growth_exact_at_depth_ten_thousand():
+    prof = recursions.profile(Block("identity", "none", True), depth=10_000, width=1.0, var_w=2.0)
+    expected = 10_000 * math.log10(3.0)  # (1 + α)^L with α = 2
+    assert float(prof.log10_m2_z[-1]) == pytest.approx(expected, rel=1e-6)
+    assert float(prof.log10_m2_dz[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_vmap_over_depth_and_var_w_equals_separate_calls():
+    block = Block("relu", "bn_post", True)
+    depths = jnp.array([3, 10, 25])
+    var_ws = 1.0 / (64 * depths)
+
+    def run(L, v):
+        return recursions.profile(block, depth=L, width=64, var_w=v, max_depth=25)
+
+    batched = jax.vmap(run)(depths, var_ws)
+    assert batched.m2_z.shape == (3, 26)
+    for i, L in enumerate([3, 10, 25]):
+        single = recursions.profile(block, depth=L, width=64, var_w=1.0 / (64 * L))
+        for name in recursions.STATISTICS:
+            assert_close(getattr(batched, name)[i, : L + 1], getattr(single, name), rtol=1e-6)
+        assert np.all(np.isnan(np.asarray(batched.m2_z[i, L + 1 :])))
+        assert not np.any(np.asarray(batched.overflow[i]))
+
+
+def test_array_arguments_broadcast():
+    prof = recursions.profile(
+        Block("identity", "none", True), depth=4, width=10.0, var_w=jnp.array([0.1, 0.2])
+    )
+    assert prof.m2_z.shape == (2, 5)
+    assert_close(prof.m2_z[1], 3.0 ** np.arange(5), rtol=1e-6)
+
+
+def test_second_call_does_not_recompile():
+    block = Block("relu", "none", False)
+    recursions.profile(block, depth=17, width=32, var_w=0.05)
+    before = recursions._profile._cache_size()
+    recursions.profile(block, depth=17, width=32, var_w=0.07)
+    recursions.profile(block, depth=17, width=64, var_w=0.01)
+    assert recursions._profile._cache_size() == before
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(depth=0), "depth must be a Python integer >= 1"),
+        (dict(depth=2.5), "depth must be a Python integer >= 1"),
+        (dict(width=0.0), "width must be a finite number >= 1"),
+        (dict(var_w=-1.0), "var_w must be a finite number > 0"),
+        (dict(var_w=float("nan")), "var_w must be a finite number > 0"),
+        (dict(depth=30, max_depth=20), "depth must be <= max_depth=20"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    args = dict(depth=5, width=16, var_w=0.1) | kwargs
+    with pytest.raises(ValueError, match=message):
+        recursions.profile(Block(), **args)
+    with pytest.raises(ValueError, match="block must be a meanfield.Block"):
+        recursions.profile("relu", depth=5, width=16, var_w=0.1)
+
+
+def test_traced_depth_requires_max_depth():
+    with pytest.raises(ValueError, match="max_depth must be given"):
+        jax.vmap(lambda L: recursions.profile(Block(), depth=L, width=4, var_w=0.1))(
+            jnp.array([1, 2])
+        )
+
+
+def test_identity_bn_placements_are_the_same_network_and_relu_ones_share_unitvar(x64):
+    kw = dict(depth=40, width=128, var_w=1.5 / 128)
+    post = recursions.profile(Block("identity", "bn_post", True), **kw)
+    pre = recursions.profile(Block("identity", "bn_pre", True), **kw)
+    for name in recursions.STATISTICS:
+        assert_close(getattr(post, name), getattr(pre, name), rtol=1e-12)
+    post = recursions.profile(Block("relu", "bn_post", True), **kw)
+    pre = recursions.profile(Block("relu", "bn_pre", True), **kw)
+    assert_close(post.unitvar_z, pre.unitvar_z, rtol=1e-12)
+    assert_close(post.m2_dz, pre.m2_dz, rtol=1e-12)
+    assert not np.allclose(post.m2_z, pre.m2_z)  # the ReLU mean drifts only in bn_post
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    block=st.sampled_from([b for b in meanfield.all_blocks() if b.residual]),
+    alpha=st.floats(1e-3, 5.0),
+    depth=st.integers(1, 60),
+)
+def test_residual_profiles_are_monotone_in_layer(block, alpha, depth):
+    prof = recursions.profile(block, depth=depth, width=1.0, var_w=alpha)
+    q = np.asarray(prof.log10_m2_z)
+    p = np.asarray(prof.log10_m2_dz)
+    assert np.all(np.diff(q) >= -1e-6) and np.all(np.diff(p) <= 1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    block=st.sampled_from(list(meanfield.all_blocks())),
+    alpha=st.floats(1e-2, 3.0),
+    factor=st.floats(1.01, 3.0),
+    depth=st.integers(2, 40),
+)
+def test_more_weight_variance_never_shrinks_the_signal(block, alpha, factor, depth):
+    small = recursions.profile(block, depth=depth, width=1.0, var_w=alpha)
+    large = recursions.profile(block, depth=depth, width=1.0, var_w=alpha * factor)
+    if block.norm == "none" or block.residual:
+        assert float(large.log10_m2_z[-1]) >= float(small.log10_m2_z[-1]) - 1e-6
+    if block.norm == "none":  # without BN the backward gain grows with α too
+        assert float(large.log10_m2_dz[0]) >= float(small.log10_m2_dz[0]) - 1e-6
+
+
+@settings(max_examples=20, deadline=None)
+@given(width=st.floats(1.0, 4096.0), alpha=st.floats(1e-3, 4.0))
+def test_profile_depends_on_width_and_var_w_only_through_alpha(width, alpha):
+    block = Block("relu", "bn_pre", True)
+    a = recursions.profile(block, depth=8, width=width, var_w=alpha / width)
+    b = recursions.profile(block, depth=8, width=1.0, var_w=alpha)
+    assert_close(a.var_dw, b.var_dw, rtol=1e-5)

@@ -1,0 +1,195 @@
+"""Closed forms against the mean-field recursions: equal where the paper (or its correction)
+is exact, below where it is a bound, and visibly off where the paper approximates."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield
+from meanfield import recursions
+from meanfield import theory as t
+from meanfield.architecture import Block
+from tests.helpers import assert_close
+
+SETTINGS = [(256, 1 / 256, 30), (64, 2 / 64, 50), (1000, 1 / (1000 * 40), 40), (8, 0.7, 7)]
+
+
+@pytest.mark.parametrize("block", meanfield.all_blocks(), ids=lambda b: b.name)
+@pytest.mark.parametrize("width, var_w, depth", SETTINGS)
+def test_closed_forms_agree_with_recursion(block, width, var_w, depth, x64):
+    prof = recursions.profile(block, depth=depth, width=width, var_w=var_w)
+    forms = t.closed_forms(block, depth=depth, width=width, var_w=var_w)
+    assert any(f.kind == "exact" for f in forms), "every block has at least one exact form"
+    for f in forms:
+        rec = np.asarray(getattr(prof, f.statistic))
+        val = np.asarray(f.values)
+        ok = np.isfinite(val)
+        assert ok.sum() >= depth, f.label
+        if f.kind == "exact":
+            assert_close(val[ok], rec[ok], rtol=1e-10, err_msg=f"{block.name}: {f.label}")
+        elif f.kind == "lower_bound":
+            assert np.all(val[ok] <= rec[ok] * (1 + 1e-12)), f"{block.name}: {f.label}"
+
+
+def test_paper_identity_gradient_eq27_is_wrong_and_correction_is_right(x64):
+    n, v, L = 100, 0.01, 20  # α = 1
+    prof = recursions.profile(Block("identity", "none", True), depth=L, width=n, var_w=v)
+    layers = np.arange(1, L + 1)
+    assert_close(prof.var_dw[1:], t.identity_gradient_variance(layers, L, n, v), rtol=1e-12)
+    paper = float(t.identity_gradient_variance_paper(L, n, v))
+    assert float(prof.var_dw[1]) / paper == pytest.approx((2.0 / 1.5) ** (L - 1), rel=1e-10)
+
+
+def test_relu_bounds_are_ordered_and_the_corrected_one_is_tight_at_the_first_layer(x64):
+    n, v, L = 50, 2 / 50, 30
+    prof = recursions.profile(Block("relu", "none", True), depth=L, width=n, var_w=v)
+    layers = np.arange(L + 1)
+    paper = np.asarray(t.relu_variance_lower_bound_paper(layers, n, v))
+    ours = np.asarray(t.relu_variance_lower_bound(layers, n, v))
+    assert np.all(paper[1:] < ours[1:]) and np.all(ours[2:] < np.asarray(prof.var_z)[2:])
+    # One block from x ~ N(0, I): Var z^1 = 1 + α Var relu(u)/Var u = 1 + α(π-1)/(2π) exactly.
+    assert float(prof.var_z[1]) == pytest.approx(float(ours[1]), rel=1e-12)
+    # The gradient bound ½(1+α/2)^(L-1) <= Var[dE/dW^l]: equality at l = 1, 2 (q_0 = 1 and
+    # q_1 = 1 + α/2, the mean is still 0 at l = 0), strict above, where the mean adds to q.
+    bound = float(t.relu_gradient_variance_lower_bound(L, n, v))
+    assert_close(prof.var_dw[1:3], [bound, bound], rtol=1e-12)
+    assert np.all(np.asarray(prof.var_dw[3:]) > bound * (1 + 1e-3))
+    assert float(t.relu_gradient_variance_lower_bound_paper(L, n, v)) < bound
+
+
+@pytest.mark.parametrize("alpha, expected", [(1.0, 2.1719), (2.0, 2.9041)])
+def test_relu_growth_rate_is_the_recursions_asymptotic_ratio(alpha, expected, x64):
+    lam = float(t.relu_growth_rate(1.0, alpha))
+    assert lam == pytest.approx(expected, abs=1e-4)  # values quoted in the docstring
+    prof = recursions.profile(Block("relu", "none", True), depth=300, width=1.0, var_w=alpha)
+    ratio = 10.0 ** (float(prof.log10_m2_z[-1]) - float(prof.log10_m2_z[-2]))
+    assert ratio == pytest.approx(lam, rel=1e-9)
+    assert lam > 1 + alpha / 2  # faster than the identity-like bound, far above 1 + α/4
+
+
+def test_depth_scaled_init_bounds_identity_but_not_relu(x64):
+    n, c = 128, 1.0
+    for L in (10, 100, 1000):
+        v = float(t.depth_scaled_var_w(n, L, c))
+        ident = recursions.profile(Block("identity", "none", True), depth=L, width=n, var_w=v)
+        growth = float(t.depth_scaled_growth(L, c))
+        assert float(ident.m2_z[-1]) == pytest.approx(growth, rel=1e-10)
+        assert growth < float(t.depth_scaled_growth_limit(c)) == pytest.approx(math.e)
+    assert float(t.depth_scaled_growth(10**7, c)) == pytest.approx(math.e, rel=1e-6)
+    # ReLU: log q_L / sqrt(2cL/π) -> 1 from below, so q_L is unbounded in L.
+    ratios = []
+    for L in (100, 1000, 10000):
+        v = float(t.depth_scaled_var_w(n, L, c))
+        relu = recursions.profile(Block("relu", "none", True), depth=L, width=n, var_w=v)
+        ratios.append(
+            float(relu.log10_m2_z[-1])
+            * math.log(10)
+            / float(t.relu_depth_scaled_log_second_moment(L, c))
+        )
+    assert 0.8 < ratios[0] < ratios[1] < ratios[2] < 1.0 and ratios[2] > 0.98
+
+
+def test_paper_L_over_l_holds_for_identity_bn_only_when_l_alpha_is_large(x64):
+    L = 200
+    for alpha in (50.0, 0.5):
+        prof = recursions.profile(
+            Block("identity", "bn_post", True), depth=L, width=1.0, var_w=alpha
+        )
+        layers = np.arange(1, L + 1)
+        rel = np.abs(
+            np.asarray(prof.m2_dz[1:]) / np.asarray(t.bn_gradient_growth_paper(layers, L)) - 1
+        )
+        assert np.all(rel <= 1.0 / (layers * alpha))  # |error| = (L-l)/(L(1+lα)) < 1/(lα)
+    assert rel[0] > 0.5  # α = 0.5: off by a factor 3 at l = 1
+
+
+@pytest.mark.parametrize("norm", ["bn_post", "bn_pre"])
+def test_relu_bn_gradient_exponent_is_pi_over_pi_minus_one_not_one(norm, x64):
+    L = 20000
+    prof = recursions.profile(Block("relu", norm, True), depth=L, width=1.0, var_w=2.0)
+    logp = np.asarray(prof.log10_m2_dz)
+    l1, l2 = 2000, 4000
+    exponent = (logp[l1] - logp[l2]) / math.log10(l2 / l1)
+    assert exponent == pytest.approx(math.pi / (math.pi - 1), rel=2e-3)
+    asym = float(t.bn_relu_gradient_growth_asymptotic(l1, L)) / float(
+        t.bn_relu_gradient_growth_asymptotic(l2, L)
+    )
+    assert 10 ** (logp[l1] - logp[l2]) == pytest.approx(asym, rel=2e-3)
+
+
+def test_finite_batch_identity_bn_is_the_product_and_tends_to_population(x64):
+    n, v, L = 1024, 1 / 1024, 10
+    alpha = n * v
+    for B in (8, 32, 256):
+        s = [1 + k * alpha * B / (B - 1) for k in range(L)]
+        pi = [1.0]
+        for k in range(L - 1, -1, -1):
+            pi.append(pi[-1] * (1 + alpha * B * (B - 2) / ((B - 1) * (B - 3) * s[k])))
+        direct = np.asarray(pi[::-1])  # π_0..π_L
+        closed = t.identity_bn_finite_batch_gradient_variance(np.arange(L + 1), L, n, v, B)
+        assert_close(closed, direct, rtol=1e-12)
+    population = float(t.bn_backward_second_moment(1, L, n, v, "identity"))
+    far = float(t.identity_bn_finite_batch_gradient_variance(1, L, n, v, 1e7))
+    assert far == pytest.approx(population, rel=1e-5) and population == pytest.approx(5.5)
+    with pytest.raises(ValueError, match="batch must be a number > 3"):
+        t.identity_bn_finite_batch_gradient_variance(1, L, n, v, 3)
+
+
+def test_gamma_ratio_is_accurate_in_float32_at_large_depth():
+    layers = np.array([1, 10, 100, 1000, 9999])
+    f32 = np.asarray(t.bn_backward_second_moment(layers, 10000, 256, 0.1 / 256, "relu"))
+    assert f32.dtype == np.float32
+    with jax.enable_x64(True):
+        f64 = np.asarray(t.bn_backward_second_moment(layers, 10000, 256, 0.1 / 256, "relu"))
+    assert_close(f32, f64, rtol=2e-5)
+
+
+def test_functions_broadcast_and_jit():
+    layers = jnp.arange(5)[:, None]
+    var_w = jnp.array([[0.5, 1.0, 2.0]])
+    eager = t.forward_second_moment(layers, 1.0, var_w)
+    assert eager.shape == (5, 3)
+    assert_close(jax.jit(t.forward_second_moment)(layers, 1.0, var_w), eager, rtol=1e-6)
+    assert_close(eager[:, 2], 3.0 ** np.arange(5), rtol=1e-6)
+    jitted = jax.jit(lambda L: t.bn_backward_second_moment(1, L, 10.0, 0.1, "relu"))
+    assert_close(
+        jitted(jnp.array(50)), t.bn_backward_second_moment(1, 50, 10.0, 0.1, "relu"), rtol=1e-6
+    )
+    assert_close(
+        jax.jit(t.relu_growth_rate)(1.0, jnp.array([1.0, 2.0])), [2.17191, 2.90411], rtol=1e-5
+    )
+
+
+def test_init_variances_are_their_definitions():
+    assert float(t.he_var_w(512)) * 512 == pytest.approx(2.0)
+    assert float(t.glorot_var_w(100, 300)) == pytest.approx(2.0 / 400)
+    assert float(t.glorot_var_w(64)) * 64 == pytest.approx(1.0)
+    # The paper's experiment: 1/(8·8·16·100).
+    assert float(t.depth_scaled_var_w(8 * 8 * 16, 100)) == pytest.approx(1 / 102400)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: t.forward_second_moment(3, 0, 0.1), "width must be"),
+        (lambda: t.forward_second_moment(3, 10, -0.1), "var_w must be"),
+        (lambda: t.forward_second_moment(-1, 10, 0.1), "layer must be"),
+        (lambda: t.backward_second_moment(5, 3, 10, 0.1, "relu"), "layer must be <= depth"),
+        (lambda: t.backward_second_moment(1, 3, 10, 0.1, "gelu"), "activation must be one of"),
+        (lambda: t.bn_mean(1, 10, 0.1, "relu", "none"), "norm must be one of"),
+        (lambda: t.depth_scaled_var_w(10, 0), "depth must be"),
+        (lambda: t.depth_scaled_var_w(10, 5, c=float("nan")), "c must be"),
+    ],
+)
+def test_bad_arguments_raise(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_module_docstring_gives_an_overview():
+    doc = t.__doc__
+    for name in ("forward_second_moment", "bn_backward_second_moment", "closed_forms", "eq. 7"):
+        assert name in doc
