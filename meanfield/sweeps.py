@@ -6,30 +6,26 @@ so they can go to JSON unchanged and be read back by :mod:`meanfield.plots`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from meanfield import architecture as arch
-from meanfield import theory
+from meanfield import inits, theory
 from meanfield.architecture import Block
 from meanfield.recursions import STATISTICS, profile
 
-# Named initializations of the branch weights: var_w as a function of (width, depth, c).
-INITS: dict[str, Callable] = {
-    "he": lambda width, depth, c: theory.he_var_w(width),
-    "glorot": lambda width, depth, c: theory.glorot_var_w(width),
-    "depth_scaled": lambda width, depth, c: theory.depth_scaled_var_w(width, depth, c),
-}
+# Initializations of the branch weights that the sweeps compare (see meanfield.inits).
+INITS = ("he", "glorot", "depth_scaled")
 
 
 def init_var_w(init: str, width, depth, c: float = 1.0) -> jax.Array:
-    """var_w of the named initialization (``INITS``) for this width and depth."""
+    """var_w of the named initialization for this width and depth (:func:`inits.var_w`)."""
     if init not in INITS:
-        raise ValueError(f"init must be one of {tuple(INITS)}, got {init!r}")
-    return INITS[init](width, depth, c)
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    return jnp.asarray(inits.var_w(init, fan_in=width, fan_out=width, depth=depth, c=c))
 
 
 def _closed_forms64(block, **kwargs) -> list[theory.ClosedForm]:

@@ -606,7 +606,12 @@ def plain_bn_backward_second_moment(
 
 
 def identity_bn_finite_batch_gradient_variance(
-    layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, batch: ArrayLike
+    layer: ArrayLike,
+    depth: ArrayLike,
+    width: ArrayLike,
+    var_w: ArrayLike,
+    batch: ArrayLike,
+    residual: bool = True,
 ) -> Array:
     """Var[dE/dW^l] of the identity BN ResNet with batch statistics over B inputs (n -> ∞).
 
@@ -620,12 +625,20 @@ def identity_bn_finite_batch_gradient_variance(
         \\pi_l = \\frac{\\Gamma(L+A+\\kappa)\\Gamma(l+A)}{\\Gamma(L+A)\\Gamma(l+A+\\kappa)},
         \\quad A = \\frac{B-1}{\\alpha B},\\ \\kappa = \\frac{B-2}{B-3}.
 
-    Requires B > 3; tends to :func:`bn_backward_second_moment` as B -> ∞.
+    Requires B > 3; tends to :func:`bn_backward_second_moment` as B -> ∞. For the plain
+    network (``residual=False``) the centred eigenvalue is s_0 = 1, s_k = αB/(B-1) (k >= 1), so
+    π_l = ((B-2)/(B-3))^{L-l} for l >= 1 (1 in the population limit: the finite batch alone makes
+    plain BN gradients grow), and π_0 = αB(B-2)/((B-1)(B-3)) π_1.
     """
     layer, depth = _layers(layer, depth)
     arch._check_all("batch", batch, lambda a: a > 3, "a number > 3", integer=False)
     alpha = _alpha(width, var_w)
     batch = jnp.asarray(batch, dtype=jnp.result_type(float, alpha))
+    if not residual:
+        step = jnp.log((batch - 2.0) / (batch - 3.0))
+        first = jnp.log(alpha * batch * (batch - 2.0) / ((batch - 1.0) * (batch - 3.0)))
+        top = jnp.maximum(layer, 1)
+        return jnp.exp((depth - top) * step + jnp.where(layer == 0, first, 0.0))
     return _gamma_product(
         layer, depth, (batch - 1.0) / (alpha * batch), (batch - 2.0) / (batch - 3.0)
     )

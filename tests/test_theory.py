@@ -193,3 +193,16 @@ def test_module_docstring_gives_an_overview():
     doc = t.__doc__
     for name in ("forward_second_moment", "bn_backward_second_moment", "closed_forms", "eq. 7"):
         assert name in doc
+
+
+def test_finite_batch_plain_identity_bn_is_the_product(x64):
+    n, v, L, B = 64, 1.5 / 64, 6, 16
+    alpha = n * v
+    s = [1.0] + [alpha * B / (B - 1)] * L
+    pi = [1.0]
+    for k in range(L - 1, -1, -1):
+        pi.append(pi[-1] * alpha * B * (B - 2) / ((B - 1) * (B - 3) * s[k]))
+    closed = t.identity_bn_finite_batch_gradient_variance(
+        np.arange(L + 1), L, n, v, B, residual=False
+    )
+    assert_close(closed, np.asarray(pi[::-1]), rtol=1e-12)

@@ -1,0 +1,436 @@
+"""Monte-Carlo over sampled finite-width networks: forward and backward, with standard errors.
+
+:func:`simulate` draws R independent networks of a :class:`~meanfield.architecture.Block`,
+propagates B inputs x ~ N(0, I_n) through each, backpropagates the loss E = Σ_b g_b · z^L_b with
+g i.i.d. N(0, 1) (independent of everything, so dE/dz^L has zero mean and unit variance; the
+same choice as :mod:`meanfield.recursions`), and returns per-layer statistics with the names of
+the recursions, each as a mean over networks and its standard error.
+
+How it is computed:
+
+* **No approximation.** Weights are i.i.d. N(0, var_w), BN uses the batch statistics of the
+  network's own B inputs (biased variance, no ε, no affine), and the backward pass is JAX
+  autodiff through everything, BN's batch statistics included.
+* **Memory.** Each layer's weights are drawn inside the ``lax.scan`` over layers from
+  ``fold_in(network_key, layer)``; the scan body is ``jax.checkpoint``-ed so the backward pass
+  re-draws them instead of storing them. What is stored per network is O(L·B·n) activations,
+  never O(L·n²) weights. Networks are processed in chunks (``chunk_size``, chosen from available
+  memory by default), each chunk one jitted call.
+* **Overflow.** The forward pass carries z^l / s_l and log s_l (renormalized every layer), and a
+  custom-VJP gate renormalizes the cotangent every layer and records its log-scale, so depth
+  1000 at He init gives finite ``log10_`` statistics; raw statistics are ``inf`` exactly where
+  they exceed the float range.
+* **Devices.** Each chunk's network axis is sharded over all devices (``jax.sharding``), so the
+  same call runs on one CPU, one GPU or many accelerator cores; per-network keys come from
+  ``jax.random.split(key, networks)``, so the result does not depend on chunking or devices.
+* **Precision.** Matrix products use ``Precision.HIGHEST`` by default (full float32 on GPUs,
+  which otherwise use TF32); ``precision="default"`` is the fast setting.
+
+Per network r (z^l is B x n, d^l = dE/dz^l) the statistics are
+
+==============  ======================================================================
+``mean_z``      (1/nB) Σ_jb z_jb
+``m2_z``        (1/nB) Σ_jb z_jb²
+``var_z``       m2_z - mean_z² (pooled over units and inputs of the network)
+``unitvar_z``   (1/n) Σ_j (1/B) Σ_b (z_jb - z̄_j)², the biased batch variance BN divides by
+``m2_dz``       (1/nB) Σ_jb d_jb²
+``var_dw``      (1/(n² B)) Σ_ji (dE/dW^l_ji)², dE/dW^l = Σ_b δ_b a_b^T (NaN at l = 0)
+==============  ======================================================================
+
+and across networks the estimate is the mean over the R networks with standard error
+std_r / sqrt(R) (sample standard deviation, ddof = 1). The ``log10_`` statistics are
+log10 of that mean and of that standard error, computed without overflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from meanfield import architecture as arch
+from meanfield import inits
+from meanfield.architecture import Block
+
+__all__ = ["Stat", "Estimate", "simulate", "network_statistics", "PRECISIONS"]
+
+PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
+_LN10 = math.log(10.0)
+# Per-network statistics kept in log form (positive), and the raw mean.
+_LOG_STATS = ("m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw")
+
+
+class Stat(NamedTuple):
+    """Mean over networks and its standard error, each an array over layers l = 0..L."""
+
+    mean: jax.Array
+    stderr: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Monte-Carlo estimate: per-layer :class:`Stat` for every statistic of the recursions.
+
+    ``log10_m2_z`` etc. hold log10 of the mean and of the standard error; ``overflow`` is True
+    at layers where a raw mean is not representable in the float type.
+    """
+
+    mean_z: Stat
+    m2_z: Stat
+    var_z: Stat
+    unitvar_z: Stat
+    m2_dz: Stat
+    var_dw: Stat
+    log10_m2_z: Stat
+    log10_var_z: Stat
+    log10_unitvar_z: Stat
+    log10_m2_dz: Stat
+    log10_var_dw: Stat
+    overflow: np.ndarray
+    networks: int
+    batch: int
+    seconds: float  # wall time of the simulation, compilation included
+
+    def as_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = {"mean": v.mean, "stderr": v.stderr} if isinstance(v, Stat) else v
+        return out
+
+
+# ------------------------------------------------------------------------------------------
+# One network
+
+
+@jax.custom_vjp
+def _grad_gate(z: jax.Array, log_scale: jax.Array) -> jax.Array:
+    """Identity forward; backward renormalizes the cotangent to unit RMS and returns the log of
+    the factor it removed as the cotangent of ``log_scale`` (so jax.grad reads it out)."""
+    del log_scale
+    return z
+
+
+def _gate_fwd(z, log_scale):
+    return z, jnp.zeros((), z.dtype)
+
+
+def _gate_bwd(template, ct):
+    rms = jnp.sqrt(jnp.mean(ct**2))
+    positive = rms > 0
+    rms = jnp.where(positive, rms, 1.0)
+    return ct / rms, (jnp.log(rms) + template).astype(template.dtype)
+
+
+_grad_gate.defvjp(_gate_fwd, _gate_bwd)
+
+
+def _batch_norm(z: jax.Array) -> jax.Array:
+    """Per-unit normalization over the batch axis 0; a unit constant over the batch maps to 0
+    (the ε -> 0 limit) instead of NaN."""
+    centred = z - jnp.mean(z, axis=0, keepdims=True)
+    var = jnp.mean(centred**2, axis=0, keepdims=True)
+    positive = var > 0
+    inv = jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, var, 1.0)), 0.0)
+    return centred * inv
+
+
+def _act(activation: str, u: jax.Array) -> jax.Array:
+    return u if activation == "identity" else jax.nn.relu(u)
+
+
+def _rms(z: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.mean(z**2))
+
+
+def network_statistics(
+    block: Block,
+    depth: int,
+    width: int,
+    batch: int,
+    var_w: jax.Array,
+    key: jax.Array,
+    precision=jax.lax.Precision.HIGHEST,
+    init: tuple | None = None,
+) -> dict[str, jax.Array]:
+    """Per-layer statistics of one sampled network (arrays of length depth + 1).
+
+    Weights are N(0, var_w), or drawn by :func:`meanfield.inits.get` when ``init`` is a tuple
+    (scheme, c, gain). Returns ``mean_z`` and ``log_<name>`` (natural log) for ``m2_z``,
+    ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``. Unbatched; :func:`simulate` vmaps it
+    over networks.
+    """
+    dtype = jnp.result_type(float, var_w)
+    n, B, L = width, batch, depth
+    key_x, key_g, key_w = jax.random.split(key, 3)
+    x = jax.random.normal(key_x, (B, n), dtype)
+    g = jax.random.normal(key_g, (B, n), dtype)
+    matmul = functools.partial(jnp.matmul, precision=precision)
+    if init is None:
+        std_w = jnp.sqrt(var_w).astype(dtype)
+
+        def sample(k):
+            return std_w * jax.random.normal(k, (n, n), dtype)
+    else:
+        scheme, c, gain = init
+        initializer = inits.get(scheme, depth=L, c=c, gain=gain)
+
+        def sample(k):
+            return initializer(k, (n, n), dtype)
+
+    def branch(z_hat, log_s, layer, pert_u):
+        """(branch output at the scale of z_hat, normalized branch input a_hat)."""
+        w = sample(jax.random.fold_in(key_w, layer))
+        if block.norm == "none":
+            a_hat = z_hat  # a = s · a_hat
+            h = _act(block.activation, matmul(a_hat, w) + pert_u)
+        elif block.norm == "bn_post":
+            a_hat = _batch_norm(z_hat)  # scale-free
+            h = _act(block.activation, matmul(a_hat, w) + pert_u) * jnp.exp(-log_s)
+        else:
+            a_hat = _act(block.activation, _batch_norm(z_hat))
+            h = (matmul(a_hat, w) + pert_u) * jnp.exp(-log_s)
+        return h, a_hat
+
+    @jax.checkpoint  # backward re-draws the layer's weights instead of storing them
+    def layer_step(carry, inputs):
+        z_hat, log_s = carry
+        layer, pert_z, pert_u, gate = inputs
+        h, a_hat = branch(z_hat, log_s, layer, pert_u)
+        z_new = z_hat + h if block.residual else h
+        rho = jax.lax.stop_gradient(_rms(z_new))
+        rho = jnp.where(rho > 0, rho, 1.0)
+        z_new = _grad_gate(z_new / rho, gate) + pert_z
+        log_s = log_s + jnp.log(rho)
+        gram_a = matmul(a_hat, a_hat.T)  # B x B, for the weight-gradient statistic
+        return (z_new, log_s), (z_new, log_s, jax.lax.stop_gradient(gram_a))
+
+    def loss(pert_z, pert_u, gates):
+        z0 = _grad_gate(x, gates[0]) + pert_z[0]
+        log_s0 = jnp.zeros((), dtype)
+        layers = jnp.arange(1, L + 1)
+        (z_last, _), (zs, log_ss, grams) = jax.lax.scan(
+            layer_step, (z0, log_s0), (layers, pert_z[1:], pert_u, gates[1:])
+        )
+        loss_hat = jnp.sum(g * z_last)
+        aux = (jnp.concatenate([x[None], zs]), jnp.concatenate([log_s0[None], log_ss]), grams)
+        return loss_hat, aux
+
+    pert_z = jnp.zeros((L + 1, B, n), dtype)
+    pert_u = jnp.zeros((L, B, n), dtype)
+    gates = jnp.zeros((L + 1,), dtype)
+    grads, (zs, log_s, grams) = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(
+        pert_z, pert_u, gates
+    )
+    dz_hat, delta_hat, log_r = grads
+    # Forward statistics of z^l = s_l · z_hat^l.
+    mean_hat = jnp.mean(zs, axis=(1, 2))
+    m2_hat = jnp.mean(zs**2, axis=(1, 2))
+    unitvar_hat = jnp.mean(jnp.var(zs, axis=1), axis=1)
+    var_hat = jnp.maximum(m2_hat - mean_hat**2, 0.0)
+    # Backward: the gate at layer k removed r_k; the cotangent at pert_z[l] is missing
+    # prod_{k>l} r_k, the one at pert_u[l] also r_l. In the normalized network
+    # dE/dz^l = (s_L / s_l) dE_hat/dz_hat^l and dE/dW^l = s_L Σ_b δ_hat_b a_hat_b^T.
+    tail_excl = jnp.cumsum(log_r[::-1])[::-1] - log_r  # Σ_{k>l} log r_k
+    tail_incl = tail_excl + log_r
+    log_sL = log_s[-1]
+    log_m2_dz = jnp.log(jnp.mean(dz_hat**2, axis=(1, 2))) + 2 * (tail_excl + log_sL - log_s)
+    gram_d = jnp.einsum("lbi,lci->lbc", delta_hat, delta_hat, precision=precision)
+    sq_dw = jnp.sum(gram_d * grams, axis=(1, 2)) / (n * n * B)
+    log_var_dw = jnp.log(jnp.maximum(sq_dw, 0.0)) + 2 * (tail_incl[1:] + log_sL)
+    log_var_dw = jnp.concatenate([jnp.full((1,), jnp.nan, dtype), log_var_dw])
+    two_log_s = 2 * log_s
+    return {
+        "mean_z": mean_hat * jnp.exp(log_s),
+        "log_m2_z": jnp.log(m2_hat) + two_log_s,
+        "log_var_z": jnp.log(var_hat) + two_log_s,
+        "log_unitvar_z": jnp.log(unitvar_hat) + two_log_s,
+        "log_m2_dz": log_m2_dz,
+        "log_var_dw": log_var_dw,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# Many networks
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_fn(block, depth, width, batch, precision_name, chunk, n_devices, init=None):
+    precision = PRECISIONS[precision_name]
+    one = functools.partial(
+        network_statistics, block, depth, width, batch, precision=precision, init=init
+    )
+    mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
+    sharded = NamedSharding(mesh, PartitionSpec("networks"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    fn = jax.jit(
+        jax.vmap(one, in_axes=(None, 0)),
+        in_shardings=(replicated, sharded),
+        out_shardings=sharded,
+    )
+    return fn, sharded
+
+
+def _bytes_per_network(depth: int, width: int, batch: int, itemsize: int) -> int:
+    # Stored per network for the backward pass: z_hat per layer, the two perturbation inputs and
+    # their cotangents (~6 L·B·n), B x B Gram matrices, plus a few n x n weight buffers alive
+    # at once inside the layer being recomputed.
+    return itemsize * (6 * (depth + 1) * batch * width + 2 * depth * batch * batch + 4 * width**2)
+
+
+def _available_bytes() -> int:
+    dev = jax.devices()[0]
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # noqa: BLE001  (backends without memory stats)
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**31
+
+
+def auto_chunk_size(depth: int, width: int, batch: int, networks: int, itemsize: int = 4) -> int:
+    """Networks per chunk: a quarter of the available device memory, at most ``networks``."""
+    per = _bytes_per_network(depth, width, batch, itemsize)
+    return int(max(1, min(networks, (_available_bytes() // 4) // per)))
+
+
+def _aggregate(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log mean, log stderr) over axis 0 of per-network values given as logs; NaN-safe."""
+    ref = np.max(values, axis=0)
+    ref = np.where(np.isfinite(ref), ref, 0.0)
+    y = np.exp(values - ref)
+    r = values.shape[0]
+    mean = np.mean(y, axis=0)
+    se = np.std(y, axis=0, ddof=1) / math.sqrt(r) if r > 1 else np.full_like(mean, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(mean) + ref, np.log(se) + ref
+
+
+def simulate(
+    block: Block,
+    *,
+    key: jax.Array,
+    depth: int,
+    width: int,
+    var_w: float | None = None,
+    init: str | None = None,
+    c: float = 1.0,
+    gain: float = 1.0,
+    networks: int,
+    batch: int,
+    chunk_size: int | None = None,
+    precision: str = "highest",
+    progress: bool = False,
+) -> Estimate:
+    """Monte-Carlo estimate of the per-layer statistics of ``networks`` sampled networks.
+
+    Args:
+        block: the architecture.
+        key: a JAX PRNG key (``jax.random.key(seed)``); network r uses
+            ``jax.random.split(key, networks)[r]``, so results do not depend on chunking.
+        depth: L, number of blocks. width: n.
+        var_w: variance of one weight entry, weights i.i.d. N(0, var_w) (e.g.
+            ``meanfield.theory.he_var_w(n)``). Give either ``var_w`` or ``init``.
+        init: a scheme of :mod:`meanfield.inits` ("he", "glorot", "depth_scaled" with ``c``,
+            "orthogonal" with ``gain``, "zero"); the weights are drawn by it.
+        networks: R, sampled networks. batch: B inputs per network (>= 2 with BN, which uses
+            their batch statistics).
+        chunk_size: networks per compiled call; default from available memory. Rounded up to a
+            multiple of the device count.
+        precision: "highest" (full float32 matmuls, the default) or "default" (TF32 on NVIDIA
+            GPUs; faster, less accurate).
+        progress: print a progress line per chunk to stderr.
+
+    Returns:
+        :class:`Estimate` with per-layer :class:`Stat` (mean over networks, standard error).
+    """
+    if not isinstance(block, Block):
+        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
+    depth = arch.static_int("depth", depth)
+    width = arch.static_int("width", width)
+    networks = arch.static_int("networks", networks)
+    batch = arch.static_int("batch", batch)
+    if (var_w is None) == (init is None):
+        raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
+    if init is not None:
+        init_key = (inits._check_scheme(init), float(c), float(gain))
+        inits.get(init, depth=depth, c=c, gain=gain)  # validates c and gain
+        var_w = float(inits.var_w(init, fan_in=width, fan_out=width, depth=depth, c=c, gain=gain))
+    else:
+        init_key = None
+        arch.check_var_w(var_w)
+    if block.norm != "none" and batch < 2:
+        raise ValueError(
+            f"batch must be >= 2 for norm={block.norm!r} (BN uses the batch statistics), "
+            f"got {batch}"
+        )
+    if networks < 2:
+        raise ValueError(f"networks must be >= 2 to give a standard error, got {networks}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise ValueError(f"key must be a typed PRNG key from jax.random.key(seed), got {key!r}")
+
+    dtype = jnp.result_type(float)
+    n_devices = jax.device_count()
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(depth, width, batch, networks, jnp.dtype(dtype).itemsize)
+    chunk_size = arch.static_int("chunk_size", chunk_size)
+    chunk_size = min(chunk_size, networks)
+    chunk_size = -(-chunk_size // n_devices) * n_devices
+    fn, sharded = _chunk_fn(block, depth, width, batch, precision, chunk_size, n_devices, init_key)
+
+    start = time.perf_counter()
+    keys = jax.random.split(key, networks)
+    var_w = jnp.asarray(var_w, dtype)
+    parts = []
+    n_chunks = -(-networks // chunk_size)
+    for i in range(n_chunks):
+        chunk = keys[i * chunk_size : (i + 1) * chunk_size]
+        real = chunk.shape[0]
+        if real < chunk_size:  # pad the last chunk with repeated keys; their results are dropped
+            chunk = jnp.concatenate([chunk, keys[: chunk_size - real]])
+        out = fn(var_w, jax.device_put(chunk, sharded))
+        parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
+        if progress:
+            done = min((i + 1) * chunk_size, networks)
+            elapsed = time.perf_counter() - start
+            print(
+                f"\r  montecarlo {block.name}: {done}/{networks} networks, {elapsed:.1f} s",
+                end="" if i + 1 < n_chunks else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+    per = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    seconds = time.perf_counter() - start
+
+    fields: dict = {}
+    overflow = np.zeros(depth + 1, bool)
+    mz = per["mean_z"].astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf where z itself overflowed
+        mz_se = mz.std(0, ddof=1) / math.sqrt(networks)
+    fields["mean_z"] = Stat(mz.mean(0).astype(dtype), mz_se.astype(dtype))
+    for name in _LOG_STATS:
+        log_mean, log_se = _aggregate(per[f"log_{name}"].astype(np.float64))
+        fields[f"log10_{name}"] = Stat(
+            (log_mean / _LN10).astype(dtype), (log_se / _LN10).astype(dtype)
+        )
+        with np.errstate(over="ignore"):
+            mean = np.exp(log_mean).astype(dtype)
+            se = np.exp(log_se).astype(dtype)
+        overflow |= np.isinf(mean) & np.isfinite(log_mean)
+        fields[name] = Stat(mean, se)
+    return Estimate(**fields, overflow=overflow, networks=networks, batch=batch, seconds=seconds)
