@@ -38,22 +38,58 @@ def _markevery(n: int) -> int:
     return max(1, n // 12)
 
 
+def log10_errorbars(log10_mean, log10_stderr) -> np.ndarray:
+    """Asymmetric error bars (2, N) in log10 space for mean ± stderr given as log10 values."""
+    lm = np.asarray(log10_mean, dtype=float)
+    rel = 10.0 ** (np.asarray(log10_stderr, dtype=float) - lm)
+    lower = -np.log10(np.clip(1.0 - rel, 1e-3, None))
+    return np.stack([lower, np.log10(1.0 + rel)])
+
+
+def _mc_points(ax, rec: dict, stat: str, color: str, every: int) -> None:
+    mc = rec["montecarlo"]
+    lm = np.asarray(mc[f"log10_{stat}"]["mean"], dtype=float)
+    ls = np.asarray(mc[f"log10_{stat}"]["stderr"], dtype=float)
+    layers = np.arange(lm.size)
+    keep = ((layers + every // 2) % every == 0) | (layers == lm.size - 1)  # between circles
+    keep &= np.isfinite(lm)
+    ax.errorbar(
+        layers[keep],
+        lm[keep],
+        yerr=log10_errorbars(lm, ls)[:, keep],
+        fmt="s",
+        markersize=3,
+        color=color,
+        ecolor=color,
+        elinewidth=0.8,
+        capsize=1.5,
+        label=f"Monte-Carlo (R = {rec['networks']}, B = {rec['batch']})",
+    )
+
+
 def profile_figure(
     records: Sequence[dict],
     columns: Sequence[str],
     statistics: Sequence[str] = ("m2_z", "m2_dz", "var_dw"),
     title: str | None = None,
+    montecarlo: Sequence[dict] = (),
 ):
     """Per-layer statistics (rows) of the blocks in ``columns``: recursion as solid lines,
     closed forms as circles (exact), dotted lines (bounds) or dashed lines (approximations),
-    one color per initialization."""
+    Monte-Carlo as squares with ±1 standard-error bars, one color per initialization."""
     fig, axes = _figure(len(statistics), len(columns))
     by_block: dict[str, list[dict]] = {}
     for rec in records:
         by_block.setdefault(rec["block"], []).append(rec)
+    mc_by_block: dict[str, list[dict]] = {}
+    for rec in montecarlo:
+        mc_by_block.setdefault(rec["block"], []).append(rec)
     for j, block in enumerate(columns):
         for i, stat in enumerate(statistics):
             ax = axes[i, j]
+            for rec in mc_by_block.get(block, []):
+                size = len(rec["montecarlo"][f"log10_{stat}"]["mean"])
+                _mc_points(ax, rec, stat, INIT_COLORS.get(rec["init"], "k"), _markevery(size))
             for rec in by_block.get(block, []):
                 color = INIT_COLORS.get(rec["init"], "k")
                 y = np.asarray(rec["recursion"][f"log10_{stat}"], dtype=float)

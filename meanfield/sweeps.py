@@ -1,5 +1,9 @@
 """Sweeps over architectures, initializations and depths, returning plain records.
 
+Closed forms and recursions (:func:`layer_profiles`, :func:`depth_sweep`), Monte-Carlo
+(:func:`montecarlo_profiles`) and their comparison tables (:func:`discrepancy_rows`,
+:func:`montecarlo_discrepancy_rows`).
+
 The experiments call these and save what they return; the records hold lists and floats only,
 so they can go to JSON unchanged and be read back by :mod:`meanfield.plots`.
 """
@@ -176,6 +180,126 @@ def discrepancy_rows(profiles: Sequence[dict]) -> list[dict]:
                     "kind": f["kind"],
                     "max_rel_gap": float(np.max(rel)),
                     "closed_over_recursion_at_L": float(c[-1] / r[-1]) if ok[-1] else None,
+                }
+            )
+    return rows
+
+
+def montecarlo_profiles(
+    blocks: Sequence[Block],
+    inits_: Sequence[str],
+    *,
+    key: jax.Array,
+    width: int,
+    depth: int,
+    networks: int,
+    batch: int,
+    c: float = 1.0,
+    progress: bool = False,
+    **simulate_kwargs,
+) -> list[dict]:
+    """Monte-Carlo estimates over layers l = 0..depth for every (block, init).
+
+    Each record: block, init, var_w, networks, batch, seconds and ``montecarlo`` (statistic ->
+    {"mean", "stderr"} lists, with the ``log10_`` versions). BN blocks need ``batch >= 2``.
+    Every (block, init) gets its own key, folded from ``key``.
+    """
+    from meanfield import montecarlo
+
+    records = []
+    for i, block in enumerate(blocks):
+        for j, init in enumerate(inits_):
+            var_w = float(init_var_w(init, width, depth, c))
+            est = montecarlo.simulate(
+                block,
+                key=jax.random.fold_in(jax.random.fold_in(key, i), j),
+                depth=depth,
+                width=width,
+                var_w=var_w,
+                networks=networks,
+                batch=batch,
+                progress=progress,
+                **simulate_kwargs,
+            )
+            stats = est.as_dict()
+            records.append(
+                {
+                    "block": block.name,
+                    "init": init,
+                    "var_w": var_w,
+                    "networks": networks,
+                    "batch": batch,
+                    "seconds": est.seconds,
+                    "montecarlo": {k: v for k, v in stats.items() if isinstance(v, dict)},
+                    "overflow": est.overflow,
+                }
+            )
+    return records
+
+
+def montecarlo_discrepancy_rows(profiles: Sequence[dict], mc: Sequence[dict]) -> list[dict]:
+    """Per (block, init, statistic, layer): MC mean ± SE, the recursion and the z-score
+    (MC - recursion)/SE, and MC / closed form for the paper's and the corrected form.
+
+    Computed from the log10 values, so it stays finite where raw values overflow.
+    """
+    by_key = {(r["block"], r["init"]): r for r in profiles}
+    rows = []
+    for rec in mc:
+        prof = by_key.get((rec["block"], rec["init"]))
+        if prof is None:
+            continue
+        for stat in ("m2_z", "m2_dz", "var_dw"):
+            lm = np.asarray(rec["montecarlo"][f"log10_{stat}"]["mean"], dtype=float)
+            ls = np.asarray(rec["montecarlo"][f"log10_{stat}"]["stderr"], dtype=float)
+            lr = np.asarray(prof["recursion"][f"log10_{stat}"], dtype=float)
+            forms = {}
+            for f in prof["closed_forms"]:
+                if f["statistic"] == stat:
+                    forms.setdefault(f["source"], f)
+            with np.errstate(invalid="ignore", over="ignore"):
+                z = (10.0 ** (lm - lr) - 1.0) / 10.0 ** (ls - lr)
+            for layer in range(lm.size):
+                if not np.isfinite(lm[layer]):
+                    continue
+                row = {
+                    "block": rec["block"],
+                    "init": rec["init"],
+                    "statistic": stat,
+                    "layer": layer,
+                    "networks": rec["networks"],
+                    "batch": rec["batch"],
+                    "log10_mc_mean": lm[layer],
+                    "log10_mc_stderr": ls[layer],
+                    "log10_recursion": lr[layer],
+                    "z_mc_vs_recursion": z[layer],
+                }
+                for source in ("paper", "corrected"):
+                    f = forms.get(source)
+                    lc = float(_log10([f["values"][layer]])[0]) if f else np.nan
+                    row[f"{source}_form"] = f["label"] if f else ""
+                    row[f"mc_over_{source}_form"] = (
+                        10.0 ** (lm[layer] - lc) if np.isfinite(lc) else np.nan
+                    )
+                rows.append(row)
+    return rows
+
+
+def depth_sweep_rows(sweep: Sequence[dict]) -> list[dict]:
+    """One row per (block, init, depth) of :func:`depth_sweep`: log10 growth and ratio."""
+    rows = []
+    for r in sweep:
+        depths = np.asarray(r["depths"])
+        var_w = np.broadcast_to(np.asarray(r["var_w"]), depths.shape)
+        for L, v, g, q in zip(depths, var_w, r["log10_growth"], r["log10_ratio"], strict=True):
+            rows.append(
+                {
+                    "block": r["block"],
+                    "init": r["init"],
+                    "depth": int(L),
+                    "var_w": float(v),
+                    "log10_growth": float(g),
+                    "log10_grad_ratio": float(q),
                 }
             )
     return rows

@@ -22,23 +22,8 @@ def _load_script():
 
 def test_main_writes_results_and_figures(tmp_path, capsys):
     script = _load_script()
-    out = script.main(
-        [
-            "--out",
-            str(tmp_path),
-            "--width",
-            "32",
-            "--depth",
-            "12",
-            "--max-depth",
-            "30",
-            "--num-depths",
-            "5",
-            "--formats",
-            "png",
-            "pdf",
-        ]
-    )
+    flags = "--width 32 --depth 12 --max-depth 30 --num-depths 5 --networks 8 --batch 4"
+    out = script.main(["--out", str(tmp_path), *flags.split(), "--formats", "png", "pdf"])
     assert out.parent == tmp_path and f"results in {out}" in capsys.readouterr().out
     for name in (
         "results.json",
@@ -77,6 +62,21 @@ def test_main_writes_results_and_figures(tmp_path, capsys):
     ]
     assert paper and float(paper[0]["max_rel_gap"]) > 0.1
 
+    # Monte-Carlo: identity without BN is exact at any width; its z-scores are moderate, and
+    # every record carries its sample sizes.
+    assert len(saved["montecarlo"]) == 5 * 2
+    with open(out / "montecarlo_discrepancy.csv") as f:
+        mc_rows = list(csv.DictReader(f))
+    ident = [
+        abs(float(r["z_mc_vs_recursion"]))
+        for r in mc_rows
+        if r["block"] == "identity-none-residual"
+        and r["statistic"] == "m2_z"
+        and int(r["layer"]) > 0
+    ]
+    assert ident and np.median(ident) < 4
+    assert {r["networks"] for r in mc_rows} == {"8"}
+
     with open(out / "depth_sweep.csv") as f:
         sweep = list(csv.DictReader(f))
     depths = sorted({int(r["depth"]) for r in sweep})
@@ -98,6 +98,10 @@ def test_help_documents_every_flag(capsys):
         "--num-depths",
         "--c",
         "--inits",
+        "--networks",
+        "--batch",
+        "--seed",
+        "--chunk-size",
         "--formats",
         "--x64",
     ):
@@ -110,6 +114,9 @@ def test_help_documents_every_flag(capsys):
         (["--depth", "0"], "--depth must be >= 1"),
         (["--width", "0"], "--width must be >= 1"),
         (["--c", "-1"], "--c must be > 0"),
+        (["--networks", "1"], "--networks must be 0 (no Monte-Carlo) or >= 2"),
+        (["--batch", "1"], "--batch must be >= 2"),
+        (["--chunk-size", "0"], "--chunk-size must be >= 1"),
     ],
 )
 def test_bad_flags_exit_with_a_message(argv, message, capsys):
