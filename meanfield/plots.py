@@ -196,6 +196,87 @@ def depth_figure(
     return fig
 
 
+DEPTH_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
+
+
+def gradient_figure(
+    profiles: Sequence[dict],
+    columns: Sequence[str],
+    montecarlo: Sequence[dict] = (),
+    title: str | None = None,
+):
+    """log10 Var[dE/dW^l] against layer l (log axis), one panel per block in ``columns`` and one
+    color per depth L: recursion (solid), the paper's L/l law (dashed), the corrected exact
+    law (circles), Monte-Carlo (squares with standard-error bars)."""
+    fig, axes = _figure(1, len(columns), width=3.6, height=3.2)
+    depths = sorted({int(r["depth"]) for r in profiles})
+    color = {L: DEPTH_COLORS[i % len(DEPTH_COLORS)] for i, L in enumerate(depths)}
+    for j, block in enumerate(columns):
+        ax = axes[0, j]
+        for rec in (r for r in profiles if r["block"] == block):
+            L = int(rec["depth"])
+            y = np.asarray(rec["recursion"]["log10_var_dw"], dtype=float)
+            layers = np.arange(y.size)
+            ax.plot(layers[1:], y[1:], color=color[L], linewidth=1.6, label=f"L = {L}: recursion")
+            for f in rec["closed_forms"]:
+                if f["statistic"] != "var_dw" or f["kind"] == "lower_bound":
+                    continue
+                yc = np.asarray(f["log10_values"], dtype=float)
+                style = dict(KIND_STYLE[f["kind"]])
+                if f["kind"] == "exact":
+                    keep = np.unique(np.geomspace(1, L, 12).round().astype(int))
+                    ax.plot(keep, yc[keep], color=color[L], **style)
+                else:
+                    ax.plot(layers[1:], yc[1:], color=color[L], **style)
+        for rec in (r for r in montecarlo if r["block"] == block):
+            L = int(rec["depth"])
+            mc = rec["montecarlo"]["log10_var_dw"]
+            lm = np.asarray(mc["mean"], dtype=float)
+            keep = np.unique(np.geomspace(1, L, 10).round().astype(int))
+            err = log10_errorbars(lm, np.asarray(mc["stderr"], dtype=float))
+            ax.errorbar(
+                keep,
+                lm[keep],
+                yerr=err[:, keep],
+                fmt="s",
+                markersize=3,
+                color=color[L],
+                elinewidth=0.8,
+                capsize=1.5,
+            )
+        ax.set_xscale("log")
+        ax.set_title(block, fontsize=10)
+        ax.set_xlabel("layer l")
+        if j == 0:
+            ax.set_ylabel(STAT_LABELS["var_dw"])
+        ax.grid(alpha=0.3, which="both")
+        if j == 0:
+            from matplotlib.lines import Line2D
+
+            handles = [Line2D([], [], color=color[L], label=f"L = {L}") for L in depths]
+            handles += [
+                Line2D([], [], color="k", linewidth=1.6, label="recursion"),
+                Line2D([], [], color="k", **KIND_STYLE["approximation"], label="paper: a L/l"),
+                Line2D([], [], color="k", **KIND_STYLE["exact"], label="corrected (exact)"),
+            ]
+            if montecarlo:
+                handles.append(
+                    Line2D(
+                        [],
+                        [],
+                        color="k",
+                        marker="s",
+                        linestyle="none",
+                        markersize=3,
+                        label="Monte-Carlo ± SE",
+                    )
+                )
+            ax.legend(handles=handles, fontsize=6.5, loc="best", frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
 def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Save ``fig`` as ``stem.<fmt>`` for each format (written to a temp name, then renamed)."""
     stem = Path(stem)

@@ -98,6 +98,7 @@ def layer_profiles(
                 {
                     "block": block.name,
                     "init": init,
+                    "depth": depth,
                     "var_w": var_w,
                     "alpha": var_w * width,
                     "recursion": rec,
@@ -226,6 +227,8 @@ def montecarlo_profiles(
                 {
                     "block": block.name,
                     "init": init,
+                    "depth": depth,
+                    "width": width,
                     "var_w": var_w,
                     "networks": networks,
                     "batch": batch,
@@ -243,10 +246,10 @@ def montecarlo_discrepancy_rows(profiles: Sequence[dict], mc: Sequence[dict]) ->
 
     Computed from the log10 values, so it stays finite where raw values overflow.
     """
-    by_key = {(r["block"], r["init"]): r for r in profiles}
+    by_key = {(r["block"], r["init"], r.get("depth")): r for r in profiles}
     rows = []
     for rec in mc:
-        prof = by_key.get((rec["block"], rec["init"]))
+        prof = by_key.get((rec["block"], rec["init"], rec.get("depth")))
         if prof is None:
             continue
         for stat in ("m2_z", "m2_dz", "var_dw"):
@@ -265,6 +268,7 @@ def montecarlo_discrepancy_rows(profiles: Sequence[dict], mc: Sequence[dict]) ->
                 row = {
                     "block": rec["block"],
                     "init": rec["init"],
+                    "depth": rec.get("depth"),
                     "statistic": stat,
                     "layer": layer,
                     "networks": rec["networks"],
