@@ -2,14 +2,19 @@
 
 Three methods that must agree where theory says they should: closed forms
 (:mod:`meanfield.theory`), exact infinite-width mean-field recursions
-(:mod:`meanfield.recursions`) and, later, Monte-Carlo over sampled networks.
+(:mod:`meanfield.recursions`) and Monte-Carlo over sampled finite-width networks
+(:mod:`meanfield.montecarlo`); initialization schemes in :mod:`meanfield.inits`.
 
-    >>> import meanfield
+    >>> import jax, meanfield
     >>> block = meanfield.Block(activation="relu", norm="bn_post", residual=True)
     >>> prof = meanfield.recursions.profile(block, depth=100, width=256, var_w=1 / 256)
+    >>> est = meanfield.montecarlo.simulate(block, key=jax.random.key(0), depth=10, width=64,
+    ...                                     var_w=1 / 64, networks=8, batch=16)
+    >>> est.m2_z.mean.shape, est.m2_z.stderr.shape
+    ((11,), (11,))
 """
 
-from meanfield import architecture, gaussian, recursions, theory
+from meanfield import architecture, gaussian, inits, montecarlo, recursions, theory
 from meanfield.architecture import Block, all_blocks
 from meanfield.recursions import Profile, profile
 
@@ -21,6 +26,8 @@ __all__ = [
     "all_blocks",
     "architecture",
     "gaussian",
+    "inits",
+    "montecarlo",
     "profile",
     "recursions",
     "theory",

@@ -1,0 +1,191 @@
+"""Throughput of the Monte-Carlo engine, against the RNG bound and a PyTorch peer.
+
+For each (R networks, B inputs, width n, depth L) row, measured after a warm-up call:
+
+* ``meanfield``: :func:`meanfield.montecarlo.simulate`, forward and backward, all statistics;
+* ``rng bound``: ``jax.random.normal`` alone drawing the same R·L·n² weights (jitted, chunked);
+  the engine draws every weight twice (forward, and again in the checkpointed backward);
+* ``torch``: a straightforward PyTorch implementation of the same computation (weights drawn
+  with torch.randn per layer for a chunk of networks, torch.bmm, autograd backward, the same
+  statistics), skipped with a message where torch is not installed.
+
+Printed: seconds, network-layers per second (R·L / s), weights per second (R·L·n² / s) and the
+ratios engine / rng bound and engine / torch. ``--scale`` multiplies every R (use 1/16 on a
+laptop CPU). Usage:
+
+    python benchmarks/bench_montecarlo.py [--scale 0.0625] [--block relu-none-residual]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from meanfield import Block, montecarlo  # noqa: E402
+
+ROWS = ((1024, 1, 256, 100), (1024, 64, 256, 100), (4096, 16, 128, 100), (256, 256, 1024, 50))
+
+
+def time_call(fn, repeats: int = 1) -> float:
+    fn()  # warm-up: compilation and first-touch allocations
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_engine(block, R, B, n, L, chunk_size, precision):
+    def run():
+        est = montecarlo.simulate(
+            block,
+            key=jax.random.key(0),
+            depth=L,
+            width=n,
+            var_w=2.0 / n,
+            networks=R,
+            batch=B,
+            chunk_size=chunk_size,
+            precision=precision,
+        )
+        return est.m2_z.mean
+
+    return time_call(run)
+
+
+def bench_rng(R, n, L, chunk_size):
+    per_call = max(1, min(R, chunk_size or R))
+
+    @jax.jit
+    def draw(key):
+        keys = jax.random.split(key, per_call)
+
+        def one(k):
+            def layer(acc, l):
+                w = jax.random.normal(jax.random.fold_in(k, l), (n, n), jnp.float32)
+                # Consume every entry: with w[0, 0] alone XLA skips part of the generation.
+                return acc + jnp.sum(w), None
+
+            acc, _ = jax.lax.scan(layer, jnp.float32(0), jnp.arange(L))
+            return acc
+
+        return jnp.sum(jax.vmap(one)(keys))
+
+    calls = -(-R // per_call)
+
+    def run():
+        out = [draw(jax.random.key(i)) for i in range(calls)]
+        return jax.block_until_ready(out)
+
+    return time_call(run) * R / (calls * per_call)
+
+
+def bench_torch(block, R, B, n, L, chunk):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # full float32, as the engine's default
+    act = torch.relu if block.activation == "relu" else (lambda u: u)
+
+    def bn(z):
+        c = z - z.mean(1, keepdim=True)
+        return c / c.pow(2).mean(1, keepdim=True).sqrt()
+
+    def chunk_stats(r):
+        x = torch.randn(r, B, n, device=dev)
+        g = torch.randn(r, B, n, device=dev)
+        std = (2.0 / n) ** 0.5
+        ws = [(torch.randn(r, n, n, device=dev) * std).requires_grad_() for _ in range(L)]
+        z, zs = x, []
+        for w in ws:
+            if block.norm == "none":
+                h = act(torch.bmm(z, w))
+            elif block.norm == "bn_post":
+                h = act(torch.bmm(bn(z), w))
+            else:
+                h = torch.bmm(act(bn(z)), w)
+            z = z + h if block.residual else h
+            z.retain_grad()
+            zs.append(z)
+        (g * z).sum().backward()
+        m2_z = torch.stack([t.detach().pow(2).mean((1, 2)) for t in zs])
+        m2_dz = torch.stack([t.grad.pow(2).mean((1, 2)) for t in zs])
+        var_dw = torch.stack([w.grad.pow(2).sum((1, 2)) / (n * n * B) for w in ws])
+        return m2_z, m2_dz, var_dw
+
+    def run():
+        done = 0
+        while done < R:
+            r = min(chunk, R - done)
+            out = chunk_stats(r)
+            done += r
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return time_call(run)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every row's R by this")
+    p.add_argument("--block", default="relu-none-residual", help="block name (B = 1 needs no BN)")
+    p.add_argument("--precision", default="highest", choices=sorted(montecarlo.PRECISIONS))
+    p.add_argument("--torch-chunk", type=int, default=64, help="networks per torch batch")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    args = p.parse_args(argv)
+    block = Block.from_name(args.block)
+    print(
+        f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+        f"{jax.device_count()} device(s); block {block.name}; precision {args.precision}"
+    )
+    header = (
+        f"{'R':>6} {'B':>4} {'n':>5} {'L':>4} | {'engine s':>9} {'net-layers/s':>13} "
+        f"{'weights/s':>10} | {'rng-bound s':>11} {'engine/rng':>10} | {'torch s':>8} "
+        f"{'engine/torch':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    for R, B, n, L in ROWS:
+        R = max(2, int(round(R * args.scale)))
+        if block.norm != "none" and B < 2:
+            print(f"{R:>6} {B:>4} {n:>5} {L:>4} | skipped: BN needs B >= 2")
+            continue
+        chunk = montecarlo.auto_chunk_size(L, n, B, R)
+        t_engine = bench_engine(block, R, B, n, L, chunk, args.precision)
+        # The engine draws each weight twice (forward and checkpointed backward): compare
+        # with drawing each weight once, the best any weight-sampling engine can do.
+        t_rng = bench_rng(R, n, L, chunk)
+        t_torch = None if args.no_torch else bench_torch(block, R, B, n, L, args.torch_chunk)
+        torch_cols = (
+            "    n/a" + " " * 14
+            if t_torch is None
+            else f"{t_torch:8.2f} {t_torch / t_engine:12.2f}"
+        )
+        print(
+            f"{R:>6} {B:>4} {n:>5} {L:>4} | {t_engine:9.2f} {R * L / t_engine:13.3e} "
+            f"{R * L * n * n / t_engine:10.3e} | {t_rng:11.2f} {t_rng / t_engine:10.2f} | "
+            f"{torch_cols}",
+            flush=True,
+        )
+    if not args.no_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("torch is not installed: the PyTorch peer was skipped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Peak memory of one Monte-Carlo chunk, from XLA's compiled memory analysis.
+
+Memory does not depend on the number of networks R (chunks run one after another) and holds
+no L·n² weights (each layer's weights are drawn inside the checkpointed scan). What a chunk of
+C networks holds is ~C·(6 L·B·n + 4 n²) floats: activations and their cotangents, one layer's
+weights. This prints XLA's numbers for the configuration of the docs (R = 4096, n = 256,
+L = 100, B = 16) at several chunk sizes, and the chunk size the engine picks by default.
+
+    python benchmarks/memory_montecarlo.py [--networks 4096 --width 256 --depth 100 --batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from meanfield import Block, montecarlo  # noqa: E402
+
+
+def chunk_memory(block, depth, width, batch, chunk):
+    fn, _ = montecarlo._chunk_fn(
+        block, depth, width, batch, "highest", chunk, jax.device_count(), None
+    )
+    keys = jax.random.split(jax.random.key(0), chunk)
+    compiled = fn.lower(jnp.float32(2.0 / width), keys).compile()
+    return compiled.memory_analysis()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--networks", type=int, default=4096)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--depth", type=int, default=100)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--block", default="relu-bn_post-residual")
+    p.add_argument("--chunks", type=int, nargs="+", default=[16, 64, 256])
+    args = p.parse_args(argv)
+    block = Block.from_name(args.block)
+    n, L, B = args.width, args.depth, args.batch
+    print(f"device: {jax.devices()[0].device_kind}; block {block.name}; n={n}, L={L}, B={B}")
+    print(
+        f"{'chunk':>6} | {'temp MiB':>9} {'args+out MiB':>12} | {'model MiB':>9} | "
+        f"{'all weights of the chunk (never held) MiB':>42}"
+    )
+    for chunk in args.chunks:
+        m = chunk_memory(block, L, n, B, chunk)
+        io = m.argument_size_in_bytes + m.output_size_in_bytes
+        model = montecarlo._bytes_per_network(L, n, B, 4) * chunk
+        print(
+            f"{chunk:>6} | {m.temp_size_in_bytes / 2**20:9.1f} {io / 2**20:12.2f} | "
+            f"{model / 2**20:9.1f} | {chunk * L * n * n * 4 / 2**20:42.1f}"
+        )
+    auto = montecarlo.auto_chunk_size(L, n, B, args.networks)
+    print(
+        f"default chunk for R = {args.networks} here: {auto} networks "
+        f"({-(-args.networks // auto)} chunks); peak memory does not grow with R"
+    )
+
+
+if __name__ == "__main__":
+    main()
