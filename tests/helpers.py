@@ -14,3 +14,15 @@ def assert_all_finite(*arrays, err_msg=""):
     for a in arrays:
         a = np.asarray(a)
         assert np.all(np.isfinite(a)), f"non-finite values {err_msg}: {a[~np.isfinite(a)][:5]}"
+
+
+def load_script(name):
+    """Import experiments/<name>.py as a module (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,23 +1,16 @@
 """Smoke test of experiments/gradient_vs_layer.py with tiny settings."""
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import load_script
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "gradient_vs_layer", ROOT / "experiments" / "gradient_vs_layer.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gradient_vs_layer")
 
 
 def test_main_writes_figure_results_and_table(tmp_path):

@@ -1,23 +1,16 @@
 """Smoke test of the main job: tiny settings, every output written, numbers consistent."""
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import load_script
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "variance_vs_depth", ROOT / "experiments" / "variance_vs_depth.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("variance_vs_depth")
 
 
 def test_main_writes_results_and_figures(tmp_path, capsys):
