@@ -10,10 +10,12 @@ For each (R networks, B inputs, width n, depth L) row, measured after a warm-up 
   statistics), skipped with a message where torch is not installed.
 
 Printed: seconds, network-layers per second (R·L / s), weights per second (R·L·n² / s) and the
-ratios engine / rng bound and engine / torch. ``--scale`` multiplies every R (use 1/16 on a
-laptop CPU). Usage:
+ratios engine / rng bound and engine / torch (the explicit-weight engine). ``--scale``
+multiplies every R (use 1/16 on a laptop CPU). ``--engines`` instead compares the weight-free
+and the explicit engine over a grid of widths and batch sizes. Usage:
 
     python benchmarks/bench_montecarlo.py [--scale 0.0625] [--block relu-none-residual]
+    python benchmarks/bench_montecarlo.py --engines --networks 4 --figure docs/weightfree.png
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def bench_engine(block, R, B, n, L, chunk_size, precision):
             batch=B,
             chunk_size=chunk_size,
             precision=precision,
+            engine="explicit",  # the rows measure the explicit-weight engine
         )
         return est.m2_z.mean
 
@@ -138,6 +141,61 @@ def bench_torch(block, R, B, n, L, chunk):
     return time_call(run)
 
 
+def bench_engines(block, widths, batches, depth, networks, out_png=None):
+    """Weight-free against explicit: network-layers per second over a grid of (n, B)."""
+    print(f"\nweight-free vs explicit, block {block.name}, L = {depth}, R = {networks}")
+    print(
+        f"{'n':>5} {'B':>4} | {'explicit s':>10} {'net-layers/s':>13} | {'weightfree s':>12} "
+        f"{'net-layers/s':>13} | {'speed-up':>8}"
+    )
+    rows = []
+    for n in widths:
+        for B in batches:
+            times = {}
+            for engine in ("explicit", "weightfree"):
+
+                def run(engine=engine, n=n, B=B):
+                    return montecarlo.simulate(
+                        block,
+                        key=jax.random.key(0),
+                        depth=depth,
+                        width=n,
+                        var_w=2.0 / n,
+                        networks=networks,
+                        batch=B,
+                        engine=engine,
+                    ).m2_z.mean
+
+                times[engine] = time_call(run)
+            rate = {k: networks * depth / v for k, v in times.items()}
+            rows.append((n, B, times["explicit"], times["weightfree"]))
+            print(
+                f"{n:>5} {B:>4} | {times['explicit']:10.3f} {rate['explicit']:13.3e} | "
+                f"{times['weightfree']:12.3f} {rate['weightfree']:13.3e} | "
+                f"{times['explicit'] / times['weightfree']:8.1f}",
+                flush=True,
+            )
+    if out_png:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.5, 3.4), layout="constrained")
+        ax = fig.subplots()
+        for B in batches:
+            sel = [r for r in rows if r[1] == B]
+            ns = [r[0] for r in sel]
+            ax.plot(ns, [networks * depth / r[2] for r in sel], "o--", label=f"explicit, B={B}")
+            ax.plot(ns, [networks * depth / r[3] for r in sel], "s-", label=f"weight-free, B={B}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("width n")
+        ax.set_ylabel("network-layers per second")
+        ax.set_title(f"{jax.devices()[0].device_kind}: {block.name}, L = {depth}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6.5, frameon=False)
+        fig.savefig(out_png, dpi=150)
+        print(f"figure: {out_png}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", type=float, default=1.0, help="multiply every row's R by this")
@@ -145,8 +203,21 @@ def main(argv=None):
     p.add_argument("--precision", default="highest", choices=sorted(montecarlo.PRECISIONS))
     p.add_argument("--torch-chunk", type=int, default=64, help="networks per torch batch")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument(
+        "--engines",
+        action="store_true",
+        help="instead: weight-free vs explicit over n in --widths, B in --batches",
+    )
+    p.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 4096])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--depth", type=int, default=100, help="L of the --engines grid")
+    p.add_argument("--networks", type=int, default=16, help="R of the --engines grid")
+    p.add_argument("--figure", default=None, help="--engines: save a log-log figure here")
     args = p.parse_args(argv)
     block = Block.from_name(args.block)
+    if args.engines:
+        bench_engines(block, args.widths, args.batches, args.depth, args.networks, args.figure)
+        return
     print(
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"{jax.device_count()} device(s); block {block.name}; precision {args.precision}"

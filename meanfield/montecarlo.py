@@ -61,7 +61,15 @@ from meanfield import architecture as arch
 from meanfield import inits
 from meanfield.architecture import Block
 
-__all__ = ["Stat", "Estimate", "simulate", "network_statistics", "PRECISIONS"]
+__all__ = [
+    "ENGINES",
+    "PRECISIONS",
+    "Estimate",
+    "Stat",
+    "network_statistics",
+    "simulate",
+    "weightfree_linear",
+]
 
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 _LN10 = math.log(10.0)
@@ -134,6 +142,84 @@ def _gate_bwd(template, ct):
 _grad_gate.defvjp(_gate_fwd, _gate_bwd)
 
 
+def _gram_factor(k: jax.Array):
+    """For a symmetric PSD B x B matrix K: (V, λ) with K = V diag(λ) V^T, λ clipped at 0, and
+    the reciprocal eigenvalues of the pseudo-inverse, zero below the cut-off
+    λ_max · B · eps (the rank tolerance of ``numpy.linalg.matrix_rank``)."""
+    lam, vec = jnp.linalg.eigh(k)
+    lam = jnp.maximum(lam, 0.0)
+    cutoff = jnp.max(lam) * k.shape[0] * jnp.finfo(k.dtype).eps
+    keep = lam > cutoff
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
+    return vec, lam, inv
+
+
+def _gaussian_with_gram(key, k, std, shape, precision):
+    """Columns i.i.d. N(0, std² K): C G with C = V diag(sqrt λ), G standard normal (B x m)."""
+    vec, lam, _ = _gram_factor(k)
+    g = jax.random.normal(key, shape, k.dtype)
+    return std * jnp.matmul(vec * jnp.sqrt(lam)[None, :], g, precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def weightfree_linear(a: jax.Array, key: jax.Array, std: jax.Array, precision) -> jax.Array:
+    """U = A W for W (n x m) with i.i.d. N(0, std²) entries, sampled without forming W.
+
+    Forward: the columns of U are independent N(0, std² A A^T) (B x B). Backward, for a
+    cotangent D: W given U = A W is A^+ U + P W~ with A^+ = A^T (A A^T)^+, P the projection off
+    the rows of A and W~ fresh, so D W^T = D U^T (A A^T)^+ A + X P where the rows-by-inputs
+    matrix X = D W~^T has independent columns N(0, std² D D^T). Cost O(B² (n + m) + B³) and
+    B (n + m) normals instead of n m. ``key`` must be unique to this layer of this network.
+    """
+    return _weightfree_forward(a, key, std, precision)
+
+
+def _weightfree_forward(a, key, std, precision):
+    gram = jnp.matmul(a, a.T, precision=precision)
+    m = a.shape[1]  # square branch weights: fan-out = fan-in
+    return _gaussian_with_gram(jax.random.fold_in(key, 0), gram, std, (a.shape[0], m), precision)
+
+
+def _weightfree_fwd(a, key, std, precision):
+    u = _weightfree_forward(a, key, std, precision)
+    return u, (a, u, key, std)
+
+
+def _project_off_rows(x, a, inv_vec, inv_lam, precision):
+    """X P = X - (X A^T)(A A^T)^+ A, without forming the n x n projection P."""
+    xa = jnp.matmul(x, a.T, precision=precision)
+    pinv = jnp.matmul(inv_vec * inv_lam[None, :], inv_vec.T, precision=precision)
+    return x - jnp.matmul(jnp.matmul(xa, pinv, precision=precision), a, precision=precision)
+
+
+def _weightfree_bwd(precision, res, d):
+    a, u, key, std = res
+    gram = jnp.matmul(a, a.T, precision=precision)
+    vec, _, inv = _gram_factor(gram)
+    pinv = jnp.matmul(vec * inv[None, :], vec.T, precision=precision)
+    # Part of W fixed by the forward pass: D U^T (A A^T)^+ A.
+    known = jnp.matmul(
+        jnp.matmul(jnp.matmul(d, u.T, precision=precision), pinv, precision=precision),
+        a,
+        precision=precision,
+    )
+    # Fresh part: X = D W~^T, projected off the rows of A.
+    x = _gaussian_with_gram(
+        jax.random.fold_in(key, 1),
+        jnp.matmul(d, d.T, precision=precision),
+        std,
+        a.shape,
+        precision,
+    )
+    fresh = _project_off_rows(x, a, vec, inv, precision)
+    return known + fresh, None, jnp.zeros_like(std)
+
+
+weightfree_linear.defvjp(_weightfree_fwd, _weightfree_bwd)
+
+ENGINES = ("explicit", "weightfree", "auto")
+
+
 def _batch_norm(z: jax.Array) -> jax.Array:
     """Per-unit normalization over the batch axis 0; a unit constant over the batch maps to 0
     (the ε -> 0 limit) instead of NaN."""
@@ -161,13 +247,15 @@ def network_statistics(
     key: jax.Array,
     precision=jax.lax.Precision.HIGHEST,
     init: tuple | None = None,
+    engine: str = "explicit",
 ) -> dict[str, jax.Array]:
     """Per-layer statistics of one sampled network (arrays of length depth + 1).
 
     Weights are N(0, var_w), or drawn by :func:`meanfield.inits.get` when ``init`` is a tuple
-    (scheme, c, gain). Returns ``mean_z`` and ``log_<name>`` (natural log) for ``m2_z``,
-    ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``. Unbatched; :func:`simulate` vmaps it
-    over networks.
+    (scheme, c, gain). ``engine="weightfree"`` samples what each layer computes instead
+    (:func:`weightfree_linear`; Gaussian weights only). Returns ``mean_z`` and ``log_<name>``
+    (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``. Unbatched;
+    :func:`simulate` vmaps it over networks.
     """
     dtype = jnp.result_type(float, var_w)
     n, B, L = width, batch, depth
@@ -187,18 +275,29 @@ def network_statistics(
         def sample(k):
             return initializer(k, (n, n), dtype)
 
+    if engine == "weightfree":
+        if init is not None:
+            raise ValueError(f"engine='weightfree' needs Gaussian weights (var_w), got {init!r}")
+
+        def linear(a_hat, k):
+            return weightfree_linear(a_hat, k, std_w, precision)
+    else:
+
+        def linear(a_hat, k):
+            return matmul(a_hat, sample(k))
+
     def branch(z_hat, log_s, layer, pert_u):
         """(branch output at the scale of z_hat, normalized branch input a_hat)."""
-        w = sample(jax.random.fold_in(key_w, layer))
+        k = jax.random.fold_in(key_w, layer)
         if block.norm == "none":
             a_hat = z_hat  # a = s · a_hat
-            h = _act(block.activation, matmul(a_hat, w) + pert_u)
+            h = _act(block.activation, linear(a_hat, k) + pert_u)
         elif block.norm == "bn_post":
             a_hat = _batch_norm(z_hat)  # scale-free
-            h = _act(block.activation, matmul(a_hat, w) + pert_u) * jnp.exp(-log_s)
+            h = _act(block.activation, linear(a_hat, k) + pert_u) * jnp.exp(-log_s)
         else:
             a_hat = _act(block.activation, _batch_norm(z_hat))
-            h = (matmul(a_hat, w) + pert_u) * jnp.exp(-log_s)
+            h = (linear(a_hat, k) + pert_u) * jnp.exp(-log_s)
         return h, a_hat
 
     @jax.checkpoint  # backward re-draws the layer's weights instead of storing them
@@ -264,10 +363,19 @@ def network_statistics(
 
 
 @functools.lru_cache(maxsize=64)
-def _chunk_fn(block, depth, width, batch, precision_name, chunk, n_devices, init=None):
+def _chunk_fn(
+    block, depth, width, batch, precision_name, chunk, n_devices, init=None, engine="explicit"
+):
     precision = PRECISIONS[precision_name]
     one = functools.partial(
-        network_statistics, block, depth, width, batch, precision=precision, init=init
+        network_statistics,
+        block,
+        depth,
+        width,
+        batch,
+        precision=precision,
+        init=init,
+        engine=engine,
     )
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
     sharded = NamedSharding(mesh, PartitionSpec("networks"))
@@ -280,11 +388,14 @@ def _chunk_fn(block, depth, width, batch, precision_name, chunk, n_devices, init
     return fn, sharded
 
 
-def _bytes_per_network(depth: int, width: int, batch: int, itemsize: int) -> int:
+def _bytes_per_network(
+    depth: int, width: int, batch: int, itemsize: int, engine: str = "explicit"
+) -> int:
     # Stored per network for the backward pass: z_hat per layer, the two perturbation inputs and
     # their cotangents (~6 L·B·n), B x B Gram matrices, plus a few n x n weight buffers alive
-    # at once inside the layer being recomputed.
-    return itemsize * (6 * (depth + 1) * batch * width + 2 * depth * batch * batch + 4 * width**2)
+    # at once inside the layer being recomputed (explicit engine only).
+    weights = 4 * width**2 if engine == "explicit" else 8 * batch * width
+    return itemsize * (6 * (depth + 1) * batch * width + 2 * depth * batch * batch + weights)
 
 
 def _available_bytes() -> int:
@@ -301,9 +412,16 @@ def _available_bytes() -> int:
         return 2**31
 
 
-def auto_chunk_size(depth: int, width: int, batch: int, networks: int, itemsize: int = 4) -> int:
+def auto_chunk_size(
+    depth: int,
+    width: int,
+    batch: int,
+    networks: int,
+    itemsize: int = 4,
+    engine: str = "explicit",
+) -> int:
     """Networks per chunk: a quarter of the available device memory, at most ``networks``."""
-    per = _bytes_per_network(depth, width, batch, itemsize)
+    per = _bytes_per_network(depth, width, batch, itemsize, engine)
     return int(max(1, min(networks, (_available_bytes() // 4) // per)))
 
 
@@ -333,6 +451,7 @@ def simulate(
     batch: int,
     chunk_size: int | None = None,
     precision: str = "highest",
+    engine: str = "auto",
     progress: bool = False,
 ) -> Estimate:
     """Monte-Carlo estimate of the per-layer statistics of ``networks`` sampled networks.
@@ -352,6 +471,11 @@ def simulate(
             multiple of the device count.
         precision: "highest" (full float32 matmuls, the default) or "default" (TF32 on NVIDIA
             GPUs; faster, less accurate).
+        engine: "explicit" draws every weight matrix; "weightfree" samples each layer's
+            output U = A W and, in the backward pass, W^T D from their exact conditional laws
+            (:func:`weightfree_linear`), O(nB² + B³) per layer instead of O(n²B) and n²
+            normals; "auto" (default) takes weight-free for Gaussian weights when 4B <= n.
+            Both are exact: the same statistics in distribution, not the same numbers.
         progress: print a progress line per chunk to stderr.
 
     Returns:
@@ -365,6 +489,16 @@ def simulate(
     batch = arch.static_int("batch", batch)
     if (var_w is None) == (init is None):
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    gaussian = init is None or init in ("he", "glorot", "depth_scaled")
+    if engine == "auto":
+        engine = "weightfree" if gaussian and 4 * batch <= width else "explicit"
+    if engine == "weightfree" and not gaussian:
+        raise ValueError(f"engine='weightfree' needs Gaussian weights; init={init!r} is not")
+    if engine == "weightfree" and init is not None:  # a Gaussian scheme is just its variance
+        var_w = float(inits.var_w(init, fan_in=width, fan_out=width, depth=depth, c=c))
+        init = None
     if init is not None:
         init_key = (inits._check_scheme(init), float(c), float(gain))
         inits.get(init, depth=depth, c=c, gain=gain)  # validates c and gain
@@ -387,11 +521,15 @@ def simulate(
     dtype = jnp.result_type(float)
     n_devices = jax.device_count()
     if chunk_size is None:
-        chunk_size = auto_chunk_size(depth, width, batch, networks, jnp.dtype(dtype).itemsize)
+        chunk_size = auto_chunk_size(
+            depth, width, batch, networks, jnp.dtype(dtype).itemsize, engine=engine
+        )
     chunk_size = arch.static_int("chunk_size", chunk_size)
     chunk_size = min(chunk_size, networks)
     chunk_size = -(-chunk_size // n_devices) * n_devices
-    fn, sharded = _chunk_fn(block, depth, width, batch, precision, chunk_size, n_devices, init_key)
+    fn, sharded = _chunk_fn(
+        block, depth, width, batch, precision, chunk_size, n_devices, init_key, engine
+    )
 
     start = time.perf_counter()
     keys = jax.random.split(key, networks)

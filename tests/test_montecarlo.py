@@ -270,7 +270,17 @@ def test_second_call_reuses_the_compiled_chunk():
     block = Block("identity", "none", False)
     kw = dict(depth=3, width=8, var_w=0.1, networks=4, batch=2, chunk_size=4)
     montecarlo.simulate(block, key=jax.random.key(0), **kw)
-    fn, _ = montecarlo._chunk_fn(block, 3, 8, 2, "highest", 4, jax.device_count(), None)
+    fn, _ = montecarlo._chunk_fn(
+        block,
+        3,
+        8,
+        2,
+        "highest",
+        4,
+        jax.device_count(),
+        None,
+        "weightfree",  # auto: 4B <= n
+    )
     before = fn._cache_size()
     montecarlo.simulate(block, key=jax.random.key(1), **(kw | {"var_w": 0.2}))
     assert fn._cache_size() == before == 1

@@ -1,0 +1,133 @@
+"""The weight-free engine: exact conditional sampling of U = A W and W^T D.
+
+Checked three ways: the joint moments of (U, D W^T) equal those of an explicit Gaussian W even
+when A A^T is singular; whole networks match the explicit engine in mean and in spread across
+networks for all 12 blocks; and dropping the projection P (a planted error) is caught.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield
+from meanfield import montecarlo
+from meanfield.architecture import Block
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _singular_inputs():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 6))
+    a[0] = 0.0  # an input that a ReLU zeroed entirely
+    a[2] = a[1]  # two identical inputs: rank(A A^T) = 2 of 4
+    d = rng.normal(size=(4, 6))
+    return jnp.asarray(a, jnp.float32), jnp.asarray(d, jnp.float32)
+
+
+def test_joint_moments_with_singular_inputs_match_explicit_weights():
+    a, d = _singular_inputs()
+    std = jnp.float32(0.7)
+    draws = 40_000
+
+    def sample(key):
+        u, vjp = jax.vjp(lambda x: montecarlo.weightfree_linear(x, key, std, HIGHEST), a)
+        return u, vjp(d)[0]
+
+    u, g = jax.jit(jax.vmap(sample))(jax.random.split(jax.random.key(0), draws))
+    u, g = np.asarray(u, np.float64), np.asarray(g, np.float64)
+    s2 = float(std) ** 2
+    # Explicit W (n x n, i.i.d. N(0, s2)), U = A W, G = D W^T:
+    #   E[U_bj G_ci] = s2 A_bi D_cj,   E[G_bi G_ck] = s2 δ_ik (D D^T)_bc,
+    #   E[U_bj U_ck] = s2 δ_jk (A A^T)_bc.
+    checks = [
+        (np.einsum("rbj,rci->rbjci", u, g), s2 * np.einsum("bi,cj->bjci", a, d)),
+        (
+            np.einsum("rbi,rck->rbick", g, g),
+            s2 * np.einsum("ik,bc->bick", np.eye(6), np.asarray(d) @ np.asarray(d).T),
+        ),
+        (
+            np.einsum("rbj,rck->rbjck", u, u),
+            s2 * np.einsum("jk,bc->bjck", np.eye(6), np.asarray(a) @ np.asarray(a).T),
+        ),
+    ]
+    for samples, expected in checks:
+        mean = samples.mean(0)
+        se = samples.std(0, ddof=1) / np.sqrt(draws)
+        exact = se == 0  # e.g. products with the all-zero input: exactly 0 in every draw
+        assert np.all(np.abs(mean[exact] - expected[exact]) < 1e-6)
+        z = np.abs(mean[~exact] - expected[~exact]) / se[~exact]
+        # Hundreds of entries: max |z| of that many standard normals exceeds 5 with p < 1e-3.
+        assert z.max() < 5.0, z.max()
+    # The zero input gives a zero output; identical inputs give identical outputs.
+    assert np.all(u[:, 0] == 0) and np.allclose(u[:, 1], u[:, 2], atol=1e-5)
+
+
+def _per_network(block, engine, seed, *, depth=6, width=32, batch=8, networks=2000):
+    one = functools.partial(
+        montecarlo.network_statistics, block, depth, width, batch, engine=engine
+    )
+    out = jax.jit(jax.vmap(one, in_axes=(None, 0)))(
+        jnp.float32(1.5 / width), jax.random.split(jax.random.key(seed), networks)
+    )
+    return {
+        k: np.exp(np.asarray(out[f"log_{k}"], np.float64))[:, 1:]
+        for k in ("m2_z", "m2_dz", "var_dw")
+    }
+
+
+def _max_z(a, b):
+    """Largest |z| of the difference of per-layer means and of per-layer variances."""
+    worst = 0.0
+    for k in a:
+        x, y = a[k], b[k]
+        r = x.shape[0]
+        zm = (x.mean(0) - y.mean(0)) / np.sqrt((x.var(0, ddof=1) + y.var(0, ddof=1)) / r)
+
+        def var_and_se(v):
+            c = v - v.mean(0)
+            s2 = v.var(0, ddof=1)
+            return s2, np.sqrt(np.maximum((c**4).mean(0) - s2**2, 0.0) / v.shape[0])
+
+        (vx, sx), (vy, sy) = var_and_se(x), var_and_se(y)
+        zs = (vx - vy) / np.sqrt(sx**2 + sy**2)
+        worst = max(worst, float(np.max(np.abs(zm))), float(np.max(np.abs(zs))))
+    return worst
+
+
+@pytest.mark.parametrize("block", meanfield.all_blocks(), ids=lambda b: b.name)
+def test_weightfree_matches_explicit_in_mean_and_spread(block):
+    explicit = _per_network(block, "explicit", 1)
+    weightfree = _per_network(block, "weightfree", 2)
+    # 36 comparisons (3 statistics x 6 layers x mean and variance): 4.5 standard errors.
+    assert _max_z(explicit, weightfree) < 4.5
+
+
+@pytest.mark.parametrize("name", ["identity-none-plain", "relu-bn_pre-residual"])
+def test_dropping_the_projection_is_caught(name, monkeypatch):
+    block = Block.from_name(name)
+    explicit = _per_network(block, "explicit", 1)
+    monkeypatch.setattr(montecarlo, "_project_off_rows", lambda x, a, vec, inv, p: x)
+    planted = _per_network(block, "weightfree", 2)
+    assert _max_z(explicit, planted) > 10
+
+
+def test_engine_choice_and_errors():
+    block = Block("relu", "none", True)
+    kw = dict(key=jax.random.key(0), depth=3, width=16, networks=4)
+    # auto = weight-free when 4B <= n: identical to asking for it by name.
+    auto = montecarlo.simulate(block, var_w=0.1, batch=4, **kw)
+    named = montecarlo.simulate(block, var_w=0.1, batch=4, engine="weightfree", **kw)
+    np.testing.assert_array_equal(auto.m2_dz.mean, named.m2_dz.mean)
+    explicit = montecarlo.simulate(block, var_w=0.1, batch=4, engine="explicit", **kw)
+    assert not np.array_equal(auto.m2_dz.mean, explicit.m2_dz.mean)
+    big_batch = montecarlo.simulate(block, var_w=0.1, batch=8, **kw)
+    same = montecarlo.simulate(block, var_w=0.1, batch=8, engine="explicit", **kw)
+    np.testing.assert_array_equal(big_batch.m2_dz.mean, same.m2_dz.mean)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        montecarlo.simulate(block, var_w=0.1, batch=4, engine="fast", **kw)
+    with pytest.raises(ValueError, match="needs Gaussian weights"):
+        montecarlo.simulate(block, init="orthogonal", batch=4, engine="weightfree", **kw)
