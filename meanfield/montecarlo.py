@@ -23,6 +23,11 @@ How it is computed:
 * **Devices.** Each chunk's network axis is sharded over all devices (``jax.sharding``), so the
   same call runs on one CPU, one GPU or many accelerator cores; per-network keys come from
   ``jax.random.split(key, networks)``, so the result does not depend on chunking or devices.
+* **Engines.** ``engine="explicit"`` draws every n x n weight matrix; ``"weightfree"`` samples
+  only what a layer computes, U = A W ~ N(0, s2 A A^T) per column, and in the backward pass
+  W^T D from the law of W given U (:func:`weightfree_linear`; docs/theory.md §7): exact, and
+  O(nB² + B³) per layer instead of O(n²B). ``"auto"`` takes it for Gaussian weights when
+  4B <= n.
 * **Precision.** Matrix products use ``Precision.HIGHEST`` by default (full float32 on GPUs,
   which otherwise use TF32); ``precision="default"`` is the fast setting.
 
