@@ -38,6 +38,15 @@ def _markevery(n: int) -> int:
     return max(1, n // 12)
 
 
+def _closed_form_line(ax, x, y, form: dict, color: str) -> None:
+    """One closed-form curve, drawn by its kind: circles (exact), dotted (bound), dashed."""
+    y = np.asarray(y, dtype=float)
+    style = dict(KIND_STYLE[form["kind"]])
+    if form["kind"] == "exact":
+        style["markevery"] = _markevery(y.size)
+    ax.plot(x, y, color=color, alpha=0.9, label=form["label"], **style)
+
+
 def log10_errorbars(log10_mean, log10_stderr) -> np.ndarray:
     """Asymmetric error bars (2, N) in log10 space for mean ± stderr given as log10 values."""
     lm = np.asarray(log10_mean, dtype=float)
@@ -104,11 +113,7 @@ def profile_figure(
                 for f in rec["closed_forms"]:
                     if f["statistic"] != stat:
                         continue
-                    yc = np.asarray(f["log10_values"], dtype=float)
-                    style = dict(KIND_STYLE[f["kind"]])
-                    if f["kind"] == "exact":
-                        style["markevery"] = _markevery(yc.size)
-                    ax.plot(layers, yc, color=color, alpha=0.9, label=f"{f['label']}", **style)
+                    _closed_form_line(ax, layers, f["log10_values"], f, color)
             if i == 0:
                 ax.set_title(block, fontsize=10)
             if i == len(statistics) - 1:
@@ -172,11 +177,7 @@ def depth_figure(
                     for f in rec["closed_forms"]:
                         if f["quantity"] != key:
                             continue
-                        yc = np.asarray(f["values"], dtype=float)
-                        style = dict(KIND_STYLE[f["kind"]])
-                        if f["kind"] == "exact":
-                            style["markevery"] = _markevery(yc.size)
-                        ax.plot(L, yc, color=color, label=f["label"], **style)
+                        _closed_form_line(ax, L, f["values"], f, color)
             ax.set_xscale("log")
             finite = np.concatenate([y[np.isfinite(y)] for y in main_ys]) if main_ys else []
             if len(finite):  # scale to the residual network; the plain one may leave the axes
