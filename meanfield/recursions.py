@@ -132,9 +132,11 @@ def _kahan_add(total: jax.Array, comp: jax.Array, term: jax.Array):
 
 
 @functools.partial(jax.jit, static_argnames=("block", "max_depth"))
-def _profile(block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array) -> Profile:
+def _profile(
+    block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array, start: tuple
+) -> Profile:
     dtype = alpha.dtype
-    shape = jnp.broadcast_shapes(alpha.shape, depth.shape)
+    shape = jnp.broadcast_shapes(alpha.shape, depth.shape, *(jnp.shape(v) for v in start))
     alpha = jnp.broadcast_to(alpha, shape)
     fm = activation_moments(block.activation)
 
@@ -147,7 +149,7 @@ def _profile(block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array) -
         return ((t, log_r, logq), comp), (t, log_r, logq)
 
     zero = jnp.zeros(shape, dtype)
-    init = (zero, zero, zero)  # x: mean 0, u/q = 1, q = 1
+    init = tuple(jnp.broadcast_to(jnp.asarray(v, dtype), shape) for v in start)
     _, states = jax.lax.scan(body, (init, zero), length=max_depth)
     # Layer axis first here: index l = 0..max_depth.
     t, log_r, logq = (
@@ -219,6 +221,9 @@ def profile(
     width: ArrayLike,
     var_w: ArrayLike,
     max_depth: int | None = None,
+    input_m2: ArrayLike = 1.0,
+    input_mean: ArrayLike = 0.0,
+    input_unitvar: ArrayLike | None = None,
 ) -> Profile:
     """Mean-field statistics of every layer l = 0..L of a network of ``depth`` blocks.
 
@@ -231,6 +236,12 @@ def profile(
             ``depth`` broadcast against each other.
         max_depth: length - 1 of the returned arrays; defaults to ``depth`` (which must then be
             concrete). Layers past ``depth`` are NaN.
+        input_m2, input_mean, input_unitvar: the statistics of z^0 (``m2_z``, ``mean_z`` and
+            ``unitvar_z`` at l = 0). The default is x ~ N(0, I): 1, 0 and 1 (``input_unitvar``
+            defaults to ``input_m2 - input_mean**2``, i.e. inputs whose cross moments are the
+            squared mean). Real data start elsewhere: the trainer's prediction check passes
+            the measured statistics of the stem output. Requires input_m2 > 0,
+            input_mean² < input_m2 and 0 < input_unitvar <= input_m2 - input_mean².
 
     Returns:
         :class:`Profile`; each array has shape
@@ -259,4 +270,41 @@ def profile(
     arch.check_depth(depth)
     alpha = jnp.asarray(width) * jnp.asarray(var_w)
     alpha = alpha.astype(jnp.result_type(float, alpha))
-    return _profile(block, max_depth, alpha, jnp.asarray(depth, dtype=jnp.int32))
+    start = _start_state(input_m2, input_mean, input_unitvar)
+    return _profile(block, max_depth, alpha, jnp.asarray(depth, dtype=jnp.int32), start)
+
+
+def _start_state(m2: ArrayLike, mean: ArrayLike, unitvar: ArrayLike | None) -> tuple:
+    """(t, log(u/q), log q) of z^0 from its second moment, mean and unit variance."""
+    arch.check_positive("input_m2", m2)
+    _check_finite("input_mean", mean)
+    m2, mean = jnp.asarray(m2), jnp.asarray(mean)
+    spread = m2 - mean**2  # the largest unit variance possible: E z^2 - (E z)^2
+    if unitvar is None:
+        unitvar = spread
+    else:
+        arch.check_positive("input_unitvar", unitvar)
+        unitvar = jnp.asarray(unitvar)
+    concrete = not any(isinstance(v, jax.core.Tracer) for v in (m2, mean, unitvar))
+    if concrete and bool(jnp.any(spread <= 0)):
+        raise ValueError(
+            f"input_mean**2 must be < input_m2, got input_mean={_show(mean)}, "
+            f"input_m2={_show(m2)}"
+        )
+    if concrete and bool(jnp.any(unitvar > spread * (1 + 1e-6))):
+        raise ValueError(
+            f"input_unitvar must be <= input_m2 - input_mean**2 = {_show(spread)}, "
+            f"got {_show(unitvar)}"
+        )
+    return mean / jnp.sqrt(m2), jnp.log(unitvar / m2), jnp.log(m2)
+
+
+def _show(value: ArrayLike):
+    return jnp.asarray(value).tolist()
+
+
+def _check_finite(name: str, value: ArrayLike) -> None:
+    if isinstance(value, jax.core.Tracer):
+        return
+    if not bool(jnp.all(jnp.isfinite(jnp.asarray(value, dtype=float)))):
+        raise ValueError(f"{name} must be finite, got {value!r}")

@@ -240,3 +240,47 @@ def test_profile_depends_on_width_and_var_w_only_through_alpha(width, alpha):
     a = recursions.profile(block, depth=8, width=width, var_w=alpha / width)
     b = recursions.profile(block, depth=8, width=1.0, var_w=alpha)
     assert_close(a.var_dw, b.var_dw, rtol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu"])
+def test_start_scales_homogeneous_networks(activation):
+    # Without BN the network is positively homogeneous: z^0 -> s·z^0 multiplies every forward
+    # second moment by s² and leaves the backward profile (normalized at L) unchanged.
+    block = Block(activation=activation, norm="none")
+    base = recursions.profile(block, depth=30, width=64, var_w=2 / 64, input_unitvar=0.5)
+    scaled = recursions.profile(
+        block, depth=30, width=64, var_w=2 / 64, input_m2=9.0, input_unitvar=4.5
+    )
+    assert_close(scaled.m2_z, 9.0 * base.m2_z, rtol=1e-5)
+    assert_close(scaled.unitvar_z, 9.0 * base.unitvar_z, rtol=1e-5)
+    assert_close(scaled.m2_dz, base.m2_dz, rtol=1e-5)
+
+
+def test_start_enters_the_bn_forward_additively():
+    block = Block(activation="identity", norm="bn_post")
+    prof = recursions.profile(block, depth=20, width=64, var_w=1 / 64, input_m2=3.0)
+    assert_close(prof.m2_z, 3.0 + np.arange(21) * 1.0, rtol=1e-5)  # q_0 + l·α, α = 1
+
+
+def test_start_defaults_to_standard_normal_inputs():
+    block = Block(activation="relu", norm="bn_pre")
+    a = recursions.profile(block, depth=10, width=32, var_w=1 / 32)
+    b = recursions.profile(
+        block, depth=10, width=32, var_w=1 / 32, input_m2=1.0, input_mean=0.0, input_unitvar=1.0
+    )
+    for name in ("m2_z", "unitvar_z", "m2_dz", "var_dw"):
+        assert_close(getattr(a, name), getattr(b, name), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(input_m2=0.0), "input_m2 must be a finite number > 0, got 0.0"),
+        (dict(input_mean=1.0), r"input_mean\*\*2 must be < input_m2"),
+        (dict(input_unitvar=2.0), r"input_unitvar must be <= input_m2 - input_mean\*\*2"),
+        (dict(input_mean=float("nan")), "input_mean must be finite"),
+    ],
+)
+def test_start_is_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        recursions.profile(Block(), depth=3, width=8, var_w=0.1, **kwargs)
