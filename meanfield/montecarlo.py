@@ -253,6 +253,7 @@ def network_statistics(
     precision=jax.lax.Precision.HIGHEST,
     init: tuple | None = None,
     engine: str = "explicit",
+    input_std: float = 1.0,
 ) -> dict[str, jax.Array]:
     """Per-layer statistics of one sampled network (arrays of length depth + 1).
 
@@ -260,7 +261,8 @@ def network_statistics(
     (scheme, c, gain). ``engine="weightfree"`` samples what each layer computes instead
     (:func:`weightfree_linear`; Gaussian weights only). Returns ``mean_z`` and ``log_<name>``
     (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``. Unbatched;
-    :func:`simulate` vmaps it over networks.
+    :func:`simulate` vmaps it over networks. The inputs are ``input_std`` times standard normal
+    (carried as the initial log-scale, so nothing else changes).
     """
     dtype = jnp.result_type(float, var_w)
     n, B, L = width, batch, depth
@@ -320,7 +322,7 @@ def network_statistics(
 
     def loss(pert_z, pert_u, gates):
         z0 = _grad_gate(x, gates[0]) + pert_z[0]
-        log_s0 = jnp.zeros((), dtype)
+        log_s0 = jnp.full((), math.log(input_std), dtype)
         layers = jnp.arange(1, L + 1)
         (z_last, _), (zs, log_ss, grams) = jax.lax.scan(
             layer_step, (z0, log_s0), (layers, pert_z[1:], pert_u, gates[1:])
@@ -369,7 +371,16 @@ def network_statistics(
 
 @functools.lru_cache(maxsize=64)
 def _chunk_fn(
-    block, depth, width, batch, precision_name, chunk, n_devices, init=None, engine="explicit"
+    block,
+    depth,
+    width,
+    batch,
+    precision_name,
+    chunk,
+    n_devices,
+    init=None,
+    engine="explicit",
+    input_std=1.0,
 ):
     precision = PRECISIONS[precision_name]
     one = functools.partial(
@@ -381,6 +392,7 @@ def _chunk_fn(
         precision=precision,
         init=init,
         engine=engine,
+        input_std=input_std,
     )
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
     sharded = NamedSharding(mesh, PartitionSpec("networks"))
@@ -458,6 +470,7 @@ def simulate(
     precision: str = "highest",
     engine: str = "auto",
     progress: bool = False,
+    input_std: float = 1.0,
 ) -> Estimate:
     """Monte-Carlo estimate of the per-layer statistics of ``networks`` sampled networks.
 
@@ -482,6 +495,8 @@ def simulate(
             normals; "auto" (default) takes weight-free for Gaussian weights when 4B <= n.
             Both are exact: the same statistics in distribution, not the same numbers.
         progress: print a progress line per chunk to stderr.
+        input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
+            the stem of a real network starts (:mod:`meanfield.initcheck`).
 
     Returns:
         :class:`Estimate` with per-layer :class:`Stat` (mean over networks, standard error).
@@ -520,6 +535,8 @@ def simulate(
         raise ValueError(f"networks must be >= 2 to give a standard error, got {networks}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    arch.check_positive("input_std", input_std)
+    input_std = float(input_std)
     if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
         raise ValueError(f"key must be a typed PRNG key from jax.random.key(seed), got {key!r}")
 
@@ -533,7 +550,7 @@ def simulate(
     chunk_size = min(chunk_size, networks)
     chunk_size = -(-chunk_size // n_devices) * n_devices
     fn, sharded = _chunk_fn(
-        block, depth, width, batch, precision, chunk_size, n_devices, init_key, engine
+        block, depth, width, batch, precision, chunk_size, n_devices, init_key, engine, input_std
     )
 
     start = time.perf_counter()

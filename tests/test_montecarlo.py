@@ -23,10 +23,10 @@ from tests.helpers import assert_close
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def naive_statistics(block, depth, width, batch, var_w, key):
+def naive_statistics(block, depth, width, batch, var_w, key, input_std=1.0):
     """Plain float64 autodiff over explicit weight lists: no renormalization, no gates."""
     key_x, key_g, key_w = jax.random.split(key, 3)
-    x = jax.random.normal(key_x, (batch, width), jnp.float64)
+    x = input_std * jax.random.normal(key_x, (batch, width), jnp.float64)
     g = jax.random.normal(key_g, (batch, width), jnp.float64)
     ws = [
         jnp.sqrt(var_w)
@@ -74,6 +74,41 @@ def test_renormalized_network_equals_naive_autodiff(block, x64):
         assert_close(np.exp(ours[f"log_{name}"]), ref[name], rtol=1e-9, err_msg=name)
     scale = float(np.max(np.abs(ref["mean_z"]))) + 1.0
     assert_close(ours["mean_z"], ref["mean_z"], rtol=0, atol=1e-11 * scale)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [Block("relu", "none"), Block("identity", "bn_post"), Block("relu", "bn_pre", residual=False)],
+    ids=lambda b: b.name,
+)
+def test_scaled_inputs_equal_naive_autodiff_on_scaled_inputs(block, x64):
+    key = jax.random.key(3)
+    ours = montecarlo.network_statistics(
+        block, 10, 16, 4, jnp.float64(2 / 16), key, input_std=3.0
+    )
+    ref = naive_statistics(block, 10, 16, 4, 2 / 16, key, input_std=3.0)
+    for name in ("m2_z", "unitvar_z", "m2_dz", "var_dw"):
+        assert_close(np.exp(ours[f"log_{name}"]), ref[name], rtol=1e-9, err_msg=name)
+
+
+def test_scaled_inputs_match_the_recursion_from_that_start():
+    block = Block("identity", "bn_post")  # q_l = q_0 + l·α: the start is not a scale factor
+    est = montecarlo.simulate(
+        block, key=jax.random.key(5), depth=10, width=64, var_w=1 / 64, networks=256,
+        batch=16, input_std=2.0,
+    )
+    prof = recursions.profile(block, depth=10, width=64, var_w=1 / 64, input_m2=4.0)
+    assert np.all(np.abs(_z(est, "m2_z", prof.m2_z)) < 4)
+    wrong = recursions.profile(block, depth=10, width=64, var_w=1 / 64)  # started at q_0 = 1
+    assert np.all(np.abs(_z(est, "m2_z", wrong.m2_z)) > 4)
+
+
+def test_input_std_must_be_positive():
+    with pytest.raises(ValueError, match="input_std must be a finite number > 0, got 0.0"):
+        montecarlo.simulate(
+            Block(), key=jax.random.key(0), depth=2, width=8, var_w=0.1, networks=2, batch=2,
+            input_std=0.0,
+        )
 
 
 def _z(est, name, prediction, layers=slice(None)):
@@ -280,6 +315,7 @@ def test_second_call_reuses_the_compiled_chunk():
         jax.device_count(),
         None,
         "weightfree",  # auto: 4B <= n
+        1.0,  # input_std, as simulate passes it
     )
     before = fn._cache_size()
     montecarlo.simulate(block, key=jax.random.key(1), **(kw | {"var_w": 0.2}))
