@@ -26,3 +26,59 @@ def load_script(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_cifar_folder(root, *, per_batch=40, test=40, seed=0):
+    """A CIFAR-10 folder in the real on-disk format (pickle protocol 2, byte-string keys,
+    uint8 rows of 1024 R, 1024 G, 1024 B values), small and learnable: each class is a fixed
+    random color plus pixel noise (visible through global average pooling). Returns (folder,
+    train images NHWC, train labels, test images, test labels)."""
+    import pickle
+    from pathlib import Path
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    patterns = rng.normal(0, 1, (10, 1, 1, 3))
+
+    def draw(n):
+        y = rng.integers(0, 10, n)
+        x = np.clip(128 + 40 * (patterns[y] + rng.normal(0, 1, (n, 32, 32, 3))), 0, 255)
+        return x.astype(np.uint8), y
+
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def dump(name, x, y, label):
+        rows = x.transpose(0, 3, 1, 2).reshape(len(y), 3072)  # NHWC -> channel-first rows
+        with open(folder / name, "wb") as f:
+            pickle.dump(
+                {b"batch_label": label, b"labels": [int(v) for v in y], b"data": rows}, f, 2
+            )
+
+    xs, ys = [], []
+    for i in range(1, 6):
+        x, y = draw(per_batch)
+        dump(f"data_batch_{i}", x, y, f"training batch {i} of 5".encode())
+        xs.append(x)
+        ys.append(y)
+    x_test, y_test = draw(test)
+    dump("test_batch", x_test, y_test, b"testing batch 1 of 1")
+    names = [
+        n.encode()
+        for n in (
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        )
+    ]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, f, 2)
+    return folder, np.concatenate(xs), np.concatenate(ys), x_test, y_test

@@ -1,0 +1,154 @@
+"""The CIFAR-10 reader: the real on-disk format (a fixture written here), its errors, the
+checksum-verified download (from a local file), shuffling, and published facts of the real
+data set when it is present."""
+
+import hashlib
+import os
+import tarfile
+
+import numpy as np
+import pytest
+
+from meanfield import data
+from tests.helpers import write_cifar_folder
+
+
+@pytest.fixture
+def cifar(tmp_path):
+    return write_cifar_folder(tmp_path / "d", per_batch=30, test=20)
+
+
+def test_reads_the_real_format_exactly(cifar):
+    folder, x, y, x_test, y_test = cifar
+    d = data.load(folder.parent, download_missing=False)  # the parent folder works too
+    assert d.x_train.shape == (150, 32, 32, 3) and d.x_train.dtype == np.uint8
+    np.testing.assert_array_equal(d.x_train, x)
+    np.testing.assert_array_equal(d.y_train, y)
+    np.testing.assert_array_equal(d.x_test, x_test)
+    np.testing.assert_array_equal(d.y_test, y_test)
+    assert d.classes[:3] == ("airplane", "automobile", "bird")
+    assert d.source == str(folder)
+
+
+def test_sizes_take_the_first_images_across_batches(cifar):
+    folder, x, y, x_test, _ = cifar
+    d = data.load(folder, train_size=45, test_size=7, download_missing=False)
+    np.testing.assert_array_equal(d.x_train, x[:45])  # spans data_batch_1 and data_batch_2
+    np.testing.assert_array_equal(d.x_test, x_test[:7])
+    with pytest.raises(ValueError, match=r"train_size must be <= 150 .* got 151"):
+        data.load(folder, train_size=151, download_missing=False)
+    with pytest.raises(ValueError, match="test_size must be an integer >= 1"):
+        data.load(folder, test_size=0, download_missing=False)
+
+
+def test_channel_statistics_match_a_float64_computation(cifar):
+    folder, x, *_ = cifar
+    d = data.load(folder, download_missing=False)
+    v = x.astype(np.float64) / 255.0
+    np.testing.assert_allclose(d.mean, v.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(d.std, v.std(axis=(0, 1, 2)), rtol=1e-12)
+    z = np.asarray(data.normalize(x, d.mean, d.std), dtype=np.float64)
+    np.testing.assert_allclose(z.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(0, 1, 2)), 1.0, rtol=1e-5)
+
+
+def test_missing_folder_says_where_it_looked_and_what_to_do(tmp_path):
+    with pytest.raises(
+        data.DataError,
+        match=r"looked for cifar-10-batches-py/ in: .*nowhere.*"
+        r"--data-dir or set CIFAR10_DIR",
+    ):
+        data.load(tmp_path / "nowhere", download_missing=False)
+
+
+def test_truncated_batch_names_the_file(cifar):
+    folder, *_ = cifar
+    path = folder / "data_batch_1"
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(data.DataError, match=r"data_batch_1 .*truncated or damaged"):
+        data.load(folder, download_missing=False)
+
+
+def test_batch_of_wrong_shape_is_rejected(tmp_path):
+    import pickle
+
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]}, f, 2)
+    with pytest.raises(data.DataError, match=r"must be uint8 of shape \(N, 3072\)"):
+        data.read_batch(path)
+
+
+def test_environment_variable_is_a_location(cifar, monkeypatch, tmp_path):
+    folder, *_ = cifar
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIFAR10_DIR", str(folder.parent))
+    assert data.find() == folder
+
+
+def _archive(folder, tmp_path):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    return path, hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_download_checks_the_checksum_and_unpacks(cifar, tmp_path):
+    folder, x, *_ = cifar
+    archive, md5 = _archive(folder, tmp_path)
+    url = archive.as_uri()
+    with pytest.raises(data.DataError, match="has MD5 .* expected 0+"):
+        data.download(tmp_path / "bad", url=url, md5="0" * 32)
+    assert not (tmp_path / "bad" / "cifar-10-batches-py").exists()  # nothing half-written
+    got = data.download(tmp_path / "good", url=url, md5=md5)
+    np.testing.assert_array_equal(data.load(got, download_missing=False).x_train, x)
+
+
+def test_failed_download_says_what_to_do(tmp_path):
+    url = (tmp_path / "absent.tar.gz").as_uri()
+    with pytest.raises(data.DataError, match="could not download it from .*--data-dir"):
+        data.download(tmp_path / "d", url=url)
+
+
+def test_epoch_order_is_a_deterministic_permutation_per_seed_and_epoch():
+    a = data.epoch_order(3, 1, 1000)
+    np.testing.assert_array_equal(np.sort(a), np.arange(1000))
+    np.testing.assert_array_equal(a, data.epoch_order(3, 1, 1000))
+    assert not np.array_equal(a, data.epoch_order(4, 1, 1000))
+    assert not np.array_equal(a, data.epoch_order(3, 2, 1000))
+
+
+def _real_folder():
+    found = data.find()
+    if found is None or os.path.getsize(found / "data_batch_1") < 30_000_000:
+        return None
+    return found
+
+
+@pytest.mark.skipif(_real_folder() is None, reason="the real CIFAR-10 is not present")
+def test_real_cifar10_matches_its_published_facts():
+    d = data.load(_real_folder(), train_size=10_000, download_missing=False)
+    # Published facts of the original data set, not outputs of this reader.
+    np.testing.assert_array_equal(d.y_train[:10], [6, 9, 9, 4, 1, 1, 2, 7, 8, 3])
+    np.testing.assert_array_equal(d.y_test[:10], [3, 8, 8, 0, 6, 6, 1, 6, 3, 1])
+    np.testing.assert_array_equal(
+        np.bincount(d.y_train), [1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981]
+    )
+    np.testing.assert_array_equal(d.x_train[0, 0, :4, 0], [59, 43, 50, 68])  # red, row 0
+    np.testing.assert_array_equal(d.x_test[0, 0, 0], [158, 112, 49])
+    assert d.classes == (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
+    full = data.load(_real_folder(), download_missing=False)
+    np.testing.assert_allclose(full.mean, [0.4913996786, 0.4821584084, 0.4465309144], rtol=1e-9)
+    np.testing.assert_allclose(full.std, [0.2470322325, 0.2434851280, 0.2615878417], rtol=1e-9)
