@@ -1,0 +1,327 @@
+"""The convolutional ResNet of Taki (2017), section 4, in Flax Linen.
+
+A stem convolution maps the RGB image to ``channels`` feature maps z^0; then come ``depth``
+residual blocks of one of the three kinds of :class:`~meanfield.architecture.Block`, each with
+one k x k convolution W^l of ``channels`` to ``channels`` (no bias):
+
+=========  ==========================================  ===========
+``norm``   block                                       paper
+=========  ==========================================  ===========
+none       z^l = z^{l-1} + f(W^l * z^{l-1})            Fig. 1a
+bn_post    z^l = z^{l-1} + f(W^l * BN(z^{l-1}))        Fig. 1b
+bn_pre     z^l = z^{l-1} + W^l * f(BN(z^{l-1}))        Fig. 4
+=========  ==========================================  ===========
+
+(``residual=False`` drops the z^{l-1} term: the plain network), then global average pooling
+and a dense head to the 10 classes. The defaults are the paper's: 100 blocks of 8x8
+convolutions with 16 channels and ReLU.
+
+Initialization. The block kernels come from :mod:`meanfield.inits` with the fan-in of a
+convolution, n = k·k·C (the paper's n = 8·8·16 = 1024): ``init="depth_scaled", c=1`` draws
+N(0, 1/(8·8·16·100)) exactly as the paper's footnote 10 says (not truncated). The stem is He
+(fan-in k·k·3), the head Glorot with zero bias, BN starts as the identity map (scale 1,
+offset 0; running statistics 0 and 1).
+
+Choices the paper leaves open, made here and configurable:
+
+* ``padding="circular"``: every output position sees a full k x k window, so the network is
+  translation-equivariant and the spatially averaged second moments follow the mean-field
+  recursion of the same fan-in exactly for linear blocks (docs/training.md). ``"same"`` is
+  zero padding (for an even k, 3 before and 4 after, as Flax and XLA pad).
+* BN normalizes each channel over the batch and all positions (the usual BatchNorm2d), with
+  ε = 1e-5, momentum 0.9 for the running averages used at evaluation, and a learned scale and
+  offset.
+
+The blocks are one ``nn.scan`` over the stacked parameters (leading axis = block), so the
+program size does not grow with depth. On CPU the scan is unrolled: XLA:CPU runs
+convolutions inside a loop body 10-50x slower than straight-line ones (docs/performance.md).
+
+Measurement. ``model.apply(..., taps=jnp.zeros(depth + 1))`` also returns the per-layer
+statistics of z^l (l = 0..L) on the batch, and the gradient of any loss with respect to
+``taps`` is the per-layer second moment of dE/dz^l: each tap is the identity forward and
+returns mean((dE/dz^l)²) as its own cotangent. :mod:`meanfield.initcheck` uses this.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from meanfield import Block
+    >>> cfg = ResNetConfig(block=Block("relu", "bn_post"), depth=3, channels=4, kernel_size=3)
+    >>> model = ResNet(cfg)
+    >>> variables = model.init(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=False)
+    >>> jax.tree_util.tree_map(jnp.shape, variables["params"]["blocks"]["Conv_0"])
+    {'kernel': (3, 3, 3, 4, 4)}
+    >>> model.apply(variables, jnp.zeros((2, 32, 32, 3)), train=False).shape
+    (2, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from meanfield import architecture as arch
+from meanfield import inits
+from meanfield.architecture import Block
+
+__all__ = [
+    "CONV_INITS",
+    "PADDINGS",
+    "SEED_MAPS",
+    "ResNet",
+    "ResNetConfig",
+    "count_params",
+    "map_seeds",
+    "seed_map_for_backend",
+]
+
+PADDINGS = ("circular", "same")
+CONV_INITS = ("he", "glorot", "depth_scaled", "zero")  # orthogonal needs square 2-D weights
+_FLAX_PADDING = {"circular": "CIRCULAR", "same": "SAME"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetConfig:
+    """The network: block kind, sizes and initialization; frozen and validated.
+
+    Example:
+        >>> cfg = ResNetConfig(init="depth_scaled")
+        >>> cfg.fan_in, round(cfg.var_w * cfg.fan_in * cfg.depth, 6)  # Var[w] = 1/(8·8·16·100)
+        (1024, 1.0)
+    """
+
+    block: Block = Block(activation="relu", norm="none", residual=True)
+    depth: int = 100  # L, residual blocks
+    channels: int = 16  # C, feature maps of every block
+    kernel_size: int = 8  # k, the convolutions are k x k
+    init: str = "he"  # block kernels: one of CONV_INITS
+    c: float = 1.0  # the c of depth_scaled, Var[w] = c / (k·k·C·L)
+    padding: str = "circular"  # one of PADDINGS
+    num_classes: int = 10
+
+    def __post_init__(self):
+        if not isinstance(self.block, Block):
+            raise ValueError(f"ResNetConfig.block must be a meanfield.Block, got {self.block!r}")
+        for name in ("depth", "channels", "kernel_size", "num_classes"):
+            object.__setattr__(self, name, arch.static_int(name, getattr(self, name)))
+        if self.init not in CONV_INITS:
+            raise ValueError(f"init must be one of {CONV_INITS}, got {self.init!r}")
+        arch.check_positive("c", self.c)
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+        object.__setattr__(self, "c", float(self.c))
+
+    @property
+    def fan_in(self) -> int:
+        """n = k·k·C, the fan-in of a block convolution."""
+        return self.kernel_size**2 * self.channels
+
+    @property
+    def kernel_shape(self) -> tuple[int, int, int, int]:
+        k, ch = self.kernel_size, self.channels
+        return (k, k, ch, ch)
+
+    @property
+    def var_w(self) -> float:
+        """Var[w] of one block-kernel entry under ``init`` (what the recursions take)."""
+        k, _, c_in, c_out = self.kernel_shape
+        return float(
+            inits.var_w(self.init, fan_in=k * k * c_in, fan_out=c_out, depth=self.depth, c=self.c)
+        )
+
+    def kernel_init(self) -> inits.Initializer:
+        return inits.get(self.init, depth=self.depth, c=self.c)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["block"] = self.block.name
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
+        d = dict(d)
+        d["block"] = Block.from_name(d["block"])
+        return cls(**d)
+
+
+def _activation(name: str):
+    return nn.relu if name == "relu" else (lambda u: u)
+
+
+@jax.custom_vjp
+def _tap(z: jax.Array, tap: jax.Array) -> jax.Array:
+    """Identity on z; the cotangent of ``tap`` is mean((dE/dz)²) (a per-layer probe)."""
+    del tap
+    return z
+
+
+def _tap_fwd(z, tap):
+    return z, None
+
+
+def _tap_bwd(_, ct):
+    return ct, jnp.mean(jnp.square(ct.astype(jnp.float32)))
+
+
+_tap.defvjp(_tap_fwd, _tap_bwd)
+
+
+def _layer_stats(z: jax.Array) -> dict[str, jax.Array]:
+    """Per-layer statistics of z (B, H, W, C) pooled over inputs, positions and channels."""
+    z = z.astype(jnp.float32)
+    return {
+        "mean_z": jnp.mean(z),
+        "m2_z": jnp.mean(jnp.square(z)),
+        # Each (position, channel) is a unit; its variance over the batch, averaged.
+        "unitvar_z": jnp.mean(jnp.var(z, axis=0)),
+    }
+
+
+class _ResidualBlock(nn.Module):
+    config: ResNetConfig
+    train: bool
+    measure: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, z, tap):
+        cfg = self.config
+        conv = nn.Conv(
+            cfg.channels,
+            (cfg.kernel_size, cfg.kernel_size),
+            padding=_FLAX_PADDING[cfg.padding],
+            use_bias=False,
+            kernel_init=cfg.kernel_init(),
+            dtype=self.dtype,
+        )
+        f = _activation(cfg.block.activation)
+
+        def bn(v):
+            return nn.BatchNorm(
+                use_running_average=not self.train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
+            )(v)
+
+        if cfg.block.norm == "none":
+            h = f(conv(z))
+        elif cfg.block.norm == "bn_post":
+            h = f(conv(bn(z)))
+        else:  # bn_pre
+            h = conv(f(bn(z)))
+        # The residual stream stays float32 under mixed precision: 100 bfloat16 additions
+        # would lose the small branch contributions of the depth-scaled init.
+        h = h.astype(jnp.float32)
+        z = z + h if cfg.block.residual else h
+        if not self.measure:
+            return z, None
+        return _tap(z, tap), _layer_stats(z)
+
+
+class ResNet(nn.Module):
+    """The paper's network (module docstring). ``dtype`` is the computation type (bfloat16 for
+    mixed precision; parameters stay float32); ``unroll`` the scan unrolling (None: all
+    blocks on CPU, 1 elsewhere)."""
+
+    config: ResNetConfig
+    dtype: Any = jnp.float32
+    unroll: int | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, taps: jax.Array | None = None):
+        cfg = self.config
+        measure = taps is not None
+        if measure and taps.shape != (cfg.depth + 1,):
+            raise ValueError(
+                f"taps must have shape (depth + 1,) = ({cfg.depth + 1},), got {taps.shape}"
+            )
+        z = nn.Conv(
+            cfg.channels,
+            (cfg.kernel_size, cfg.kernel_size),
+            padding=_FLAX_PADDING[cfg.padding],
+            use_bias=False,
+            kernel_init=inits.he_normal,
+            dtype=self.dtype,
+            name="stem",
+        )(x).astype(jnp.float32)
+        stats0 = None
+        if measure:
+            stats0 = _layer_stats(z)
+            z = _tap(z, taps[0])
+        unroll = self.unroll
+        if unroll is None:
+            unroll = cfg.depth if jax.default_backend() == "cpu" else 1
+        blocks = nn.scan(
+            _ResidualBlock,
+            variable_axes={"params": 0, "batch_stats": 0},
+            split_rngs={"params": True},
+            in_axes=0,
+            length=cfg.depth,
+            unroll=unroll,
+        )(cfg, train, measure, self.dtype, name="blocks")
+        tap_in = taps[1:] if measure else jnp.zeros((cfg.depth,), jnp.float32)
+        z, stats = blocks(z, tap_in)
+        pooled = jnp.mean(z.astype(jnp.float32), axis=(1, 2))
+        logits = nn.Dense(
+            cfg.num_classes, kernel_init=inits.glorot_normal, dtype=jnp.float32, name="head"
+        )(pooled)
+        if not measure:
+            return logits
+        stats = {k: jnp.concatenate([stats0[k][None], v]) for k, v in stats.items()}
+        return logits, stats
+
+
+def count_params(config: ResNetConfig) -> int:
+    """Trainable parameters: stem k·k·3·C, each block k·k·C·C (+ 2C for BN's scale and
+    offset), head C·classes + classes."""
+    k, c = config.kernel_size, config.channels
+    block = k * k * c * c + (2 * c if config.block.norm != "none" else 0)
+    return k * k * 3 * c + config.depth * block + c * config.num_classes + config.num_classes
+
+
+SEED_MAPS = ("auto", "vmap", "unroll")
+
+
+def seed_map_for_backend(how: str = "auto") -> str:
+    """``"vmap"`` or ``"unroll"``: ``auto`` unrolls on CPU, where XLA runs the grouped
+    convolutions of a vmapped conv net 15-50x slower than K separate ones (docs/performance.md),
+    and vmaps elsewhere."""
+    if how not in SEED_MAPS:
+        raise ValueError(f"seed_map must be one of {SEED_MAPS}, got {how!r}")
+    if how == "auto":
+        return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    return how
+
+
+def map_seeds(fn, in_axes: tuple, how: str = "auto"):
+    """``fn`` of one network mapped over stacked networks (axis 0 where ``in_axes`` is 0,
+    shared where it is None), by ``jax.vmap`` or by an unrolled loop in the same program.
+
+    Both give the same result up to float rounding; the loop exists for XLA:CPU (see
+    :func:`seed_map_for_backend`).
+    """
+    how = seed_map_for_backend(how)
+    if how == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)
+
+    def unrolled(*args):
+        sizes = {
+            jax.tree_util.tree_leaves(a)[0].shape[0]
+            for a, ax in zip(args, in_axes, strict=True)
+            if ax == 0 and jax.tree_util.tree_leaves(a)
+        }
+        if len(sizes) != 1:
+            raise ValueError(f"mapped arguments must share one leading size, got {sorted(sizes)}")
+        (k,) = sizes
+        outs = [
+            fn(
+                *(
+                    jax.tree_util.tree_map(lambda v, i=i: v[i], a) if ax == 0 else a
+                    for a, ax in zip(args, in_axes, strict=True)
+                )
+            )
+            for i in range(k)
+        ]
+        return jax.tree_util.tree_map(lambda *vs: jnp.stack(vs), *outs)
+
+    return unrolled
