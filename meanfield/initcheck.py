@@ -1,0 +1,255 @@
+"""The prediction check: per-block statistics of the real conv network at initialization,
+measured on a real batch, against the mean-field recursion of the same block, init and fan-in.
+
+For each of K freshly initialized networks (the seeds of a training run) and one batch of
+training images, :func:`measure` runs the training forward pass (BN with batch statistics) and
+the backward pass of the training loss (mean cross-entropy), and records for every layer
+l = 0..L (0 = the stem output z^0):
+
+=============  ================================================================
+``m2_z``       mean of (z^l)² over images, positions and channels
+``mean_z``     mean of z^l
+``unitvar_z``  variance over the batch of each (position, channel), averaged
+``m2_dz``      mean of (dE/dz^l)² (through the taps of :class:`~meanfield.models.ResNet`)
+``var_dw``     mean of (dE/dW^l)² over the entries of block l's kernel (NaN at l = 0)
+=============  ================================================================
+
+:func:`predict` runs :func:`meanfield.recursions.profile` with the fan-in of the convolution
+n = k·k·C, the init's Var[w], and the statistics of z^0 measured on the same batch (averaged
+over the K networks) as its starting point. :func:`compare` puts both side by side, as
+log10 values: the forward second moment as it is (the recursion starts from the measured
+q_0), the backward ones relative to the last layer (the recursion's loss is Σ g·z^L, the
+trainer's is cross-entropy; only the profile's shape is comparable).
+
+What the recursion can and cannot promise here (docs/training.md):
+
+* It is the limit of infinitely many channels. With C = 16 the spread between networks is
+  large, and a mean over K networks is carried by its largest members for ReLU without BN.
+* With circular padding every position sees a full k x k window, and for linear blocks the
+  spatially averaged second moments follow the recursion exactly in expectation (at any
+  width); with zero padding the border positions see fewer inputs and the effective n·Var[w]
+  is smaller (by ~12% on average for 8x8 on 32x32).
+* BN here normalizes over the batch and all positions of a channel, the recursion per unit;
+  the weight gradient of a convolution sums products over positions, so it also depends on
+  spatial correlations that the recursion does not carry. These rows are approximate.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from meanfield import montecarlo, recursions, theory
+from meanfield.models import ResNet, ResNetConfig, map_seeds, seed_map_for_backend
+
+__all__ = ["STATISTICS", "measure", "predict", "compare"]
+
+STATISTICS = ("m2_z", "mean_z", "unitvar_z", "m2_dz", "var_dw")
+
+
+def _measure_one(model: ResNet, variables: dict, x: jax.Array, y: jax.Array) -> dict:
+    depth = model.config.depth
+    params = variables["params"]
+    rest = {k: v for k, v in variables.items() if k != "params"}
+
+    def loss_fn(p, taps):
+        (logits, stats), _ = model.apply(
+            {"params": p, **rest}, x, train=True, taps=taps, mutable=["batch_stats"]
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, stats
+
+    (g_params, g_taps), stats = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
+        params, jnp.zeros((depth + 1,), jnp.float32)
+    )
+    kernel_grad = g_params["blocks"]["Conv_0"]["kernel"]  # (L, k, k, C, C)
+    var_dw = jnp.mean(jnp.square(kernel_grad), axis=tuple(range(1, kernel_grad.ndim)))
+    return {
+        **stats,
+        "m2_dz": g_taps,
+        "var_dw": jnp.concatenate([jnp.full((1,), jnp.nan, var_dw.dtype), var_dw]),
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("model", "seed_map"))
+def _measure(model: ResNet, variables_K: dict, x: jax.Array, y: jax.Array, seed_map: str):
+    fn = functools.partial(_measure_one, model)
+    return map_seeds(fn, (0, None, None), seed_map)(variables_K, x, y)
+
+
+def measure(
+    model: ResNet, variables_K: Any, x: jax.Array, y: jax.Array, *, seed_map: str = "auto"
+) -> dict[str, np.ndarray]:
+    """Per-layer statistics of K networks (stacked ``variables_K``) on one batch.
+
+    ``x`` is the normalized batch (B, 32, 32, 3), ``y`` its labels; returns arrays of shape
+    (K, L + 1) named as in :data:`STATISTICS`, in float64. ``seed_map`` as in
+    :func:`meanfield.models.map_seeds`.
+    """
+    how = seed_map_for_backend(seed_map)
+    out = _measure(model, variables_K, jnp.asarray(x), jnp.asarray(y), how)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def predict(config: ResNetConfig, start: dict[str, float]) -> recursions.Profile:
+    """The mean-field profile of ``config``'s blocks from the measured statistics of z^0
+    (``start`` holds ``m2_z``, ``mean_z`` and ``unitvar_z`` at l = 0)."""
+    m2 = float(start["m2_z"])
+    mean = float(start["mean_z"])
+    unitvar = min(float(start["unitvar_z"]), m2 - mean**2)  # guard against rounding
+    with jax.enable_x64(True):
+        prof = recursions.profile(
+            config.block,
+            depth=config.depth,
+            width=float(config.fan_in),
+            var_w=config.var_w,
+            input_m2=m2,
+            input_mean=mean,
+            input_unitvar=unitvar,
+        )
+        return jax.tree_util.tree_map(np.asarray, prof)
+
+
+def toy_montecarlo(
+    config: ResNetConfig,
+    start: dict[str, float],
+    *,
+    batch: int,
+    networks: int = 256,
+    seed: int = 0,
+) -> montecarlo.Estimate:
+    """Monte-Carlo of the dense toy network with the conv network's block, n·Var[w] and
+    depth, at width C (the channels), from inputs with the measured second moment of z^0.
+
+    Finite-width effects follow the number of units per position, C, not the fan-in k·k·C:
+    this is the prediction that includes them (docs/training.md).
+    """
+    alpha = config.fan_in * config.var_w
+    return montecarlo.simulate(
+        config.block,
+        key=jax.random.key(seed),
+        depth=config.depth,
+        width=config.channels,
+        var_w=alpha / config.channels,
+        networks=networks,
+        batch=batch,
+        input_std=float(np.sqrt(start["m2_z"])),
+    )
+
+
+def _log10(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
+
+
+def _across(values_K: np.ndarray) -> dict[str, list]:
+    """Summaries over the K networks (axis 0) of log10 values: the log10 of the mean (what
+    the recursion predicts), and the mean, its standard error and the median of the log10
+    (the typical network)."""
+    k = values_K.shape[0]
+    logs = _log10(values_K)
+    with warnings.catch_warnings():  # all-NaN columns (var_dw at l = 0) give NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        se = np.nanstd(logs, axis=0, ddof=1) / np.sqrt(k) if k > 1 else np.nan * logs[0]
+        return {
+            "log10_of_mean": _log10(np.mean(values_K, axis=0)).tolist(),
+            "mean_log10": np.nanmean(logs, axis=0).tolist(),
+            "stderr_log10": se.tolist(),
+            "median_log10": np.nanmedian(logs, axis=0).tolist(),
+            "per_seed_log10": logs.tolist(),
+        }
+
+
+def compare(
+    config: ResNetConfig,
+    measured: dict[str, np.ndarray],
+    *,
+    toy_networks: int = 256,
+    toy_batch: int | None = None,
+) -> dict[str, Any]:
+    """Measured (K networks) against predicted, as a JSON-able record.
+
+    ``statistics[name]`` holds the measured summaries (:func:`_across`), ``predicted_log10``
+    (the recursion) and ``toy_log10`` (:func:`toy_montecarlo` with ``toy_networks`` networks of
+    ``toy_batch`` inputs; 0 networks skips it) per layer, for ``m2_z`` and ``unitvar_z``
+    (absolute) and ``m2_dz``, ``var_dw`` (relative to layer L). ``summary`` gives, per
+    statistic, measured and predicted log10 at the layer farthest from the normalization
+    (L for the forward, 1 for the backward).
+    """
+    start = {k: float(np.mean(measured[k][:, 0])) for k in ("m2_z", "mean_z", "unitvar_z")}
+    prof = predict(config, start)
+    toy = None
+    if toy_networks:
+        toy = toy_montecarlo(config, start, batch=toy_batch or 128, networks=toy_networks)
+        toy_log = {
+            "m2_z": np.asarray(toy.log10_m2_z.mean, np.float64),
+            "unitvar_z": np.asarray(toy.log10_unitvar_z.mean, np.float64),
+        }
+        for name in ("m2_dz", "var_dw"):
+            v = np.asarray(getattr(toy, f"log10_{name}").mean, np.float64)
+            toy_log[name] = v - v[-1]
+    depth = config.depth
+    stats: dict[str, Any] = {}
+    rel = {
+        "m2_z": (measured["m2_z"], prof.log10_m2_z),
+        "m2_dz": (
+            measured["m2_dz"] / measured["m2_dz"][:, -1:],
+            prof.log10_m2_dz - prof.log10_m2_dz[-1],
+        ),
+        "var_dw": (
+            measured["var_dw"] / measured["var_dw"][:, -1:],
+            prof.log10_var_dw - prof.log10_var_dw[-1],
+        ),
+    }
+    rel["unitvar_z"] = (measured["unitvar_z"], prof.log10_unitvar_z)
+    for name, (values, predicted) in rel.items():
+        stats[name] = {**_across(values), "predicted_log10": np.asarray(predicted).tolist()}
+        if toy is not None:
+            stats[name]["toy_log10"] = toy_log[name].tolist()
+    # The paper's closed forms for the backward profile (normalized at L like the rows above).
+    forms = []
+    for form in theory.closed_forms(
+        config.block, depth=depth, width=float(config.fan_in), var_w=config.var_w
+    ):
+        if form.statistic == "m2_dz":
+            forms.append(
+                {
+                    "statistic": form.statistic,
+                    "label": form.label,
+                    "source": form.source,
+                    "kind": form.kind,
+                    "log10_values": _log10(form.values).tolist(),
+                }
+            )
+    summary = {}
+    for name, layer in (("m2_z", depth), ("unitvar_z", depth), ("m2_dz", 1), ("var_dw", 1)):
+        s = stats[name]
+        summary[name] = {
+            "layer": layer,
+            "measured_log10_of_mean": s["log10_of_mean"][layer],
+            "measured_mean_log10": s["mean_log10"][layer],
+            "stderr_log10": s["stderr_log10"][layer],
+            "predicted_log10": s["predicted_log10"][layer],
+            "toy_log10": s["toy_log10"][layer] if toy is not None else None,
+        }
+    return {
+        "model": config.as_dict(),
+        "networks": int(measured["m2_z"].shape[0]),
+        "fan_in": config.fan_in,
+        "var_w": config.var_w,
+        "alpha": config.fan_in * config.var_w,
+        "start": start,
+        "toy": None
+        if toy is None
+        else {"width": config.channels, "networks": toy.networks, "batch": toy.batch},
+        "statistics": stats,
+        "closed_forms": forms,
+        "summary": summary,
+    }

@@ -1,0 +1,173 @@
+"""The trainer: it learns, K seeds in one program equal K separate runs, resume equals an
+uninterrupted run bit for bit, and a diverging seed is reported while the others go on."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from meanfield import Block, data
+from meanfield.models import ResNetConfig
+from meanfield.train import (
+    TrainConfig,
+    Trainer,
+    latest_checkpoint,
+    restore_checkpoint,
+    train_and_evaluate,
+)
+from tests.helpers import write_cifar_folder
+
+TINY = ResNetConfig(block=Block("relu", "bn_post"), depth=2, channels=4, kernel_size=3)
+BASE = TrainConfig(model=TINY, seeds=(0, 1), epochs=2, batch_size=16, check_batch=0)
+
+
+def _quiet(_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder, *_ = write_cifar_folder(tmp_path_factory.mktemp("cifar"), per_batch=32, test=48)
+    return data.load(folder, download_missing=False)
+
+
+def _run(config, dataset, workdir, **kwargs):
+    return train_and_evaluate(config, dataset, workdir, progress=False, log=_quiet, **kwargs)
+
+
+def _state(config, dataset, workdir):
+    template = Trainer(config, dataset.mean, dataset.std).init_state()
+    return restore_checkpoint(latest_checkpoint(workdir / "checkpoints"), template)[0]
+
+
+def _metrics(rows):
+    drop = ("epoch_time_s", "images_per_s")
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_loss_decreases_on_a_learnable_problem(dataset, tmp_path):
+    config = dataclasses.replace(BASE, seeds=(0,), epochs=4, learning_rate=0.05)
+    rows = _run(config, dataset, tmp_path / "run")
+    loss = [r["train_loss"] for r in rows if r["epoch"] >= 1]
+    assert loss[-1] < 0.6 * loss[0], loss
+    accuracy = [r["train_accuracy"] for r in rows if r["epoch"] >= 1]
+    assert accuracy[-1] > 0.5  # chance is 0.1; the fixture's classes are separable patterns
+
+
+@pytest.mark.parametrize("seed_map", ["unroll", "vmap"])
+def test_k_seeds_in_one_program_equal_k_separate_runs(dataset, tmp_path, seed_map):
+    config = dataclasses.replace(BASE, seed_map=seed_map)
+    together = _run(config, dataset, tmp_path / "both")
+    state = _state(config, dataset, tmp_path / "both")
+    for k, seed in enumerate(config.seeds):
+        alone_cfg = dataclasses.replace(config, seeds=(seed,))
+        alone = _run(alone_cfg, dataset, tmp_path / f"seed{seed}")
+        alone_state = _state(alone_cfg, dataset, tmp_path / f"seed{seed}")
+        mine = [r for r in together if r["seed"] == seed]
+        for a, b in zip(mine, alone, strict=True):
+            for key in ("train_loss", "val_loss", "val_accuracy"):
+                if a[key] is not None:
+                    # Same arithmetic in a differently fused program: float32 rounding only.
+                    np.testing.assert_allclose(a[key], b[key], rtol=1e-4)
+        for x, y in zip(
+            jax.tree_util.tree_leaves(state.params),
+            jax.tree_util.tree_leaves(alone_state.params),
+            strict=True,
+        ):
+            np.testing.assert_allclose(np.asarray(x)[k], np.asarray(y)[0], rtol=1e-3, atol=1e-5)
+    # The seeds really differ (own init, own data order): a shared key would make them equal.
+    p = jax.tree_util.tree_leaves(state.params)[0]
+    assert not np.allclose(np.asarray(p)[0], np.asarray(p)[1])
+
+
+def test_resume_equals_an_uninterrupted_run_bit_for_bit(dataset, tmp_path):
+    config = dataclasses.replace(BASE, epochs=3, optimizer="adam", learning_rate=1e-3)
+    whole = _run(config, dataset, tmp_path / "whole")
+    _run(dataclasses.replace(config, epochs=1), dataset, tmp_path / "parts")
+    parts = _run(config, dataset, tmp_path / "parts", resume=True)
+    assert _metrics(parts) == _metrics(whole)
+    a = _state(config, dataset, tmp_path / "whole")
+    b = _state(config, dataset, tmp_path / "parts")
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # Two checkpoints are kept (the newest), each a full state.
+    names = sorted(p.name for p in (tmp_path / "whole" / "checkpoints").iterdir())
+    assert names == ["epoch_0002.msgpack", "epoch_0003.msgpack"]
+    assert len(list((tmp_path / "whole").glob("metrics.jsonl"))) == 1
+
+
+def test_resume_refuses_a_different_configuration_or_a_fresh_start(dataset, tmp_path):
+    _run(dataclasses.replace(BASE, epochs=1), dataset, tmp_path / "run")
+    with pytest.raises(ValueError, match=r"learning_rate: 0.01 -> 0.02"):
+        _run(dataclasses.replace(BASE, learning_rate=0.02), dataset, tmp_path / "run", resume=True)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        _run(BASE, dataset, tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        _run(BASE, dataset, tmp_path / "empty", resume=True)
+
+
+def test_a_diverging_seed_is_reported_and_the_others_go_on(dataset, tmp_path, monkeypatch):
+    # Seed 1 starts with a head so large that its logits overflow: the loss is not finite
+    # at the first step. Seed 0 must train exactly as if alone.
+    original = Trainer.init_state
+
+    def poisoned(self):
+        state = original(self)
+        head = state.params["head"]["kernel"]
+        state.params["head"]["kernel"] = head.at[1].multiply(1e38)
+        return state
+
+    monkeypatch.setattr(Trainer, "init_state", poisoned)
+    messages = []
+    config = dataclasses.replace(BASE, seed_map="unroll")
+    rows = train_and_evaluate(
+        config, dataset, tmp_path / "run", progress=False, log=messages.append
+    )
+    monkeypatch.setattr(Trainer, "init_state", original)
+    bad = [r for r in rows if r["seed"] == 1 and r["epoch"] >= 1]
+    assert all(r["diverged_at_step"] == 0 and r["val_accuracy"] is None for r in bad)
+    assert any("seed 1 diverged at step 0" in m for m in messages)
+    good = [r for r in rows if r["seed"] == 0]
+    assert all(r["diverged_at_step"] is None for r in good)
+    alone = _run(dataclasses.replace(config, seeds=(0,)), dataset, tmp_path / "alone")
+    for a, b in zip(good, alone, strict=True):
+        if a["train_loss"] is not None:
+            np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-4)
+    # The diverged seed's parameters stay where they were (finite), not NaN.
+    state = _state(config, dataset, tmp_path / "run")
+    head = np.asarray(state.params["head"]["kernel"])[1]
+    assert np.all(np.isfinite(head)) and np.abs(head).max() > 1e30
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("seeds", (0, 0), "seeds must be distinct"),
+        ("seeds", (-1,), "seeds must be integers >= 0"),
+        ("optimizer", "lbfgs", "optimizer must be one of .* got 'lbfgs'"),
+        ("learning_rate", 0.0, "learning_rate must be a finite number > 0, got 0.0"),
+        ("momentum", 1.0, r"momentum must be in \[0, 1\), got 1.0"),
+        ("precision", "fp16", "precision must be one of .* got 'fp16'"),
+        ("epochs", 0, "epochs must be a Python integer >= 1, got 0"),
+        ("check_batch", -1, "check_batch must be an integer >= 0, got -1"),
+    ],
+)
+def test_config_rejects_bad_values_by_name(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(BASE, **{field: value})
+
+
+def test_batch_larger_than_the_data_is_an_error(dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"batch_size must be <= the training images \(160\)"):
+        _run(dataclasses.replace(BASE, batch_size=161), dataset, tmp_path / "run")
+
+
+def test_config_round_trips_through_a_dict():
+    assert TrainConfig.from_dict(BASE.as_dict()) == BASE
+
+
+def test_mixed_precision_trains(dataset, tmp_path):
+    config = dataclasses.replace(BASE, seeds=(0,), precision="bf16", epochs=1)
+    rows = _run(config, dataset, tmp_path / "run")
+    assert np.isfinite(rows[-1]["train_loss"]) and rows[-1]["diverged_at_step"] is None
