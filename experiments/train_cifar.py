@@ -1,0 +1,357 @@
+"""Does training agree with the predictions? The CIFAR-10 experiment of Taki (2017), section 4.
+
+Question: a ResNet of 100 blocks, each an 8x8 convolution with 16 channels and ReLU, trained on
+CIFAR-10 for 20 epochs: (a) He init without BN, (b) the depth-scaled init
+Var[w] = 1/(8·8·16·100) without BN, (c) He init with BN (Fig. 2); and nine independent runs of
+(a) (Fig. 3). Before the first step, each run measures the per-block second moments of the
+activations and gradients of its networks on a real batch and compares them with the
+mean-field recursion of the same block, init and fan-in (initcheck.png).
+
+Commands:
+
+    python experiments/train_cifar.py --smoke              # plumbing: ~1 min on a CPU
+    python experiments/train_cifar.py --preset fig2        # 3 setups x 3 seeds x 20 epochs
+    python experiments/train_cifar.py --preset fig3        # He without BN, 9 seeds
+    python experiments/train_cifar.py --resume runs/train_cifar-fig2-...   # continue a run
+
+Runtime: fig2 and fig3 are GPU jobs (on a 2-core CPU one epoch of one 100-block network takes
+hours); --smoke runs 3 blocks on 512 images for 2 epochs. Flags after --preset override it
+(e.g. --epochs 5 --seeds 2 --train-size 10000).
+
+Expected result (the paper's): He without BN trains badly or not at all (a plateau near 10%
+in many runs), the depth-scaled init trains stably, close to BN. The check shows why: at He
+init without BN the forward second moment grows by ~1e28 over 100 blocks (the recursion's
+ReLU growth rate), at the depth-scaled init by ~1e3 (exp √(2L/π), not O(1)), with BN
+linearly.
+
+Data: CIFAR-10's python batches, from --data-dir, $CIFAR10_DIR, ./data or the cache folder,
+downloaded (checksum-verified) when absent and the network allows (docs/training.md);
+--synthetic uses a generated stand-in for plumbing checks only.
+
+Writes into a new folder under --out (printed at the end): run.json (the resolved
+configuration), one folder per setup (config.json, metrics.jsonl, initcheck.json,
+checkpoints/), learning_curves.{png,pdf}, initcheck.{png,pdf}, summary.csv and summary.json
+(mean and std over seeds of the validation accuracy after epoch 1 and after the last epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# Runnable as `python experiments/train_cifar.py` from a checkout without installing.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from meanfield import Block, data, plots, results  # noqa: E402
+from meanfield.models import PADDINGS, ResNetConfig  # noqa: E402
+from meanfield.train import (  # noqa: E402
+    OPTIMIZERS,
+    PRECISIONS,
+    TrainConfig,
+    Trainer,
+    train_and_evaluate,
+)
+
+# name -> (block, init, legend label)
+SETUPS = {
+    "he-none": (Block("relu", "none"), "he", "He, no BN"),
+    "depth_scaled-none": (Block("relu", "none"), "depth_scaled", "depth-scaled 1/(nL), no BN"),
+    "he-bn_post": (Block("relu", "bn_post"), "he", "He, BN (Fig. 1b)"),
+}
+
+PRESETS = {
+    "fig2": dict(setups=list(SETUPS), seeds=3, epochs=20, depth=100),
+    "fig3": dict(setups=["he-none"], seeds=9, epochs=20, depth=100),
+    "smoke": dict(
+        setups=list(SETUPS),
+        seeds=2,
+        epochs=2,
+        depth=3,
+        train_size=512,
+        test_size=256,
+        batch_size=64,
+        check_batch=64,
+    ),
+}
+
+DEFAULTS = dict(
+    setups=list(SETUPS),
+    seeds=1,
+    epochs=20,
+    depth=100,
+    channels=16,
+    kernel_size=8,
+    padding="circular",
+    c=1.0,
+    optimizer="sgd",
+    lr=0.01,
+    momentum=0.9,
+    weight_decay=0.0,
+    batch_size=128,
+    precision="float32",
+    train_size=None,
+    test_size=None,
+    check_batch=128,
+    seed_map="auto",
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named experiment")
+    p.add_argument("--smoke", action="store_true", help="same as --preset smoke")
+    p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder")
+    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (cifar-10-batches-py)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    p.add_argument("--synthetic", action="store_true", help="a generated stand-in, not CIFAR-10")
+    p.add_argument("--setups", nargs="+", choices=list(SETUPS), help="setups to train")
+    p.add_argument("--seeds", type=int, help="networks per setup, seeds 0..N-1, in one program")
+    p.add_argument("--epochs", type=int, help="epochs (with --resume: train up to this many)")
+    p.add_argument("--depth", type=int, help="residual blocks L")
+    p.add_argument("--channels", type=int, help="channels C of every block")
+    p.add_argument("--kernel-size", type=int, help="k of the k x k convolutions")
+    p.add_argument("--padding", choices=PADDINGS, help="convolution padding")
+    p.add_argument("--c", type=float, help="c of the depth-scaled init c/(nL)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="the paper names none; default sgd")
+    p.add_argument("--lr", type=float, help="learning rate (constant)")
+    p.add_argument("--momentum", type=float, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, help="weight decay")
+    p.add_argument("--batch-size", type=int, help="images per step and seed")
+    p.add_argument("--precision", choices=PRECISIONS, help="bf16: mixed precision")
+    p.add_argument("--train-size", type=int, help="first N training images (default all)")
+    p.add_argument("--test-size", type=int, help="first N test images (default all)")
+    p.add_argument("--check-batch", type=int, help="images for the prediction check (0: skip)")
+    p.add_argument("--seed-map", choices=("auto", "vmap", "unroll"), help="how seeds batch")
+    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--check-only",
+        action="store_true",
+        help="only the prediction check at initialization (minutes on a CPU), no training",
+    )
+    args = p.parse_args(argv)
+    if args.smoke:
+        if args.preset not in (None, "smoke"):
+            p.error(f"--smoke contradicts --preset {args.preset}")
+        args.preset = "smoke"
+    if args.check_only and args.resume is not None:
+        p.error("--check-only starts no training and cannot be combined with --resume")
+    if args.check_only and args.check_batch == 0:
+        p.error("--check-only needs --check-batch >= 1")
+    if args.resume is not None and not (args.resume / "run.json").is_file():
+        p.error(f"--resume must name a run folder with a run.json, got {args.resume}")
+    for name in ("seeds", "epochs", "depth", "channels", "kernel_size", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    for name in ("train_size", "test_size"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if args.check_batch is not None and args.check_batch < 0:
+        p.error(f"--check-batch must be >= 0, got {args.check_batch}")
+    return args
+
+
+def resolve(args: argparse.Namespace) -> dict:
+    """The run's settings: defaults, then the preset, then the flags given."""
+    settings = dict(DEFAULTS)
+    settings.update(PRESETS.get(args.preset, {}))
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    settings["preset"] = args.preset
+    settings["synthetic"] = args.synthetic
+    return settings
+
+
+def train_configs(settings: dict) -> dict[str, TrainConfig]:
+    configs = {}
+    for name in settings["setups"]:
+        block, init, _ = SETUPS[name]
+        model = ResNetConfig(
+            block=block,
+            depth=settings["depth"],
+            channels=settings["channels"],
+            kernel_size=settings["kernel_size"],
+            init=init,
+            c=settings["c"],
+            padding=settings["padding"],
+        )
+        configs[name] = TrainConfig(
+            model=model,
+            seeds=tuple(range(settings["seeds"])),
+            epochs=settings["epochs"],
+            batch_size=settings["batch_size"],
+            optimizer=settings["optimizer"],
+            learning_rate=settings["lr"],
+            momentum=settings["momentum"],
+            weight_decay=settings["weight_decay"],
+            precision=settings["precision"],
+            check_batch=settings["check_batch"],
+            seed_map=settings["seed_map"],
+        )
+    return configs
+
+
+def load_data(settings: dict, args: argparse.Namespace) -> data.CIFAR10:
+    if settings["synthetic"]:
+        return data.synthetic(settings["train_size"] or 512, settings["test_size"] or 256)
+    return data.load(
+        args.data_dir,
+        train_size=settings["train_size"],
+        test_size=settings["test_size"],
+        download_missing=not args.no_download,
+    )
+
+
+def summarize(name: str, label: str, rows: list[dict], check: dict | None) -> dict:
+    """Mean and std over seeds of the validation accuracy after epoch 1 and the last epoch."""
+    last = max(r["epoch"] for r in rows)
+    out = {"setup": name, "label": label, "seeds": len({r["seed"] for r in rows})}
+    for tag, epoch in (("epoch1", 1), ("last", last)):
+        acc = [r["val_accuracy"] for r in rows if r["epoch"] == epoch]
+        finite = np.array([a for a in acc if a is not None], dtype=float)
+        out[f"val_accuracy_{tag}_mean"] = float(finite.mean()) if finite.size else None
+        out[f"val_accuracy_{tag}_std"] = float(finite.std(ddof=1)) if finite.size > 1 else None
+    out["last_epoch"] = last
+    out["diverged"] = len({r["seed"] for r in rows if r["diverged_at_step"] is not None})
+    if check is not None:
+        s = check["summary"]
+        out["log10_m2_z_L_measured"] = s["m2_z"]["measured_log10_of_mean"]
+        out["log10_m2_z_L_predicted"] = s["m2_z"]["predicted_log10"]
+        out["log10_m2_dz_1_measured"] = s["m2_dz"]["measured_log10_of_mean"]
+        out["log10_m2_dz_1_predicted"] = s["m2_dz"]["predicted_log10"]
+    return out
+
+
+def _where(configs: dict[str, TrainConfig]) -> str:
+    model = next(iter(configs.values())).model
+    return f"{model.depth} blocks of {model.kernel_size}x{model.kernel_size}x{model.channels}"
+
+
+def _check_line(check: dict, width: int) -> str:
+    s = check["summary"]
+    parts = []
+    for stat, what in (("m2_z", "E[(z^L)^2]"), ("m2_dz", "E[(dE/dz^1)^2]/E[(dE/dz^L)^2]")):
+        r = s[stat]
+        parts.append(
+            f"log10 {what}: measured {r['measured_log10_of_mean']:.2f}, recursion "
+            f"{r['predicted_log10']:.2f}, dense width {width} {r['toy_log10']:.2f}"
+        )
+    return "; ".join(parts)
+
+
+def check_only(configs: dict[str, TrainConfig], dataset, out: Path, formats) -> Path:
+    """The prediction check of every setup, without training (initcheck.json per setup)."""
+    checks = []
+    for i, (name, config) in enumerate(configs.items(), 1):
+        start = time.perf_counter()
+        trainer = Trainer(config, dataset.mean, dataset.std)
+        results.save_json(
+            out / name / "initcheck.json", trainer.prediction_check(trainer.init_state(), dataset)
+        )
+        check = results.load_json(out / name / "initcheck.json")
+        checks.append({"label": SETUPS[name][2], "check": check})
+        line = _check_line(check, config.model.channels)
+        print(f"[{i}/{len(configs)}] {name}: {line} ({time.perf_counter() - start:.0f} s)")
+    fig = plots.initcheck_figure(
+        checks, title=f"At initialization: measured vs predicted, {_where(configs)}"
+    )
+    plots.save_figure(fig, out / "initcheck", formats)
+    print(f"results in {out}")
+    return out
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    if args.resume is not None:
+        out = args.resume
+        saved = results.load_json(out / "run.json")
+        settings = saved["settings"]
+        if args.epochs is not None:
+            settings["epochs"] = args.epochs
+        print(f"resuming {out}")
+    else:
+        settings = resolve(args)
+        out = results.new_run_dir(args.out, f"train_cifar-{settings['preset'] or 'custom'}")
+    configs = train_configs(settings)
+    dataset = load_data(settings, args)
+    results.save_json(
+        out / "run.json",
+        {
+            "experiment": "train_cifar",
+            "settings": settings,
+            "setups": {k: c.as_dict() for k, c in configs.items()},
+            "data": {
+                "source": dataset.source,
+                "train": len(dataset.y_train),
+                "test": len(dataset.y_test),
+            },
+            "environment": results.environment(),
+        },
+    )
+    print(
+        f"data: {dataset.source}, {len(dataset.y_train)} train / {len(dataset.y_test)} "
+        f"validation images; output: {out}",
+        flush=True,
+    )
+    if args.check_only:
+        return check_only(configs, dataset, out, args.formats)
+    curves, checks, summary = [], [], []
+    for i, (name, config) in enumerate(configs.items(), 1):
+        label = SETUPS[name][2]
+        print(
+            f"[{i}/{len(configs)}] {name}: {label}, depth {config.model.depth}, "
+            f"{len(config.seeds)} seeds, {config.epochs} epochs",
+            flush=True,
+        )
+        workdir = out / name
+        resume = args.resume is not None and (workdir / "checkpoints").is_dir()
+        rows = train_and_evaluate(
+            config, dataset, workdir, resume=resume, progress=not args.no_progress
+        )
+        check_path = workdir / "initcheck.json"
+        check = results.load_json(check_path) if check_path.is_file() else None
+        curves.append({"name": name, "label": label, "rows": rows})
+        if check is not None:
+            checks.append({"label": label, "check": check})
+        summary.append(summarize(name, label, rows, check))
+
+    results.save_csv(out / "summary.csv", summary)
+    results.save_json(out / "summary.json", {"settings": settings, "summary": summary})
+    rows_back = [
+        {**c, "rows": results.load_jsonl(out / c["name"] / "metrics.jsonl")} for c in curves
+    ]
+    model = next(iter(configs.values())).model
+    where = f"{model.depth} blocks of {model.kernel_size}x{model.kernel_size}x{model.channels}"
+    fig = plots.learning_curves_figure(rows_back, title=f"CIFAR-10, {where}")
+    plots.save_figure(fig, out / "learning_curves", args.formats)
+    if checks:
+        fig = plots.initcheck_figure(
+            checks, title=f"At initialization: measured vs predicted, {where}"
+        )
+        plots.save_figure(fig, out / "initcheck", args.formats)
+    for s in summary:
+        acc = s["val_accuracy_last_mean"]
+        print(
+            f"  {s['setup']}: val accuracy after epoch {s['last_epoch']}: "
+            f"{'n/a' if acc is None else f'{acc:.3f}'} (mean of {s['seeds']} seeds, "
+            f"{s['diverged']} diverged)"
+        )
+    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

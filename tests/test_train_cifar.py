@@ -1,0 +1,112 @@
+"""Smoke test of experiments/train_cifar.py: a tiny run from a folder in the real CIFAR-10
+format writes its metrics, checks, figures and summary, and --resume trains it further."""
+
+import numpy as np
+
+from meanfield import results
+from tests.helpers import load_script, write_cifar_folder
+
+TINY = [
+    "--depth",
+    "2",
+    "--channels",
+    "4",
+    "--kernel-size",
+    "3",
+    "--train-size",
+    "64",
+    "--test-size",
+    "32",
+    "--batch-size",
+    "32",
+    "--check-batch",
+    "16",
+    "--no-progress",
+    "--formats",
+    "png",
+]
+
+
+def test_smoke_run_writes_everything_and_resumes(tmp_path):
+    folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
+    script = load_script("train_cifar")
+    out = script.main(
+        [
+            "--smoke",
+            "--data-dir",
+            str(folder),
+            "--out",
+            str(tmp_path / "runs"),
+            "--epochs",
+            "1",
+            *TINY,
+        ]
+    )
+    for name in ("run.json", "summary.csv", "summary.json", "learning_curves.png", "initcheck.png"):
+        assert (out / name).is_file(), name
+    summary = results.load_json(out / "summary.json")["summary"]
+    assert [s["setup"] for s in summary] == ["he-none", "depth_scaled-none", "he-bn_post"]
+    for s in summary:
+        assert s["seeds"] == 2 and s["last_epoch"] == 1
+        assert 0 <= s["val_accuracy_last_mean"] <= 1
+        rows = results.load_jsonl(out / s["setup"] / "metrics.jsonl")
+        assert sorted((r["epoch"], r["seed"]) for r in rows) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        check = results.load_json(out / s["setup"] / "initcheck.json")
+        assert check["networks"] == 2 and check["batch"] == 16
+        assert np.isfinite(check["summary"]["m2_z"]["predicted_log10"])
+    # The run goes on from its checkpoints with the saved settings, one epoch more.
+    again = script.main(
+        [
+            "--resume",
+            str(out),
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--data-dir",
+            str(folder),
+            "--formats",
+            "png",
+        ]
+    )
+    assert again == out
+    rows = results.load_jsonl(out / "he-bn_post" / "metrics.jsonl")
+    assert max(r["epoch"] for r in rows) == 2 and len(rows) == 6
+    assert results.load_json(out / "summary.json")["summary"][0]["last_epoch"] == 2
+
+
+def test_bad_flags_are_refused(tmp_path, capsys):
+    import pytest
+
+    script = load_script("train_cifar")
+    with pytest.raises(SystemExit):
+        script.main(["--smoke", "--preset", "fig2"])
+    assert "--smoke contradicts --preset fig2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["--depth", "0"])
+    assert "--depth must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["--resume", str(tmp_path)])
+    assert "--resume must name a run folder with a run.json" in capsys.readouterr().err
+
+
+def test_check_only_writes_the_prediction_check_without_training(tmp_path):
+    folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
+    script = load_script("train_cifar")
+    out = script.main(
+        [
+            "--check-only",
+            "--setups",
+            "depth_scaled-none",
+            "--seeds",
+            "3",
+            "--data-dir",
+            str(folder),
+            "--out",
+            str(tmp_path / "runs"),
+            *TINY,
+        ]
+    )
+    check = results.load_json(out / "depth_scaled-none" / "initcheck.json")
+    assert check["networks"] == 3 and check["batch"] == 16
+    assert (out / "initcheck.png").is_file()
+    assert not (out / "depth_scaled-none" / "checkpoints").exists()
