@@ -240,13 +240,15 @@ def _where(configs: dict[str, TrainConfig]) -> str:
 
 
 def _check_line(check: dict, width: int) -> str:
-    s = check["summary"]
+    def show(v):  # None: the measured value overflowed (inf or NaN in float32)
+        return "overflow" if v is None else f"{v:.2f}"
+
     parts = []
     for stat, what in (("m2_z", "E[(z^L)^2]"), ("m2_dz", "E[(dE/dz^1)^2]/E[(dE/dz^L)^2]")):
-        r = s[stat]
+        r = check["summary"][stat]
         parts.append(
-            f"log10 {what}: measured {r['measured_log10_of_mean']:.2f}, recursion "
-            f"{r['predicted_log10']:.2f}, dense width {width} {r['toy_log10']:.2f}"
+            f"log10 {what}: measured {show(r['measured_log10_of_mean'])}, recursion "
+            f"{show(r['predicted_log10'])}, dense width {width} {show(r['toy_log10'])}"
         )
     return "; ".join(parts)
 

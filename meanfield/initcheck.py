@@ -4,15 +4,16 @@ measured on a real batch, against the mean-field recursion of the same block, in
 For each of K freshly initialized networks (the seeds of a training run) and one batch of
 training images, :func:`measure` runs the training forward pass (BN with batch statistics) and
 the backward pass of the training loss (mean cross-entropy), and records for every layer
-l = 0..L (0 = the stem output z^0):
+l = 0..L (0 = the stem output z^0), as natural logs computed without overflow (at He init
+without BN, z^100 ~ 1e23 is a float32 number but its square is not):
 
-=============  ================================================================
-``m2_z``       mean of (z^l)² over images, positions and channels
-``mean_z``     mean of z^l
-``unitvar_z``  variance over the batch of each (position, channel), averaged
-``m2_dz``      mean of (dE/dz^l)² (through the taps of :class:`~meanfield.models.ResNet`)
-``var_dw``     mean of (dE/dW^l)² over the entries of block l's kernel (NaN at l = 0)
-=============  ================================================================
+=================  ================================================================
+``log_m2_z``       mean of (z^l)² over images, positions and channels
+``mean_z``         mean of z^l
+``log_unitvar_z``  variance over the batch of each (position, channel), averaged
+``log_m2_dz``      mean of (dE/dz^l)² (through the taps of :class:`~meanfield.models.ResNet`)
+``log_var_dw``     mean of (dE/dW^l)² over the entries of block l's kernel (NaN at l = 0)
+=================  ================================================================
 
 :func:`predict` runs :func:`meanfield.recursions.profile` with the fan-in of the convolution
 n = k·k·C, the init's Var[w], and the statistics of z^0 measured on the same batch (averaged
@@ -37,6 +38,7 @@ What the recursion can and cannot promise here (docs/training.md):
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from typing import Any
 
@@ -46,11 +48,18 @@ import numpy as np
 import optax
 
 from meanfield import montecarlo, recursions, theory
-from meanfield.models import ResNet, ResNetConfig, map_seeds, seed_map_for_backend
+from meanfield.models import (
+    ResNet,
+    ResNetConfig,
+    log_mean_square,
+    map_seeds,
+    seed_map_for_backend,
+)
 
 __all__ = ["STATISTICS", "measure", "predict", "compare"]
 
-STATISTICS = ("m2_z", "mean_z", "unitvar_z", "m2_dz", "var_dw")
+STATISTICS = ("mean_z", "log_m2_z", "log_unitvar_z", "log_m2_dz", "log_var_dw")
+_LN10 = math.log(10.0)
 
 
 def _measure_one(model: ResNet, variables: dict, x: jax.Array, y: jax.Array) -> dict:
@@ -69,11 +78,11 @@ def _measure_one(model: ResNet, variables: dict, x: jax.Array, y: jax.Array) -> 
         params, jnp.zeros((depth + 1,), jnp.float32)
     )
     kernel_grad = g_params["blocks"]["Conv_0"]["kernel"]  # (L, k, k, C, C)
-    var_dw = jnp.mean(jnp.square(kernel_grad), axis=tuple(range(1, kernel_grad.ndim)))
+    log_var_dw = jax.vmap(log_mean_square)(kernel_grad)
     return {
         **stats,
-        "m2_dz": g_taps,
-        "var_dw": jnp.concatenate([jnp.full((1,), jnp.nan, var_dw.dtype), var_dw]),
+        "log_m2_dz": g_taps,
+        "log_var_dw": jnp.concatenate([jnp.full((1,), jnp.nan, log_var_dw.dtype), log_var_dw]),
     }
 
 
@@ -89,7 +98,8 @@ def measure(
     """Per-layer statistics of K networks (stacked ``variables_K``) on one batch.
 
     ``x`` is the normalized batch (B, 32, 32, 3), ``y`` its labels; returns arrays of shape
-    (K, L + 1) named as in :data:`STATISTICS`, in float64. ``seed_map`` as in
+    (K, L + 1) named as in :data:`STATISTICS` (natural logs but ``mean_z``), in float64. A
+    network whose values overflow float32 gives inf or NaN from there on. ``seed_map`` as in
     :func:`meanfield.models.map_seeds`.
     """
     how = seed_map_for_backend(seed_map)
@@ -98,8 +108,8 @@ def measure(
 
 
 def predict(config: ResNetConfig, start: dict[str, float]) -> recursions.Profile:
-    """The mean-field profile of ``config``'s blocks from the measured statistics of z^0
-    (``start`` holds ``m2_z``, ``mean_z`` and ``unitvar_z`` at l = 0)."""
+    """The mean-field profile of ``config``'s blocks from the statistics of z^0 (``start``
+    holds ``m2_z``, ``mean_z`` and ``unitvar_z`` at l = 0, as plain values)."""
     m2 = float(start["m2_z"])
     mean = float(start["mean_z"])
     unitvar = min(float(start["unitvar_z"]), m2 - mean**2)  # guard against rounding
@@ -149,21 +159,23 @@ def _log10(x) -> np.ndarray:
         return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
 
 
-def _across(values_K: np.ndarray) -> dict[str, list]:
+def _across(log10_K: np.ndarray) -> dict[str, list]:
     """Summaries over the K networks (axis 0) of log10 values: the log10 of the mean (what
-    the recursion predicts), and the mean, its standard error and the median of the log10
-    (the typical network)."""
-    k = values_K.shape[0]
-    logs = _log10(values_K)
-    with warnings.catch_warnings():  # all-NaN columns (var_dw at l = 0) give NaN, silently
+    the recursion predicts; NaN where any network is not finite), and the mean, its standard
+    error and the median of the log10 (the typical network)."""
+    k = log10_K.shape[0]
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", over="ignore"):
+        # All-NaN columns (var_dw at l = 0, overflowed layers) give NaN, silently.
         warnings.simplefilter("ignore", RuntimeWarning)
-        se = np.nanstd(logs, axis=0, ddof=1) / np.sqrt(k) if k > 1 else np.nan * logs[0]
+        top = np.max(log10_K, axis=0)
+        of_mean = top + np.log10(np.mean(10.0 ** (log10_K - top), axis=0))
+        se = np.nanstd(log10_K, axis=0, ddof=1) / np.sqrt(k) if k > 1 else np.nan * top
         return {
-            "log10_of_mean": _log10(np.mean(values_K, axis=0)).tolist(),
-            "mean_log10": np.nanmean(logs, axis=0).tolist(),
+            "log10_of_mean": of_mean.tolist(),
+            "mean_log10": np.nanmean(log10_K, axis=0).tolist(),
             "stderr_log10": se.tolist(),
-            "median_log10": np.nanmedian(logs, axis=0).tolist(),
-            "per_seed_log10": logs.tolist(),
+            "median_log10": np.nanmedian(log10_K, axis=0).tolist(),
+            "per_seed_log10": log10_K.tolist(),
         }
 
 
@@ -183,7 +195,11 @@ def compare(
     statistic, measured and predicted log10 at the layer farthest from the normalization
     (L for the forward, 1 for the backward).
     """
-    start = {k: float(np.mean(measured[k][:, 0])) for k in ("m2_z", "mean_z", "unitvar_z")}
+    start = {
+        "m2_z": float(np.mean(np.exp(measured["log_m2_z"][:, 0]))),
+        "mean_z": float(np.mean(measured["mean_z"][:, 0])),
+        "unitvar_z": float(np.mean(np.exp(measured["log_unitvar_z"][:, 0]))),
+    }
     prof = predict(config, start)
     toy = None
     if toy_networks:
@@ -197,18 +213,20 @@ def compare(
             toy_log[name] = v - v[-1]
     depth = config.depth
     stats: dict[str, Any] = {}
-    rel = {
-        "m2_z": (measured["m2_z"], prof.log10_m2_z),
-        "m2_dz": (
-            measured["m2_dz"] / measured["m2_dz"][:, -1:],
-            prof.log10_m2_dz - prof.log10_m2_dz[-1],
-        ),
-        "var_dw": (
-            measured["var_dw"] / measured["var_dw"][:, -1:],
-            prof.log10_var_dw - prof.log10_var_dw[-1],
-        ),
-    }
-    rel["unitvar_z"] = (measured["unitvar_z"], prof.log10_unitvar_z)
+    log10 = {k: np.asarray(v) / _LN10 for k, v in measured.items() if k.startswith("log_")}
+    with np.errstate(invalid="ignore"):  # inf - inf where a network overflowed: NaN
+        rel = {
+            "m2_z": (log10["log_m2_z"], prof.log10_m2_z),
+            "unitvar_z": (log10["log_unitvar_z"], prof.log10_unitvar_z),
+            "m2_dz": (
+                log10["log_m2_dz"] - log10["log_m2_dz"][:, -1:],
+                prof.log10_m2_dz - prof.log10_m2_dz[-1],
+            ),
+            "var_dw": (
+                log10["log_var_dw"] - log10["log_var_dw"][:, -1:],
+                prof.log10_var_dw - prof.log10_var_dw[-1],
+            ),
+        }
     for name, (values, predicted) in rel.items():
         stats[name] = {**_across(values), "predicted_log10": np.asarray(predicted).tolist()}
         if toy is not None:
@@ -241,7 +259,7 @@ def compare(
         }
     return {
         "model": config.as_dict(),
-        "networks": int(measured["m2_z"].shape[0]),
+        "networks": int(measured["mean_z"].shape[0]),
         "fan_in": config.fan_in,
         "var_w": config.var_w,
         "alpha": config.fan_in * config.var_w,

@@ -37,9 +37,10 @@ program size does not grow with depth. On CPU the scan is unrolled: XLA:CPU runs
 convolutions inside a loop body 10-50x slower than straight-line ones (docs/performance.md).
 
 Measurement. ``model.apply(..., taps=jnp.zeros(depth + 1))`` also returns the per-layer
-statistics of z^l (l = 0..L) on the batch, and the gradient of any loss with respect to
-``taps`` is the per-layer second moment of dE/dz^l: each tap is the identity forward and
-returns mean((dE/dz^l)²) as its own cotangent. :mod:`meanfield.initcheck` uses this.
+statistics of z^l (l = 0..L) on the batch (``mean_z``, and ``log_m2_z``, ``log_unitvar_z`` as
+natural logs, computed without overflow), and the gradient of any loss with respect to
+``taps`` is the per-layer log(mean((dE/dz^l)²)): each tap is the identity forward and returns
+that as its own cotangent. :mod:`meanfield.initcheck` uses this.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -150,9 +151,21 @@ def _activation(name: str):
     return nn.relu if name == "relu" else (lambda u: u)
 
 
+def log_mean_square(x: jax.Array, axis=None) -> jax.Array:
+    """log(mean(x²)) without overflow: x ~ 1e20 is a float32 number, x² is not.
+
+    Scaled by s = max|x| first: log mean((x/s)²) + 2 log s. -inf where x is all zero.
+    """
+    x = x.astype(jnp.float32)
+    s = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
+    safe = jnp.where(s > 0, s, 1.0)
+    out = jnp.log(jnp.mean(jnp.square(x / safe), axis=axis, keepdims=True)) + 2 * jnp.log(s)
+    return jnp.squeeze(out, axis=axis) if axis is not None else out.reshape(())
+
+
 @jax.custom_vjp
 def _tap(z: jax.Array, tap: jax.Array) -> jax.Array:
-    """Identity on z; the cotangent of ``tap`` is mean((dE/dz)²) (a per-layer probe)."""
+    """Identity on z; the cotangent of ``tap`` is log(mean((dE/dz)²)) (a per-layer probe)."""
     del tap
     return z
 
@@ -162,20 +175,22 @@ def _tap_fwd(z, tap):
 
 
 def _tap_bwd(_, ct):
-    return ct, jnp.mean(jnp.square(ct.astype(jnp.float32)))
+    return ct, log_mean_square(ct)
 
 
 _tap.defvjp(_tap_fwd, _tap_bwd)
 
 
 def _layer_stats(z: jax.Array) -> dict[str, jax.Array]:
-    """Per-layer statistics of z (B, H, W, C) pooled over inputs, positions and channels."""
+    """Per-layer statistics of z (B, H, W, C) pooled over inputs, positions and channels, as
+    natural logs where they can exceed the float range (z ~ 1e23 at He init, L = 100)."""
     z = z.astype(jnp.float32)
+    centred = z - jax.lax.stop_gradient(jnp.mean(z, axis=0, keepdims=True))
     return {
         "mean_z": jnp.mean(z),
-        "m2_z": jnp.mean(jnp.square(z)),
+        "log_m2_z": log_mean_square(z),
         # Each (position, channel) is a unit; its variance over the batch, averaged.
-        "unitvar_z": jnp.mean(jnp.var(z, axis=0)),
+        "log_unitvar_z": log_mean_square(centred),
     }
 
 

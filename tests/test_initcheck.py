@@ -45,7 +45,7 @@ def linear():
 def test_linear_forward_growth_is_exact_in_expectation(linear):
     cfg, m = linear
     alpha = cfg.fan_in * cfg.var_w  # He: 2
-    ratio = m["m2_z"] / m["m2_z"][:, :1]
+    ratio = np.exp(m["log_m2_z"] - m["log_m2_z"][:, :1])
     layers = np.arange(cfg.depth + 1)
     z = _z_scores(ratio[:, 1:], (1 + alpha) ** layers[1:])
     assert np.all(np.abs(z) < 4), z
@@ -59,7 +59,7 @@ def test_zero_padding_loses_the_border_and_fails_the_exact_growth():
         block=Block("identity", "none"), depth=3, channels=4, kernel_size=8, padding="same"
     )
     m = _measured(cfg)
-    ratio = m["m2_z"][:, -1] / m["m2_z"][:, 0]
+    ratio = np.exp(m["log_m2_z"][:, -1] - m["log_m2_z"][:, 0])
     z = _z_scores(ratio[:, None], np.array([(1 + cfg.fan_in * cfg.var_w) ** cfg.depth]))
     assert z[0] < -4, z  # an 8x8 window on 32x32 keeps ~88% of its inputs on average
 
@@ -67,13 +67,14 @@ def test_zero_padding_loses_the_border_and_fails_the_exact_growth():
 def test_identity_bn_forward_matches_the_recursion_from_the_measured_start():
     cfg = ResNetConfig(block=Block("identity", "bn_post"), depth=4, channels=4, kernel_size=8)
     m = _measured(cfg)
-    start = {k: float(np.mean(m[k][:, 0])) for k in ("m2_z", "mean_z", "unitvar_z")}
+    q = np.exp(m["log_m2_z"])
+    start = {"m2_z": q[:, 0].mean(), "mean_z": m["mean_z"][:, 0].mean(), "unitvar_z": 1e-3}
     predicted = initcheck.predict(cfg, start).m2_z  # q_0 + l·α, from the measured q_0
     # Per network, q_l - q_0 has expectation l·α exactly (BN's output has unit second moment
     # per channel up to ε = 1e-5): compare the increments, free of the spread of q_0.
-    z = _z_scores(m["m2_z"][:, 1:] - m["m2_z"][:, :1], predicted[1:] - predicted[0])
+    z = _z_scores(q[:, 1:] - q[:, :1], predicted[1:] - predicted[0])
     assert np.all(np.abs(z) < 4), z
-    z_wrong = _z_scores(m["m2_z"][:, 1:] - m["m2_z"][:, :1], 0.5 * (predicted[1:] - predicted[0]))
+    z_wrong = _z_scores(q[:, 1:] - q[:, :1], 0.5 * (predicted[1:] - predicted[0]))
     assert np.abs(z_wrong[-1]) > 4, z_wrong
 
 

@@ -21,9 +21,7 @@ def test_parameter_structure_of_the_papers_network():
     # 100 blocks: 3072 + 1,638,400 + 170 = 1,641,642 without BN, + 3200 with.
     for norm, expected in (("none", 1_641_642), ("bn_post", 1_644_842), ("bn_pre", 1_644_842)):
         cfg = ResNetConfig(block=Block("relu", norm))
-        shapes = jax.eval_shape(
-            lambda cfg=cfg: ResNet(cfg).init(jax.random.key(0), X, train=False)
-        )
+        shapes = jax.eval_shape(lambda cfg=cfg: ResNet(cfg).init(jax.random.key(0), X, train=False))
         params = shapes["params"]
         assert params["stem"]["kernel"].shape == (8, 8, 3, 16)
         assert params["blocks"]["Conv_0"]["kernel"].shape == (100, 8, 8, 16, 16)
@@ -133,10 +131,18 @@ def test_network_equals_an_independent_implementation(block, padding):
         probes = jnp.zeros((cfg.depth + 1, 4, 32, 32, cfg.channels))
         g_probes, (logits_ref, m2_ref) = jax.grad(loss_ref, has_aux=True)(probes)
     np.testing.assert_allclose(logits, logits_ref, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(stats["m2_z"], m2_ref, rtol=2e-5)
-    # The taps' cotangents are the per-layer mean of (dE/dz^l)².
+    np.testing.assert_allclose(np.exp(stats["log_m2_z"]), m2_ref, rtol=2e-5)
+    # The taps' cotangents are the per-layer log of the mean of (dE/dz^l)².
     m2_dz = jnp.mean(jnp.square(g_probes), axis=(1, 2, 3, 4))
-    np.testing.assert_allclose(g_taps, m2_dz, rtol=1e-4)
+    np.testing.assert_allclose(np.exp(g_taps), m2_dz, rtol=1e-4)
+
+
+def test_log_mean_square_does_not_overflow():
+    x = jnp.array([[3e30, -4e30], [0.0, 1e-30]], jnp.float32)  # x² overflows float32
+    expected = np.log(np.mean(np.asarray(x, np.float64) ** 2))
+    np.testing.assert_allclose(models.log_mean_square(x), expected, rtol=1e-6)
+    rows = np.log(np.mean(np.asarray(x, np.float64) ** 2, axis=1))
+    np.testing.assert_allclose(models.log_mean_square(x, axis=1), rows, rtol=1e-6)
 
 
 def test_circular_padding_makes_the_network_shift_invariant():

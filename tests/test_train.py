@@ -171,3 +171,23 @@ def test_mixed_precision_trains(dataset, tmp_path):
     config = dataclasses.replace(BASE, seeds=(0,), precision="bf16", epochs=1)
     rows = _run(config, dataset, tmp_path / "run")
     assert np.isfinite(rows[-1]["train_loss"]) and rows[-1]["diverged_at_step"] is None
+
+
+def test_he_without_bn_overflows_where_the_recursion_says_and_is_reported(dataset, tmp_path):
+    # He init without BN: the recursion puts E[(z^L)^2] beyond float32's range (~1e38.5) by
+    # L = 90. z^L itself (~1e20) is still a float32 number, so the loss at init is huge but
+    # finite; the first SGD step then makes it overflow. The trainer must report every seed
+    # diverged within the first two steps, while the depth-scaled init of the same network
+    # trains. 1x1 convolutions keep this cheap: the growth per block depends only on n·Var[w].
+    from meanfield import recursions
+
+    model = ResNetConfig(block=Block("relu", "none"), depth=90, channels=8, kernel_size=1)
+    prof = recursions.profile(model.block, depth=90, width=model.fan_in, var_w=model.var_w)
+    assert float(prof.log10_m2_z[-1]) > np.log10(np.finfo(np.float32).max)
+    config = dataclasses.replace(BASE, model=model, epochs=1, seeds=(0,), batch_size=32)
+    rows = _run(config, dataset, tmp_path / "he")
+    assert all(r["val_loss"] is None or r["val_loss"] > 1e10 for r in rows if r["epoch"] == 0)
+    assert all(r["diverged_at_step"] in (0, 1) for r in rows if r["epoch"] == 1), rows
+    scaled = dataclasses.replace(config, model=dataclasses.replace(model, init="depth_scaled"))
+    rows = _run(scaled, dataset, tmp_path / "scaled")
+    assert all(r["diverged_at_step"] is None and np.isfinite(r["val_loss"]) for r in rows)
