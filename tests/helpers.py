@@ -28,6 +28,21 @@ def load_script(name):
     return module
 
 
+# CIFAR-10's class names, in the order of its batches.meta.
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+
 def write_cifar_folder(root, *, per_batch=40, test=40, seed=0):
     """A CIFAR-10 folder in the real on-disk format (pickle protocol 2, byte-string keys,
     uint8 rows of 1024 R, 1024 G, 1024 B values), small and learnable: each class is a fixed
@@ -64,21 +79,7 @@ def write_cifar_folder(root, *, per_batch=40, test=40, seed=0):
         ys.append(y)
     x_test, y_test = draw(test)
     dump("test_batch", x_test, y_test, b"testing batch 1 of 1")
-    names = [
-        n.encode()
-        for n in (
-            "airplane",
-            "automobile",
-            "bird",
-            "cat",
-            "deer",
-            "dog",
-            "frog",
-            "horse",
-            "ship",
-            "truck",
-        )
-    ]
+    names = [n.encode() for n in CIFAR10_CLASSES]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, f, 2)
     return folder, np.concatenate(xs), np.concatenate(ys), x_test, y_test

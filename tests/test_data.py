@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from meanfield import data
-from tests.helpers import write_cifar_folder
+from tests.helpers import CIFAR10_CLASSES, write_cifar_folder
 
 
 @pytest.fixture
@@ -137,18 +137,7 @@ def test_real_cifar10_matches_its_published_facts():
     )
     np.testing.assert_array_equal(d.x_train[0, 0, :4, 0], [59, 43, 50, 68])  # red, row 0
     np.testing.assert_array_equal(d.x_test[0, 0, 0], [158, 112, 49])
-    assert d.classes == (
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    )
+    assert d.classes == CIFAR10_CLASSES
     full = data.load(_real_folder(), download_missing=False)
     np.testing.assert_allclose(full.mean, [0.4913996786, 0.4821584084, 0.4465309144], rtol=1e-9)
     np.testing.assert_allclose(full.std, [0.2470322325, 0.2434851280, 0.2615878417], rtol=1e-9)
