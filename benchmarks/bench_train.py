@@ -1,8 +1,8 @@
 """Training throughput of the paper's ResNet: meanfield's trainer against a PyTorch peer.
 
 For the network of Taki (2017), section 4 (``--depth`` blocks of ``--kernel-size`` x
-``--kernel-size`` convolutions with ``--channels`` channels, ReLU, circular padding), with and
-without BN, measured in the same run:
+``--kernel-size`` convolutions with ``--channels`` channels, ReLU, ``--padding`` circular or
+zero), with and without BN, measured in the same run:
 
 * ``meanfield K=1``: one jit-compiled :meth:`meanfield.train.Trainer.train_step` (data gather
   from the device-resident uint8 set, normalization, forward, backward, SGD with momentum);
@@ -47,6 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--depth", type=int, default=100, help="residual blocks")
     p.add_argument("--channels", type=int, default=16, help="channels of every block")
     p.add_argument("--kernel-size", type=int, default=8, help="k of the k x k convolutions")
+    p.add_argument("--padding", default="circular", choices=("circular", "same"))
     p.add_argument("--batch", type=int, default=128, help="images per step and seed")
     p.add_argument("--seeds", type=int, default=9, help="K of the many-seed row")
     p.add_argument("--steps", type=int, default=20, help="steps per timed run")
@@ -75,6 +76,7 @@ def bench_meanfield(args, norm: str, seeds: int) -> float:
         depth=args.depth,
         channels=args.channels,
         kernel_size=args.kernel_size,
+        padding=args.padding,
     )
     config = TrainConfig(
         model=model,
@@ -117,6 +119,7 @@ def bench_torch(args, norm: str) -> float | None:
     torch.manual_seed(0)
     k, c, depth = args.kernel_size, args.channels, args.depth
     pad = ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2)  # as the JAX model pads
+    mode = "circular" if args.padding == "circular" else "constant"
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -131,10 +134,10 @@ def bench_torch(args, norm: str) -> float | None:
             self.head = torch.nn.Linear(c, 10)
 
         def forward(self, x):
-            z = self.stem(F.pad(x, pad, mode="circular"))
+            z = self.stem(F.pad(x, pad, mode=mode))
             for conv, bn in zip(self.convs, self.bns, strict=True):
                 a = bn(z) if norm == "bn_post" else z
-                z = z + torch.relu(conv(F.pad(a, pad, mode="circular")))
+                z = z + torch.relu(conv(F.pad(a, pad, mode=mode)))
             return self.head(z.mean((2, 3)))
 
     net = Net().to(dev).to(memory_format=torch.channels_last)
@@ -159,8 +162,8 @@ def main(argv=None):
     device = str(jax.devices()[0])
     print(
         f"device {device}; depth {args.depth}, {args.kernel_size}x{args.kernel_size}x"
-        f"{args.channels}, batch {args.batch}, {args.steps} steps x {args.repeats} runs, "
-        f"{args.precision}",
+        f"{args.channels}, {args.padding} padding, batch {args.batch}, {args.steps} steps x "
+        f"{args.repeats} runs, {args.precision}",
         flush=True,
     )
     rows = []
