@@ -9,7 +9,7 @@ mean-field recursion of the same block, init and fan-in (initcheck.png).
 
 Commands:
 
-    python experiments/train_cifar.py --smoke              # plumbing: ~1 min on a CPU
+    python experiments/train_cifar.py --smoke              # plumbing: ~1.5 min on a CPU
     python experiments/train_cifar.py --preset fig2        # 3 setups x 3 seeds x 20 epochs
     python experiments/train_cifar.py --preset fig3        # He without BN, 9 seeds
     python experiments/train_cifar.py --resume runs/train_cifar-fig2-...   # continue a run
@@ -20,9 +20,10 @@ hours); --smoke runs 3 blocks on 512 images for 2 epochs. Flags after --preset o
 
 Expected result (the paper's): He without BN trains badly or not at all (a plateau near 10%
 in many runs), the depth-scaled init trains stably, close to BN. The check shows why: at He
-init without BN the forward second moment grows by ~1e28 over 100 blocks (the recursion's
-ReLU growth rate), at the depth-scaled init by ~1e3 (exp √(2L/π), not O(1)), with BN
-linearly.
+init without BN the forward second moment reaches ~1e46 at block 100 (the recursion's ReLU
+growth rate), beyond float32, so the first SGD step makes the network overflow and the
+trainer reports it diverged; at the depth-scaled init it grows by ~1e3 (exp √(2L/π), not
+O(1)), with BN linearly (docs/training.md).
 
 Data: CIFAR-10's python batches, from --data-dir, $CIFAR10_DIR, ./data or the cache folder,
 downloaded (checksum-verified) when absent and the network allows (docs/training.md);
