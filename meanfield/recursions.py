@@ -51,6 +51,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from meanfield import architecture as arch
@@ -277,34 +278,25 @@ def profile(
 def _start_state(m2: ArrayLike, mean: ArrayLike, unitvar: ArrayLike | None) -> tuple:
     """(t, log(u/q), log q) of z^0 from its second moment, mean and unit variance."""
     arch.check_positive("input_m2", m2)
-    _check_finite("input_mean", mean)
-    m2, mean = jnp.asarray(m2), jnp.asarray(mean)
-    spread = m2 - mean**2  # the largest unit variance possible: E z^2 - (E z)^2
-    if unitvar is None:
-        unitvar = spread
-    else:
+    if unitvar is not None:
         arch.check_positive("input_unitvar", unitvar)
-        unitvar = jnp.asarray(unitvar)
-    concrete = not any(isinstance(v, jax.core.Tracer) for v in (m2, mean, unitvar))
-    if concrete and bool(jnp.any(spread <= 0)):
-        raise ValueError(
-            f"input_mean**2 must be < input_m2, got input_mean={_show(mean)}, "
-            f"input_m2={_show(m2)}"
-        )
-    if concrete and bool(jnp.any(unitvar > spread * (1 + 1e-6))):
-        raise ValueError(
-            f"input_unitvar must be <= input_m2 - input_mean**2 = {_show(spread)}, "
-            f"got {_show(unitvar)}"
-        )
+    values = (m2, mean, unitvar)
+    if not any(isinstance(v, jax.core.Tracer) for v in values):
+        # Checked in NumPy: under an outer jit, jnp on constants would give tracers.
+        m2_np, mean_np = np.asarray(m2, dtype=float), np.asarray(mean, dtype=float)
+        if not np.all(np.isfinite(mean_np)):
+            raise ValueError(f"input_mean must be finite, got {mean!r}")
+        spread = m2_np - mean_np**2  # the largest unit variance possible: E z^2 - (E z)^2
+        if np.any(spread <= 0):
+            raise ValueError(
+                f"input_mean**2 must be < input_m2, got input_mean={mean_np.tolist()}, "
+                f"input_m2={m2_np.tolist()}"
+            )
+        if unitvar is not None and np.any(np.asarray(unitvar) > spread * (1 + 1e-6)):
+            raise ValueError(
+                f"input_unitvar must be <= input_m2 - input_mean**2 = {spread.tolist()}, "
+                f"got {np.asarray(unitvar).tolist()}"
+            )
+    m2, mean = jnp.asarray(m2), jnp.asarray(mean)
+    unitvar = m2 - mean**2 if unitvar is None else jnp.asarray(unitvar)
     return mean / jnp.sqrt(m2), jnp.log(unitvar / m2), jnp.log(m2)
-
-
-def _show(value: ArrayLike):
-    return jnp.asarray(value).tolist()
-
-
-def _check_finite(name: str, value: ArrayLike) -> None:
-    if isinstance(value, jax.core.Tracer):
-        return
-    if not bool(jnp.all(jnp.isfinite(jnp.asarray(value, dtype=float)))):
-        raise ValueError(f"{name} must be finite, got {value!r}")

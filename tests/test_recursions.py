@@ -284,3 +284,9 @@ def test_start_defaults_to_standard_normal_inputs():
 def test_start_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
         recursions.profile(Block(), depth=3, width=8, var_w=0.1, **kwargs)
+
+
+def test_profile_works_under_an_outer_jit_with_the_default_start():
+    block = Block(activation="relu", norm="none")
+    f = jax.jit(lambda v: recursions.profile(block, depth=5, width=16.0, var_w=v).m2_z)
+    assert_close(f(0.1), recursions.profile(block, depth=5, width=16, var_w=0.1).m2_z, rtol=1e-6)
