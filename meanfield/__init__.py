@@ -3,7 +3,8 @@
 Three methods that must agree where theory says they should: closed forms
 (:mod:`meanfield.theory`), exact infinite-width mean-field recursions
 (:mod:`meanfield.recursions`) and Monte-Carlo over sampled finite-width networks
-(:mod:`meanfield.montecarlo`); initialization schemes in :mod:`meanfield.inits`.
+(:mod:`meanfield.montecarlo`); initialization schemes in :mod:`meanfield.inits`, and
+:func:`solve_init`, the largest weight variance that keeps a network inside a growth band.
 
     >>> import jax, meanfield
     >>> block = meanfield.Block(activation="relu", norm="bn_post", residual=True)
@@ -14,14 +15,16 @@ Three methods that must agree where theory says they should: closed forms
     ((11,), (11,))
 """
 
-from meanfield import architecture, gaussian, inits, montecarlo, recursions, theory
+from meanfield import architecture, gaussian, inits, montecarlo, recursions, solver, theory
 from meanfield.architecture import Block, all_blocks
 from meanfield.recursions import Profile, profile
+from meanfield.solver import InitSolution, solve_init
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Block",
+    "InitSolution",
     "Profile",
     "all_blocks",
     "architecture",
@@ -30,6 +33,8 @@ __all__ = [
     "montecarlo",
     "profile",
     "recursions",
+    "solve_init",
+    "solver",
     "theory",
     "__version__",
 ]
