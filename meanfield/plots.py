@@ -407,3 +407,54 @@ def initcheck_figure(checks: Sequence[dict], title: str | None = None):
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def solve_init_figure(records: Sequence[dict], title: str | None = None):
+    """Forward growth q_L/q_0 and gradient spread against c = Var[w]·n·L (recursion, solid),
+    one panel per block, with the bounds (dotted), He and c = 1 (vertical lines), the solved
+    init (star) and Monte-Carlo at the solution (squares with ±1 SE). Each record is one
+    block's entry of experiments/solve_init.py's results.json."""
+    fig, axes = _figure(1, len(records), width=3.6, height=3.0)
+    for j, rec in enumerate(records):
+        ax = axes[0, j]
+        c = np.asarray(rec["curves"]["c"], dtype=float)
+        for key, color, label in (
+            ("log10_forward_growth", "#d62728", r"$q_L/q_0$"),
+            ("log10_gradient_spread", "#1f77b4", "gradient spread"),
+        ):
+            ax.plot(c, np.asarray(rec["curves"][key], dtype=float), color=color, label=label)
+            bound = rec["bounds"][key.replace("log10_", "max_")]
+            ax.axhline(np.log10(bound), color=color, linestyle=":", linewidth=1)
+            sol = rec["solution"]
+            ax.plot(
+                sol["c"], np.log10(sol[key.replace("log10_", "")]), "*", color=color, markersize=9
+            )
+            for mc in rec.get("montecarlo", []):
+                ax.errorbar(
+                    mc["c"],
+                    mc[key],
+                    yerr=mc[f"{key}_stderr"],
+                    fmt="s",
+                    color=color,
+                    markersize=3.5,
+                    capsize=2,
+                    markerfacecolor="none",
+                )
+        for name, style in (("he", "--"), ("depth_scaled_c1", "-.")):
+            ax.axvline(
+                rec["reference"][name]["c"],
+                color="0.4",
+                linestyle=style,
+                linewidth=1,
+                label={"he": "He", "depth_scaled_c1": "c = 1"}[name],
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel(r"$c = n L\,\mathrm{Var}[w]$")
+        ax.set_title(rec["block"], fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        if j == 0:
+            ax.set_ylabel(r"$\log_{10}$ ratio")
+            ax.legend(fontsize=7, frameon=False, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
