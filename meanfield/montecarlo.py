@@ -45,6 +45,18 @@ Per network r (z^l is B x n, d^l = dE/dz^l) the statistics are
 and across networks the estimate is the mean over the R networks with standard error
 std_r / sqrt(R) (sample standard deviation, ddof = 1). The ``log10_`` statistics are
 log10 of that mean and of that standard error, computed without overflow.
+
+**The spread, not only the mean.** At finite width a statistic such as m2_z^L is a product of
+per-layer factors, so across networks it is log-normal-like: the standard deviation of its log
+grows like sqrt(L/n), and once it passes about 1 the mean is carried by a few rare networks
+while the typical network sits far below it, and the standard error, itself estimated from
+those few networks, is not trustworthy. ``Estimate.spread`` therefore gives, per statistic and
+layer, the median, the 5-95% band and the mean and standard deviation over networks of the
+natural log (:class:`Spread`); ``heavy_tail`` marks layers where that standard deviation
+exceeds :data:`HEAVY_TAIL_SD_LN` = 1, and :func:`simulate` then warns
+(:class:`HeavyTailWarning`). For a log-normal with σ = 1 the mean is e^{σ²/2} = 1.65 times
+the median and the relative standard error of a sample mean, sqrt((e^{σ²} - 1)/R), needs R of
+order e^{σ²} networks to mean anything; at σ = 2 it is already 55/R.
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -68,8 +81,11 @@ from meanfield.architecture import Block
 
 __all__ = [
     "ENGINES",
+    "HEAVY_TAIL_SD_LN",
     "PRECISIONS",
     "Estimate",
+    "HeavyTailWarning",
+    "Spread",
     "Stat",
     "network_statistics",
     "simulate",
@@ -80,6 +96,12 @@ PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision
 _LN10 = math.log(10.0)
 # Per-network statistics kept in log form (positive), and the raw mean.
 _LOG_STATS = ("m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw")
+# Above this standard deviation over networks of ln(statistic) the mean is called heavy-tailed.
+HEAVY_TAIL_SD_LN = 1.0
+
+
+class HeavyTailWarning(UserWarning):
+    """A Monte-Carlo mean is carried by a few networks; its standard error is not reliable."""
 
 
 class Stat(NamedTuple):
@@ -87,6 +109,27 @@ class Stat(NamedTuple):
 
     mean: jax.Array
     stderr: jax.Array
+
+
+class Spread(NamedTuple):
+    """How one statistic is spread over the R networks, each an array over layers l = 0..L.
+
+    ``median``, ``q05`` and ``q95`` are the median and the 5% and 95% quantiles over networks
+    (``log10_`` versions stay finite where raw values overflow); ``mean_ln`` and ``sd_ln`` are
+    the mean and standard deviation (ddof = 1) over networks of the natural log of the
+    statistic, so exp(mean_ln) is the geometric mean, the typical network; ``heavy_tail`` is
+    ``sd_ln > HEAVY_TAIL_SD_LN``. For ``mean_z``, which can be negative, the log fields are NaN.
+    """
+
+    median: np.ndarray
+    q05: np.ndarray
+    q95: np.ndarray
+    log10_median: np.ndarray
+    log10_q05: np.ndarray
+    log10_q95: np.ndarray
+    mean_ln: np.ndarray
+    sd_ln: np.ndarray
+    heavy_tail: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,12 +155,24 @@ class Estimate:
     networks: int
     batch: int
     seconds: float  # wall time of the simulation, compilation included
+    # Statistic name (mean_z, m2_z, var_z, unitvar_z, m2_dz, var_dw) -> its spread over networks.
+    spread: dict[str, Spread] = dataclasses.field(default_factory=dict)
+
+    def heavy_tails(self) -> dict[str, np.ndarray]:
+        """Statistic -> the layers where its sd over networks of ln exceeds HEAVY_TAIL_SD_LN."""
+        return {
+            k: np.flatnonzero(v.heavy_tail) for k, v in self.spread.items() if v.heavy_tail.any()
+        }
 
     def as_dict(self) -> dict:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            out[f.name] = {"mean": v.mean, "stderr": v.stderr} if isinstance(v, Stat) else v
+            if isinstance(v, Stat):
+                v = {"mean": v.mean, "stderr": v.stderr}
+            elif f.name == "spread":
+                v = {k: s._asdict() for k, s in v.items()}
+            out[f.name] = v
         return out
 
 
@@ -454,6 +509,40 @@ def _aggregate(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.log(mean) + ref, np.log(se) + ref
 
 
+def _spread(values: np.ndarray, logs: bool) -> Spread:
+    """Spread over axis 0 (networks) of per-network values, given as natural logs if ``logs``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        q05, median, q95 = np.quantile(values, [0.05, 0.5, 0.95], axis=0)
+        if logs:
+            mean_ln, sd_ln = np.mean(values, axis=0), np.std(values, axis=0, ddof=1)
+            log10 = [q / _LN10 for q in (median, q05, q95)]
+            raw = [np.exp(q) for q in (median, q05, q95)]
+        else:
+            mean_ln = sd_ln = np.full(values.shape[1:], np.nan)
+            log10 = [mean_ln] * 3
+            raw = [median, q05, q95]
+    return Spread(*raw, *log10, mean_ln, sd_ln, np.nan_to_num(sd_ln) > HEAVY_TAIL_SD_LN)
+
+
+def _heavy_tail_message(block: Block, spread: dict[str, Spread]) -> str | None:
+    parts = []
+    for name, s in spread.items():
+        layers = np.flatnonzero(s.heavy_tail)
+        if layers.size:
+            parts.append(
+                f"{name} at {layers.size} layer(s) from l = {layers[0]} "
+                f"(sd of ln up to {np.nanmax(s.sd_ln[layers]):.3g})"
+            )
+    if not parts:
+        return None
+    return (
+        f"heavy tail over networks for {block.name}: " + "; ".join(parts) + f". Above "
+        f"sd(ln) = {HEAVY_TAIL_SD_LN:g} the mean is carried by a few networks and its standard "
+        "error is not reliable; read Estimate.spread (median, 5-95% band) for the typical "
+        "network."
+    )
+
+
 def simulate(
     block: Block,
     *,
@@ -471,6 +560,7 @@ def simulate(
     engine: str = "auto",
     progress: bool = False,
     input_std: float = 1.0,
+    warn: bool = True,
 ) -> Estimate:
     """Monte-Carlo estimate of the per-layer statistics of ``networks`` sampled networks.
 
@@ -497,9 +587,12 @@ def simulate(
         progress: print a progress line per chunk to stderr.
         input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
             the stem of a real network starts (:mod:`meanfield.initcheck`).
+        warn: issue a :class:`HeavyTailWarning` when some statistic's standard deviation over
+            networks of its log exceeds :data:`HEAVY_TAIL_SD_LN` at some layer.
 
     Returns:
-        :class:`Estimate` with per-layer :class:`Stat` (mean over networks, standard error).
+        :class:`Estimate` with per-layer :class:`Stat` (mean over networks, standard error)
+        and, in ``spread``, each statistic's :class:`Spread` over networks.
     """
     if not isinstance(block, Block):
         raise ValueError(f"block must be a meanfield.Block, got {block!r}")
@@ -583,7 +676,9 @@ def simulate(
     with np.errstate(invalid="ignore", over="ignore"):  # inf where z itself overflowed
         mz_se = mz.std(0, ddof=1) / math.sqrt(networks)
     fields["mean_z"] = Stat(mz.mean(0).astype(dtype), mz_se.astype(dtype))
+    spread = {"mean_z": _spread(mz, logs=False)}
     for name in _LOG_STATS:
+        spread[name] = _spread(per[f"log_{name}"].astype(np.float64), logs=True)
         log_mean, log_se = _aggregate(per[f"log_{name}"].astype(np.float64))
         fields[f"log10_{name}"] = Stat(
             (log_mean / _LN10).astype(dtype), (log_se / _LN10).astype(dtype)
@@ -593,4 +688,14 @@ def simulate(
             se = np.exp(log_se).astype(dtype)
         overflow |= np.isinf(mean) & np.isfinite(log_mean)
         fields[name] = Stat(mean, se)
-    return Estimate(**fields, overflow=overflow, networks=networks, batch=batch, seconds=seconds)
+    message = _heavy_tail_message(block, spread) if warn else None
+    if message:
+        warnings.warn(message, HeavyTailWarning, stacklevel=2)
+    return Estimate(
+        **fields,
+        overflow=overflow,
+        networks=networks,
+        batch=batch,
+        seconds=seconds,
+        spread=spread,
+    )

@@ -234,9 +234,18 @@ def montecarlo_band_statistics(
 ) -> dict[str, float]:
     """The same two statistics from sampled networks (:func:`meanfield.montecarlo.simulate`):
     log10 of the ratio of the means over networks, with a delta-method standard error
-    (treating the two means as independent, which overstates it when they correlate)."""
+    (treating the two means as independent, which overstates it when they correlate).
+    ``heavy_tail`` is True when any of the four means is carried by a few networks
+    (:data:`meanfield.montecarlo.HEAVY_TAIL_SD_LN`), so that error is not to be trusted."""
     est = montecarlo.simulate(
-        block, key=key, depth=depth, width=width, var_w=var_w, networks=networks, batch=batch
+        block,
+        key=key,
+        depth=depth,
+        width=width,
+        var_w=var_w,
+        networks=networks,
+        batch=batch,
+        warn=False,
     )
     lm = np.asarray(est.log10_m2_z.mean, np.float64)
     ls = np.asarray(est.log10_m2_z.stderr, np.float64)
@@ -245,11 +254,14 @@ def montecarlo_band_statistics(
     rel = 10.0 ** (ls - lm)  # relative standard errors of the means
     hi, lo = int(np.argmax(dw)), int(np.argmin(dw))
     rel_dw = 10.0 ** (dws - dw)
+    tails = est.spread["m2_z"].heavy_tail[[0, -1]].tolist()
+    tails += est.spread["var_dw"].heavy_tail[1:][[hi, lo]].tolist()
     return {
         "log10_forward_growth": float(lm[-1] - lm[0]),
         "log10_forward_growth_stderr": float(math.hypot(rel[0], rel[-1]) / _LN10),
         "log10_gradient_spread": float(dw[hi] - dw[lo]),
         "log10_gradient_spread_stderr": float(math.hypot(rel_dw[hi], rel_dw[lo]) / _LN10),
+        "heavy_tail": bool(any(tails)),
         "networks": networks,
         "batch": batch,
         "width": width,

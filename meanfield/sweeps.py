@@ -201,9 +201,12 @@ def montecarlo_profiles(
 ) -> list[dict]:
     """Monte-Carlo estimates over layers l = 0..depth for every (block, init).
 
-    Each record: block, init, var_w, networks, batch, seconds and ``montecarlo`` (statistic ->
-    {"mean", "stderr"} lists, with the ``log10_`` versions). BN blocks need ``batch >= 2``.
-    Every (block, init) gets its own key, folded from ``key``.
+    Each record: block, init, var_w, networks, batch, seconds, ``montecarlo`` (statistic ->
+    {"mean", "stderr"} lists, with the ``log10_`` versions), ``spread`` (statistic -> the
+    fields of :class:`meanfield.montecarlo.Spread`: median, 5-95% band, mean and sd of ln) and
+    ``heavy_tail`` (statistic -> the layers where the mean is carried by a few networks; no
+    warning is issued, the record says it). BN blocks need ``batch >= 2``. Every
+    (block, init) gets its own key, folded from ``key``.
     """
     from meanfield import montecarlo
 
@@ -220,7 +223,7 @@ def montecarlo_profiles(
                 networks=networks,
                 batch=batch,
                 progress=progress,
-                **simulate_kwargs,
+                **({"warn": False} | simulate_kwargs),
             )
             stats = est.as_dict()
             records.append(
@@ -233,7 +236,11 @@ def montecarlo_profiles(
                     "networks": networks,
                     "batch": batch,
                     "seconds": est.seconds,
-                    "montecarlo": {k: v for k, v in stats.items() if isinstance(v, dict)},
+                    "montecarlo": {
+                        k: v for k, v in stats.items() if isinstance(v, dict) and k != "spread"
+                    },
+                    "spread": stats["spread"],
+                    "heavy_tail": {k: v.tolist() for k, v in est.heavy_tails().items()},
                     "overflow": est.overflow,
                 }
             )
