@@ -33,7 +33,13 @@ from meanfield import architecture as arch
 from meanfield import montecarlo, recursions, theory
 from meanfield.architecture import Block
 
-__all__ = ["QUANTITIES", "batch_sweep", "extrapolate_width", "width_sweep"]
+__all__ = [
+    "QUANTITIES",
+    "batch_sweep",
+    "extrapolate_width",
+    "finite_batch_gradient_ratio",
+    "width_sweep",
+]
 
 _LN10 = math.log(10.0)
 QUANTITIES = ("mean_z", "m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw", "grad_ratio")
@@ -185,8 +191,11 @@ def width_sweep(
     ]
 
 
-def _finite_batch_form(block: Block, depth: int, width: int, alpha: float, batch: int):
-    """log10 of the n -> ∞, finite-B gradient ratio where a closed form exists, else NaN."""
+def finite_batch_gradient_ratio(
+    block: Block, depth: int, width: int, alpha: float, batch: int
+) -> float:
+    """log10 of Var[dE/dW^1]/Var[dE/dW^L] at n -> ∞ and finite batch B, from the exact
+    closed form of identity blocks with BN; NaN where none exists (ReLU, no BN, B <= 3)."""
     if block.activation != "identity" or block.norm == "none" or batch <= 3:
         return math.nan
     with jax.enable_x64(True):
@@ -232,7 +241,7 @@ def batch_sweep(
             **simulate_kwargs,
         )
         if quantity[0] == "grad_ratio":
-            row["log10_finite_batch"] = _finite_batch_form(block, depth, width, alpha, b)
+            row["log10_finite_batch"] = finite_batch_gradient_ratio(block, depth, width, alpha, b)
         rows.append(row)
     return rows
 
@@ -240,7 +249,8 @@ def batch_sweep(
 def extrapolate_width(rows: Sequence[dict], min_width: int = 1) -> dict:
     """Weighted least-squares fit of the Monte-Carlo mean to a + b/n over widths >= min_width.
 
-    Returns the fitted limit ``a`` (the n -> ∞ value) with its standard error, ``b``, the
+    Returns the fitted limit ``a`` (the n -> ∞ value) with its standard error, ``b`` with its
+    standard error, the
     recursion's value and the z-score (a - recursion)/SE, all in linear (not log) units, and the
     fit's χ² per degree of freedom. Heavy-tailed rows are dropped (their errors are not
     trustworthy); at least three rows must remain.
@@ -266,6 +276,7 @@ def extrapolate_width(rows: Sequence[dict], min_width: int = 1) -> dict:
         "limit": limit,
         "limit_stderr": limit_se,
         "slope": float(coef[1]),
+        "slope_stderr": float(math.sqrt(cov[1, 1])),
         "recursion": recursion,
         "z_limit_vs_recursion": (limit - recursion) / limit_se,
         "chi2_per_dof": float(np.sum(resid**2) / max(len(use) - 2, 1)),
