@@ -1,0 +1,364 @@
+"""A calibrated theory-against-simulation report: every statistic at every layer, with a reason
+wherever the three methods disagree.
+
+For each configuration (block, init, width, depth, batch), :func:`calibrate` puts side by side,
+per statistic and layer:
+
+* the closed forms of :mod:`meanfield.theory` (the paper's formula and the corrected one, each
+  with its kind: exact, lower bound or approximation),
+* the infinite-width recursion (:mod:`meanfield.recursions`),
+* Monte-Carlo: mean ± SE over networks, the median network and the sd of ln over networks,
+
+with the z-score (MC − recursion)/SE and the relative error MC/recursion − 1, and a ``flag``
+that names why they disagree. The reasons are measured, not guessed:
+
+``paper's approximation``
+    the paper's closed form differs from the recursion by more than ``form_tol`` (5%); the
+    recursion is the n -> ∞ truth, so the formula, not the simulation, is off.
+``paper's bound is loose``
+    a lower bound that holds but lies more than ``form_tol`` below the recursion.
+``closed form != recursion``
+    a form labelled exact disagrees with the recursion: a bug, which the tests plant to check
+    that the report would catch it.
+``finite width``
+    |z| > ``z_max`` and the gap to the recursion shrinks when the same configuration is sampled
+    at ``scale`` times the width (at least to 0.6 of itself, by more than 2 combined standard
+    errors): the n -> ∞ limit is approached, not yet reached.
+``finite batch``
+    the same, for BN blocks, when the batch is scaled instead (BN uses the batch statistics, so
+    B is a second finite size the recursion takes to infinity). When neither alone closes the
+    gap but scaling both does, the flag names both.
+``heavy tail``
+    the sd over networks of ln(statistic) exceeds 1 at that point: the mean is carried by a few
+    networks and its standard error (hence z) is not reliable
+    (:data:`meanfield.montecarlo.HEAVY_TAIL_SD_LN`).
+``unexplained``
+    |z| > ``z_max`` and neither a wider network nor a larger batch closes the gap.
+
+A flag may name several reasons, joined by "; ". Empty means all three agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from meanfield import architecture as arch
+from meanfield import montecarlo, recursions, theory
+from meanfield.architecture import Block
+
+__all__ = ["REASONS", "STATISTICS", "calibrate", "markdown", "summary"]
+
+STATISTICS = ("m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw")
+REASONS = (
+    "paper's approximation",
+    "paper's bound is loose",
+    "closed form != recursion",
+    "finite width",
+    "finite batch",
+    "heavy tail",
+    "unexplained",
+)
+
+
+def _log10(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(x)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _forms(block: Block, depth: int, width: int, var_w: float) -> dict[str, dict]:
+    """statistic -> {"paper": form, "corrected": form}, log10 values in float64."""
+    with jax.enable_x64(True):
+        forms = theory.closed_forms(block, depth=depth, width=width, var_w=var_w)
+    out: dict[str, dict] = {}
+    for f in forms:
+        out.setdefault(f.statistic, {}).setdefault(
+            f.source, {"label": f.label, "kind": f.kind, "log10": _log10(f.values)}
+        )
+    return out
+
+
+def _simulate(block, key, depth, width, var_w, networks, batch, simulate_kwargs):
+    return montecarlo.simulate(
+        block,
+        key=key,
+        depth=depth,
+        width=width,
+        var_w=var_w,
+        networks=networks,
+        batch=batch,
+        warn=False,
+        **simulate_kwargs,
+    )
+
+
+def _gaps(est: montecarlo.Estimate, stat: str, log10_rec: np.ndarray):
+    """Relative gap MC/recursion - 1 and its standard error, per layer."""
+    s = getattr(est, f"log10_{stat}")
+    lm = np.asarray(s.mean, np.float64)
+    ls = np.asarray(s.stderr, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 10.0 ** (lm - log10_rec) - 1.0, 10.0 ** (ls - log10_rec)
+
+
+def _shrinks(gap, se, gap_scaled, se_scaled) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        closer = np.abs(gap) - np.abs(gap_scaled) > 2.0 * np.hypot(se, se_scaled)
+        return closer & (np.abs(gap_scaled) <= 0.6 * np.abs(gap))
+
+
+def calibrate(
+    block: Block,
+    *,
+    key: jax.Array,
+    depth: int,
+    width: int,
+    var_w: float,
+    networks: int,
+    batch: int,
+    init: str = "",
+    scale: int = 4,
+    z_max: float = 4.0,
+    form_tol: float = 0.05,
+    diagnose: bool = True,
+    **simulate_kwargs,
+) -> list[dict]:
+    """One row per (statistic, layer) of one configuration; see the module docstring.
+
+    Monte-Carlo runs once at (width, batch) and, when some point is more than ``z_max``
+    standard errors off the recursion and ``diagnose`` is True, again at ``scale``·width and
+    (BN blocks) at ``scale``·batch and at both, with keys folded from ``key``, to name the
+    reason.
+    ``init`` is only a label for the rows. Columns, all floats or strings: block, init, width,
+    depth, batch, networks, var_w, alpha, statistic, layer, ``paper_form``/``paper_kind``/
+    ``log10_paper`` and ``corrected_form``/``corrected_kind``/``log10_corrected`` (empty/NaN
+    where the block has none), ``log10_recursion``, ``log10_mc_mean``, ``log10_mc_stderr``,
+    ``log10_mc_median``, ``sd_ln``, ``z``, ``rel_error`` (MC/recursion - 1), ``paper_rel_error``
+    (paper/recursion - 1), ``rel_error_wide``, ``rel_error_big_batch`` and
+    ``rel_error_wide_big_batch`` (the diagnostic runs; NaN when not run) and ``flag``.
+    """
+    if not isinstance(block, Block):
+        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
+    depth = arch.static_int("depth", depth)
+    width = arch.static_int("width", width)
+    scale = arch.static_int("scale", scale)
+    if scale < 2:
+        raise ValueError(
+            f"scale must be >= 2 (the diagnostic run is scale times larger), got {scale}"
+        )
+    arch.check_positive("z_max", z_max)
+    arch.check_positive("form_tol", form_tol)
+    arch.check_var_w(var_w)
+    var_w = float(var_w)
+
+    prof = recursions.profile(block, depth=depth, width=width, var_w=var_w)
+    forms = _forms(block, depth, width, var_w)
+    est = _simulate(block, key, depth, width, var_w, networks, batch, simulate_kwargs)
+    # Always the three of the design; var_z and unitvar_z where a closed form speaks of them or
+    # (unitvar_z) where BN divides by it.
+    stats = [
+        s
+        for s in STATISTICS
+        if s in ("m2_z", "m2_dz", "var_dw")
+        or s in forms
+        or (s == "unitvar_z" and block.norm != "none")
+    ]
+    log10_rec = {s: np.asarray(getattr(prof, f"log10_{s}"), np.float64) for s in stats}
+    gaps = {s: _gaps(est, s, log10_rec[s]) for s in stats}
+    off = any(np.nanmax(np.abs(g / se), initial=0.0) > z_max for g, se in gaps.values())
+
+    wide = big = both = None
+    if diagnose and off:
+        # Same α = n·var_w at the larger width; the recursion depends on α only.
+        wide = _simulate(
+            block,
+            jax.random.fold_in(key, 1),
+            depth,
+            scale * width,
+            var_w / scale,
+            networks,
+            batch,
+            simulate_kwargs,
+        )
+        if block.norm != "none":
+            big = _simulate(
+                block,
+                jax.random.fold_in(key, 2),
+                depth,
+                width,
+                var_w,
+                networks,
+                scale * batch,
+                simulate_kwargs,
+            )
+            both = _simulate(
+                block,
+                jax.random.fold_in(key, 3),
+                depth,
+                scale * width,
+                var_w / scale,
+                networks,
+                scale * batch,
+                simulate_kwargs,
+            )
+
+    rows = []
+    for stat in stats:
+        gap, se = gaps[stat]
+        lm = np.asarray(getattr(est, f"log10_{stat}").mean, np.float64)
+        ls = np.asarray(getattr(est, f"log10_{stat}").stderr, np.float64)
+        spread = est.spread[stat]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = gap / se
+        nan = np.full_like(gap, np.nan)
+        gap_w, se_w = _gaps(wide, stat, log10_rec[stat]) if wide is not None else (nan, nan)
+        gap_b, se_b = _gaps(big, stat, log10_rec[stat]) if big is not None else (nan, nan)
+        gap_wb, se_wb = _gaps(both, stat, log10_rec[stat]) if both is not None else (nan, nan)
+        by_width = _shrinks(gap, se, gap_w, se_w)
+        by_batch = _shrinks(gap, se, gap_b, se_b)
+        by_both = _shrinks(gap, se, gap_wb, se_wb) & ~by_width & ~by_batch
+        paper = forms.get(stat, {}).get("paper")
+        corrected = forms.get(stat, {}).get("corrected")
+        for layer in range(depth + 1):
+            if not (np.isfinite(lm[layer]) and np.isfinite(log10_rec[stat][layer])):
+                continue
+            rec = log10_rec[stat][layer]
+            reasons = []
+            paper_rel = math.nan
+            for form in (paper, corrected):
+                if form is None or not np.isfinite(form["log10"][layer]):
+                    continue
+                rel = 10.0 ** (form["log10"][layer] - rec) - 1.0
+                if form is paper:
+                    paper_rel = rel
+                if form["kind"] == "exact" and abs(rel) > 1e-3:
+                    reasons.append("closed form != recursion")
+                elif form is paper and form["kind"] == "approximation" and abs(rel) > form_tol:
+                    reasons.append("paper's approximation")
+                elif form is paper and form["kind"] == "lower_bound" and rel < -form_tol:
+                    reasons.append("paper's bound is loose")
+            if abs(z[layer]) > z_max:
+                if by_width[layer] or by_both[layer]:
+                    reasons.append("finite width")
+                if by_batch[layer] or by_both[layer]:
+                    reasons.append("finite batch")
+                if not (by_width[layer] or by_batch[layer] or by_both[layer]):
+                    reasons.append("unexplained")
+            if spread.heavy_tail[layer]:
+                reasons.append("heavy tail")
+            rows.append(
+                {
+                    "block": block.name,
+                    "init": init,
+                    "width": width,
+                    "depth": depth,
+                    "batch": batch,
+                    "networks": networks,
+                    "var_w": var_w,
+                    "alpha": var_w * width,
+                    "statistic": stat,
+                    "layer": layer,
+                    "paper_form": paper["label"] if paper else "",
+                    "paper_kind": paper["kind"] if paper else "",
+                    "log10_paper": float(paper["log10"][layer]) if paper else math.nan,
+                    "corrected_form": corrected["label"] if corrected else "",
+                    "corrected_kind": corrected["kind"] if corrected else "",
+                    "log10_corrected": float(corrected["log10"][layer]) if corrected else math.nan,
+                    "log10_recursion": float(rec),
+                    "log10_mc_mean": float(lm[layer]),
+                    "log10_mc_stderr": float(ls[layer]),
+                    "log10_mc_median": float(spread.log10_median[layer]),
+                    "sd_ln": float(spread.sd_ln[layer]),
+                    "z": float(z[layer]),
+                    "rel_error": float(gap[layer]),
+                    "paper_rel_error": float(paper_rel),
+                    "rel_error_wide": float(gap_w[layer]),
+                    "rel_error_big_batch": float(gap_b[layer]),
+                    "rel_error_wide_big_batch": float(gap_wb[layer]),
+                    "flag": "; ".join(reasons),
+                }
+            )
+    return rows
+
+
+def summary(rows: Sequence[dict], z_max: float = 4.0) -> list[dict]:
+    """One row per (block, init, statistic): points, how many within z_max, and per reason how
+    many points carry it."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["block"], r["init"], r["statistic"]), []).append(r)
+    out = []
+    for (block, init, stat), rs in groups.items():
+        z = np.array([r["z"] for r in rs], dtype=float)
+        row = {
+            "block": block,
+            "init": init,
+            "statistic": stat,
+            "points": len(rs),
+            "within_z_max": int(np.sum(np.abs(z) <= z_max)),
+            "max_abs_z": float(np.nanmax(np.abs(z))),
+            "max_abs_rel_error": float(np.nanmax(np.abs([r["rel_error"] for r in rs]))),
+        }
+        for reason in REASONS:
+            row[reason] = sum(reason in r["flag"].split("; ") for r in rs)
+        out.append(row)
+    return out
+
+
+def _sci(log10_value: float) -> str:
+    if not np.isfinite(log10_value):
+        return "–"
+    if -3 <= log10_value < 5:
+        return f"{10**log10_value:.4g}"
+    exponent = math.floor(log10_value)
+    return f"{10 ** (log10_value - exponent):.3f}e{exponent}"
+
+
+def markdown(rows: Sequence[dict], layers: Sequence[int] | None = None) -> str:
+    """The rows as markdown: one table per (block, init, statistic), at ``layers`` (default:
+    0, 1, L/4, L/2, 3L/4 and L; var_dw has no layer 0)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["block"], r["init"], r["statistic"]), []).append(r)
+    lines = []
+    for (block, init, stat), rs in groups.items():
+        depth = rs[0]["depth"]
+        if layers is None:
+            want = {0, 1, depth // 4, depth // 2, 3 * depth // 4, depth}
+        else:
+            want = set(layers)
+        first = rs[0]
+        label = init or f"var_w = {first['var_w']:.3g}"
+        lines.append(
+            f"### {block}, {label}: `{stat}` "
+            f"(n = {first['width']}, L = {depth}, B = {first['batch']}, "
+            f"R = {first['networks']})\n"
+        )
+        paper = first["paper_form"] and f"paper: {first['paper_form']} ({first['paper_kind']})"
+        corrected = first["corrected_form"] and (
+            f"corrected: {first['corrected_form']} ({first['corrected_kind']})"
+        )
+        if paper or corrected:
+            lines.append("Closed forms: " + "; ".join(x for x in (paper, corrected) if x) + ".\n")
+        lines.append(
+            "| l | paper | corrected | recursion | MC mean ± SE | MC median | sd ln | z | "
+            "rel. error | flag |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rs:
+            if r["layer"] not in want:
+                continue
+            se = 10 ** (r["log10_mc_stderr"] - r["log10_mc_mean"])
+            lines.append(
+                f"| {r['layer']} | {_sci(r['log10_paper'])} | {_sci(r['log10_corrected'])} | "
+                f"{_sci(r['log10_recursion'])} | {_sci(r['log10_mc_mean'])} ± {se:.1%} | "
+                f"{_sci(r['log10_mc_median'])} | {r['sd_ln']:.2f} | {r['z']:+.1f} | "
+                f"{r['rel_error']:+.3g} | {r['flag']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
