@@ -8,7 +8,7 @@ says otherwise, and the output gradient dE/dz^L has zero mean and unit variance.
 
 Where the paper is exact, one function gives its formula. Where it is approximate or wrong, a
 ``*_paper`` function gives the paper's formula and a sibling gives the correct one; each
-docstring says which is which (see also docs/theory.md and shared NOTES on the paper).
+docstring says which is which (see also docs/theory.md).
 
 Initialization
     :func:`he_var_w`, :func:`glorot_var_w`, :func:`depth_scaled_var_w` (eq. 10/28),
