@@ -125,7 +125,7 @@ def _recursion(block, depth, width, var_w, batch):
 def _identity_bn(block, depth, width, var_w, batch):
     # Exact in expectation at any width and batch: q_l and the batch variance (B-1)/B + lα
     # (residual) or αB... (plain: z^l = W BN(z) has q = α exactly); gradients from the n -> ∞,
-    # finite-B closed form (shared NOTES §7; the finite-n remainder is ~0.3% at n = 256).
+    # finite-B closed form (docs/finite-width.md §3; the finite-n remainder is ~0.3% at n = 256).
     alpha = width * var_w
     layers = np.arange(depth + 1)
     out = {
