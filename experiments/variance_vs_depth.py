@@ -25,8 +25,10 @@ finite width), and B = 8 steepens the BN gradient profiles.
 
 Writes profile.{png,pdf}, depth.{png,pdf}, results.json (everything, with configuration and
 versions), discrepancy.csv (closed forms vs recursion), montecarlo_discrepancy.csv (Monte-Carlo
-vs recursion in standard errors, and vs the paper's and the corrected closed form as a ratio)
-and depth_sweep.csv into a new folder under --out, and prints its path.
+vs recursion in standard errors, the median network, 5-95% band and sd of ln over networks,
+and vs the paper's and the corrected closed form as a ratio)
+and depth_sweep.csv into a new folder under --out, and prints its path. For a verdict per
+statistic and layer with the reason for every disagreement, run experiments/report.py.
 """
 
 from __future__ import annotations
@@ -202,6 +204,13 @@ def main(argv=None) -> Path:
             f"{z.size} layer statistics beyond 4 standard errors (finite width and batch; "
             "montecarlo_discrepancy.csv)"
         )
+        heavy = [r for r in mc if r["heavy_tail"]]
+        for r in heavy:
+            where = ", ".join(f"{k} at {len(v)} layers" for k, v in r["heavy_tail"].items())
+            print(
+                f"  heavy tail (sd of ln over networks > 1; the mean is a few networks'): "
+                f"{r['block']} ({r['init']}): {where}"
+            )
     print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
     return out
 

@@ -248,8 +248,10 @@ def montecarlo_profiles(
 
 
 def montecarlo_discrepancy_rows(profiles: Sequence[dict], mc: Sequence[dict]) -> list[dict]:
-    """Per (block, init, statistic, layer): MC mean ± SE, the recursion and the z-score
-    (MC - recursion)/SE, and MC / closed form for the paper's and the corrected form.
+    """Per (block, init, statistic, layer): MC mean ± SE, the median network, the 5-95% band
+    and the sd of ln over networks with the heavy-tail flag (when the record has ``spread``),
+    the recursion and the z-score (MC - recursion)/SE, and MC / closed form for the paper's
+    and the corrected form.
 
     Computed from the log10 values, so it stays finite where raw values overflow.
     """
@@ -285,6 +287,11 @@ def montecarlo_discrepancy_rows(profiles: Sequence[dict], mc: Sequence[dict]) ->
                     "log10_recursion": lr[layer],
                     "z_mc_vs_recursion": z[layer],
                 }
+                spread = rec.get("spread", {}).get(stat)
+                if spread is not None:
+                    for field in ("log10_median", "log10_q05", "log10_q95", "sd_ln"):
+                        row[f"mc_{field}"] = float(np.asarray(spread[field], float)[layer])
+                    row["heavy_tail"] = bool(np.asarray(spread["heavy_tail"])[layer])
                 for source in ("paper", "corrected"):
                     f = forms.get(source)
                     lc = float(_log10([f["values"][layer]])[0]) if f else np.nan
