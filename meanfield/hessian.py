@@ -21,8 +21,10 @@ C = E[x (y - x)ᵀ] (d x d):
   saddle.
 
 How it is computed. :func:`hessian_at_zero` forms the P x P matrix (P = L·k·d² parameters)
-with ``jax.hessian`` in float64 and diagonalizes it (``numpy.linalg.eigvalsh``); it refuses
-P > :data:`MAX_EXACT_PARAMS` = 4096 (a 128 MiB matrix). Beyond that :func:`lanczos_spectrum`
+from Hessian-vector products on unit vectors in float64 (blocks of columns, so memory stays
+bounded; the same numbers as ``jax.hessian``) and diagonalizes it with
+``numpy.linalg.eigvalsh``; it refuses P > :data:`MAX_EXACT_PARAMS` = 4096 (a 128 MiB matrix).
+Beyond that :func:`lanczos_spectrum`
 uses Hessian-vector products (forward-over-reverse autodiff; no P x P matrix) and Lanczos with
 full reorthogonalization: the extreme eigenvalues from H, and the smallest |λ| from the
 smallest eigenvalue of H² (exact once the iteration count reaches the number of distinct
@@ -56,6 +58,8 @@ __all__ = [
 
 ACTIVATIONS = ("linear", "tanh")
 MAX_EXACT_PARAMS = 4096
+# Memory for one block of Hessian columns (exact method).
+_CHUNK_BYTES = 2**28
 # |λ| below this fraction of max|λ| counts as zero (float64 rounding of the products above).
 _ZERO = 1e-10
 
@@ -127,12 +131,23 @@ def hessian_at_zero(x, y, *, depth: int, shortcut: int, activation: str = "linea
     with jax.enable_x64(True):
         zero = jnp.zeros((p,), jnp.float64)
         shape = (depth, shortcut, d, d)
+        xs, ys = jnp.asarray(x), jnp.asarray(y)
 
         def flat(w):
-            return loss(w.reshape(shape), jnp.asarray(x), jnp.asarray(y), activation)
+            return loss(w.reshape(shape), xs, ys, activation)
 
         grad = np.asarray(jax.grad(flat)(zero))
-        h = np.asarray(jax.hessian(flat)(zero))
+        # Column blocks of H as Hessian-vector products on unit vectors (the same numbers as
+        # jax.hessian, whose all-at-once vmap would hold P copies of the activations).
+        hvps = jax.jit(jax.vmap(lambda v: jax.jvp(jax.grad(flat), (zero,), (v,))[1]))
+        per_column = 8 * x.shape[0] * d * depth * (shortcut + 2)
+        chunk = int(max(1, min(p, _CHUNK_BYTES // per_column)))
+        h = np.empty((p, p))
+        for start in range(0, p, chunk):
+            stop = min(start + chunk, p)
+            basis = jnp.zeros((chunk, p), jnp.float64)
+            basis = basis.at[jnp.arange(stop - start), jnp.arange(start, stop)].set(1.0)
+            h[:, start:stop] = np.asarray(hvps(basis))[: stop - start].T
     eig = np.linalg.eigvalsh(0.5 * (h + h.T))
     top = np.abs(eig).max()
     zero_fraction = float(np.mean(np.abs(eig) <= _ZERO * top)) if top > 0 else 1.0

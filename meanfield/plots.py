@@ -640,3 +640,61 @@ def calibration_figure(rows: Sequence[dict], z_max: float = 4.0, title: str | No
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+SHORTCUT_COLORS = {1: "#d62728", 2: "#1f77b4", 3: "#2ca02c"}
+
+
+def hessian_figure(datasets: Sequence[dict], title: str | None = None):
+    """Condition number and spectral norm of the Hessian at zero against depth L, one column
+    per data set, one color per shortcut depth k (solid: linear, dashed: tanh); the closed
+    form cond(C) for k = 2 as a dotted line. Each data set: {"name", "rows": [{"depth",
+    "shortcut", "activation", "condition", "max_abs", "method"}], "closed_form_condition"}.
+    k >= 3 (H = 0) is noted in the panel, having no condition number to draw."""
+    fig, axes = _figure(2, len(datasets), width=3.4, height=2.6)
+    for j, ds in enumerate(datasets):
+        for k, color in SHORTCUT_COLORS.items():
+            for act, style in (("linear", "-"), ("tanh", "--")):
+                rs = [r for r in ds["rows"] if r["shortcut"] == k and r["activation"] == act]
+                if not rs:
+                    continue
+                L = np.array([r["depth"] for r in rs], dtype=float)
+                for i, key in enumerate(("condition", "max_abs")):
+                    y = np.array([r[key] for r in rs], dtype=float)
+                    if not np.isfinite(y).any() or np.nanmax(np.abs(y)) == 0:
+                        continue
+                    axes[i, j].plot(
+                        L, y, style, color=color, marker="o", markersize=3, label=f"k = {k}, {act}"
+                    )
+        cf = ds.get("closed_form_condition")
+        if cf:
+            axes[0, j].axhline(
+                cf,
+                color=SHORTCUT_COLORS[2],
+                linestyle=":",
+                linewidth=1.2,
+                label="k = 2 closed form σ_max(C)/σ_min(C)",
+            )
+        if any(r["shortcut"] >= 3 for r in ds["rows"]):
+            axes[1, j].text(
+                0.03,
+                0.04,
+                "k = 3: H = 0 at every depth",
+                transform=axes[1, j].transAxes,
+                fontsize=7,
+                color=SHORTCUT_COLORS[3],
+            )
+        axes[0, j].set_title(ds["name"], fontsize=9)
+        for i, label in enumerate(("condition number", r"spectral norm max$|\lambda|$")):
+            ax = axes[i, j]
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == 1:
+                ax.set_xlabel("residual units L")
+        axes[0, j].legend(fontsize=6, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
