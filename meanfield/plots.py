@@ -678,7 +678,7 @@ def hessian_figure(datasets: Sequence[dict], title: str | None = None):
         if any(r["shortcut"] >= 3 for r in ds["rows"]):
             axes[1, j].text(
                 0.03,
-                0.04,
+                0.9,
                 "k = 3: H = 0 at every depth",
                 transform=axes[1, j].transAxes,
                 fontsize=7,
