@@ -1,0 +1,257 @@
+"""Dynamical isometry: the singular values of the input-output Jacobian of sampled residual
+networks at initialization (Saxe et al.; Gadhikar & Burkholz 2022, "RISOTTO").
+
+A network maps x ∈ R^n to z^L ∈ R^n; its Jacobian J = dz^L/dx is n x n. Dynamical isometry
+means every singular value of J is near 1; the spread is measured by the standard deviation of
+ln σ_i and by the condition number σ_max/σ_min. Initializations (``INITS``):
+
+===================  =====================================================================
+``he``               the paper's block z + f(W z) (norm none / bn_post / bn_pre), var_w = 2/n
+``depth_scaled``     the same block, var_w = c/(nL)
+``fixup``            z + W_2 relu(W_1 z): W_1 He times L^(-1/(2m-2)) = L^(-1/2) (m = 2 weight
+                     layers), W_2 = 0 (Zhang et al. 2019; scalar multiplier 1 and biases 0,
+                     which do not change the function at init)
+``skipinit``         z + α relu(W z), W He, α = ``alpha`` (De & Smith 2020: 0, or small)
+``risotto``          looks-linear orthogonal, exact (below)
+===================  =====================================================================
+
+**RISOTTO (the construction implemented).** The paper's code could not be read; this is an
+exact construction for its block type C (identity skip, ReLU after the sum, two weight layers),
+derived and checked here. The network carries 2n channels h = [relu(y); relu(-y)] for a
+signal y ∈ R^n: a stem h^0 = relu([x; -x]); blocks h' = relu(α W_2 relu(W_1 h) + β h) with
+W_1 = [[I, -I], [-I, I]] and W_2 = (1/α) [[M - βI, -M], [-M, M - βI]], M Haar-orthogonal; a
+readout z = top - bottom half. Since relu(y) - relu(-y) = y, each block maps y to M y exactly,
+so J = M_L ⋯ M_1 is orthogonal: every singular value is 1 at any width and depth, to rounding.
+What is not verified against the paper: its exact parametrization of the sub-matrices, its
+type-B (projection skip) variant, and its convolutional delta-orthogonal kernels.
+
+**BN.** The Jacobian of one input's output with respect to that input, with BN's batch mean
+and variance (from the network's B inputs) held fixed: the map an input sees when the batch
+statistics are given. Only ``he`` and ``depth_scaled`` take a norm; the others are
+normalization-free by design.
+
+**How.** Exact: ``jax.jacfwd`` and ``jnp.linalg.svd`` per network, vmapped over networks, up to
+width :data:`MAX_EXACT_WIDTH`. Beyond, :func:`extreme_singular_values` estimates σ_max and
+σ_min by Lanczos on JᵀJ from Jacobian-vector and vector-Jacobian products (no n x n matrix).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meanfield import architecture as arch
+from meanfield import inits
+
+__all__ = [
+    "INITS",
+    "MAX_EXACT_WIDTH",
+    "SpectrumStats",
+    "extreme_singular_values",
+    "network",
+    "risotto_block",
+    "singular_values",
+    "spectrum_stats",
+]
+
+INITS = ("he", "depth_scaled", "fixup", "skipinit", "risotto")
+MAX_EXACT_WIDTH = 1024
+
+
+def _check(init: str, norm: str, depth: int, width: int, batch: int) -> None:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if norm not in ("none", "bn_post", "bn_pre"):
+        raise ValueError(f"norm must be one of ('none', 'bn_post', 'bn_pre'), got {norm!r}")
+    if norm != "none" and init not in ("he", "depth_scaled"):
+        raise ValueError(f"norm={norm!r} is only defined for init 'he' or 'depth_scaled'")
+    arch.static_int("depth", depth)
+    arch.static_int("width", width)
+    arch.static_int("batch", batch)
+    if norm != "none" and batch < 2:
+        raise ValueError(f"batch must be >= 2 with BN, got {batch}")
+
+
+def _bn(z: jax.Array) -> jax.Array:
+    """BN over the batch axis 0 with statistics held fixed for the Jacobian."""
+    mean = jax.lax.stop_gradient(jnp.mean(z, axis=0, keepdims=True))
+    var = jax.lax.stop_gradient(jnp.var(z, axis=0, keepdims=True))
+    return (z - mean) * jax.lax.rsqrt(jnp.where(var > 0, var, 1.0))
+
+
+def risotto_block(key: jax.Array, width: int, alpha: float = 1.0, beta: float = 1.0, dtype=None):
+    """(W_1, W_2) of one RISOTTO type-C block on 2·width channels (module docstring); the
+    block maps the signal y to M y with M Haar-orthogonal."""
+    dtype = dtype or jnp.result_type(float)
+    n = width
+    m = inits.orthogonal(key, (n, n), dtype=dtype)
+    eye = jnp.eye(n, dtype=dtype)
+    w1 = jnp.block([[eye, -eye], [-eye, eye]])
+    w2 = jnp.block([[m - beta * eye, -m], [-m, m - beta * eye]]) / alpha
+    return w1, w2
+
+
+def network(
+    init: str,
+    *,
+    key: jax.Array,
+    depth: int,
+    width: int,
+    norm: str = "none",
+    c: float = 1.0,
+    alpha: float = 0.0,
+):
+    """The function x (B x n) -> z^L (B x n) of one sampled network with this init; weights
+    drawn per block from ``fold_in(key, l)``. ``alpha`` is SkipInit's branch scale."""
+    _check(init, norm, depth, width, 2 if norm != "none" else 1)
+    n, L = width, depth
+    dtype = jnp.result_type(float)
+    keys = [jax.random.fold_in(key, layer) for layer in range(1, L + 1)]
+    if init in ("he", "depth_scaled"):
+        var_w = 2.0 / n if init == "he" else c / (n * L)
+        ws = [math.sqrt(var_w) * jax.random.normal(k, (n, n), dtype) for k in keys]
+
+        def f(x):
+            z = x
+            for w in ws:
+                if norm == "none":
+                    h = jax.nn.relu(z @ w)
+                elif norm == "bn_post":
+                    h = jax.nn.relu(_bn(z) @ w)
+                else:
+                    h = jax.nn.relu(_bn(z)) @ w
+                z = z + h
+            return z
+
+        return f
+    if init == "fixup":
+        scale = math.sqrt(2.0 / n) * L ** (-0.5)  # He, times L^(-1/(2m-2)) with m = 2
+        w1s = [scale * jax.random.normal(k, (n, n), dtype) for k in keys]
+        w2s = [jnp.zeros((n, n), dtype) for _ in keys]  # last layer of every branch: zero
+
+        def f(x):
+            z = x
+            for w1, w2 in zip(w1s, w2s, strict=True):
+                z = z + jax.nn.relu(z @ w1) @ w2
+            return z
+
+        return f
+    if init == "skipinit":
+        ws = [math.sqrt(2.0 / n) * jax.random.normal(k, (n, n), dtype) for k in keys]
+
+        def f(x):
+            z = x
+            for w in ws:
+                z = z + alpha * jax.nn.relu(z @ w)
+            return z
+
+        return f
+    blocks = [risotto_block(k, n, dtype=dtype) for k in keys]
+
+    def f(x):
+        h = jax.nn.relu(jnp.concatenate([x, -x], axis=-1))
+        for w1, w2 in blocks:
+            h = jax.nn.relu(jax.nn.relu(h @ w1.T) @ w2.T + h)  # α = β = 1
+        return h[..., :n] - h[..., n:]
+
+    return f
+
+
+def singular_values(
+    init: str,
+    *,
+    key: jax.Array,
+    depth: int,
+    width: int,
+    networks: int,
+    norm: str = "none",
+    batch: int = 1,
+    c: float = 1.0,
+    alpha: float = 0.0,
+) -> np.ndarray:
+    """Singular values (networks x width, descending) of dz^L/dx for the first of ``batch``
+    inputs x ~ N(0, I_n) of each of ``networks`` sampled networks (network r uses
+    ``split(key, networks)[r]``). Exact: ``jax.jacfwd`` and an SVD, vmapped over networks."""
+    _check(init, norm, depth, width, batch)
+    networks = arch.static_int("networks", networks)
+    if width > MAX_EXACT_WIDTH:
+        raise ValueError(
+            f"width {width} is above MAX_EXACT_WIDTH = {MAX_EXACT_WIDTH} for the exact SVD; "
+            "use extreme_singular_values"
+        )
+
+    def one(k):
+        kx, kw = jax.random.split(k)
+        x = jax.random.normal(kx, (batch, width))
+        f = network(init, key=kw, depth=depth, width=width, norm=norm, c=c, alpha=alpha)
+        jac = jax.jacfwd(lambda x0: f(x.at[0].set(x0))[0])(x[0])
+        return jnp.linalg.svd(jac, compute_uv=False)
+
+    keys = jax.random.split(key, networks)
+    return np.asarray(jax.jit(jax.vmap(one))(keys))
+
+
+def extreme_singular_values(
+    init: str,
+    *,
+    key: jax.Array,
+    depth: int,
+    width: int,
+    norm: str = "none",
+    batch: int = 1,
+    c: float = 1.0,
+    alpha: float = 0.0,
+    steps: int = 60,
+) -> tuple[float, float]:
+    """(σ_max, σ_min) of one network's Jacobian at any width, by Lanczos (full
+    reorthogonalization, float64 NumPy loop) on JᵀJ applied through ``jax.jvp`` and
+    ``jax.vjp``: exact once ``steps`` reaches the number of distinct singular values, an
+    estimate (σ_max converges first) otherwise."""
+    from meanfield.hessian import _lanczos
+
+    _check(init, norm, depth, width, batch)
+    steps = arch.static_int("steps", steps)
+    kx, kw = jax.random.split(key)
+    x = jax.random.normal(kx, (batch, width))
+    f = network(init, key=kw, depth=depth, width=width, norm=norm, c=c, alpha=alpha)
+
+    def g(x0):
+        return f(x.at[0].set(x0))[0]
+
+    _, vjp = jax.vjp(g, x[0])
+
+    @jax.jit
+    def gram(v):
+        jv = jax.jvp(g, (x[0],), (v.astype(x.dtype),))[1]
+        return vjp(jv)[0].astype(jnp.float64)
+
+    with jax.enable_x64(True):
+        ritz = _lanczos(gram, width, min(steps, width), jax.random.key(1))
+    ritz = np.clip(ritz, 0.0, None)
+    return float(math.sqrt(ritz.max())), float(math.sqrt(ritz.min()))
+
+
+class SpectrumStats(NamedTuple):
+    """Per network: spread of the singular values (arrays over networks)."""
+
+    sd_log: np.ndarray  # standard deviation of ln σ_i
+    mean_log: np.ndarray  # mean of ln σ_i
+    condition: np.ndarray  # σ_max / σ_min
+    max_abs_log: np.ndarray  # max_i |ln σ_i|: 0 for perfect isometry
+
+
+def spectrum_stats(sv: np.ndarray) -> SpectrumStats:
+    """Spread of each network's singular values (rows of ``sv``)."""
+    sv = np.asarray(sv, np.float64)
+    with np.errstate(divide="ignore"):
+        logs = np.log(sv)
+    return SpectrumStats(
+        sd_log=logs.std(axis=-1),
+        mean_log=logs.mean(axis=-1),
+        condition=sv.max(axis=-1) / sv.min(axis=-1),
+        max_abs_log=np.abs(logs).max(axis=-1),
+    )
