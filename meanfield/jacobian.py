@@ -106,56 +106,45 @@ def network(
     alpha: float = 0.0,
 ):
     """The function x (B x n) -> z^L (B x n) of one sampled network with this init; weights
-    drawn per block from ``fold_in(key, l)``. ``alpha`` is SkipInit's branch scale."""
+    drawn per block from ``fold_in(key, l)`` and applied by one ``lax.scan`` over blocks.
+    ``alpha`` is SkipInit's branch scale."""
     _check(init, norm, depth, width, 2 if norm != "none" else 1)
     n, L = width, depth
     dtype = jnp.result_type(float)
-    keys = [jax.random.fold_in(key, layer) for layer in range(1, L + 1)]
+    keys = jax.vmap(lambda layer: jax.random.fold_in(key, layer))(jnp.arange(1, L + 1))
+
+    def gaussian(std):  # (L, n, n) stacked per-block weights
+        return std * jax.vmap(lambda k: jax.random.normal(k, (n, n), dtype))(keys)
+
+    def scan(step, params):  # one block per layer, compiled once whatever the depth
+        return lambda x: jax.lax.scan(lambda z, p: (step(z, p), None), x, params)[0]
+
     if init in ("he", "depth_scaled"):
         var_w = 2.0 / n if init == "he" else c / (n * L)
-        ws = [math.sqrt(var_w) * jax.random.normal(k, (n, n), dtype) for k in keys]
 
-        def f(x):
-            z = x
-            for w in ws:
-                if norm == "none":
-                    h = jax.nn.relu(z @ w)
-                elif norm == "bn_post":
-                    h = jax.nn.relu(_bn(z) @ w)
-                else:
-                    h = jax.nn.relu(_bn(z)) @ w
-                z = z + h
-            return z
+        def step(z, w):
+            if norm == "none":
+                return z + jax.nn.relu(z @ w)
+            if norm == "bn_post":
+                return z + jax.nn.relu(_bn(z) @ w)
+            return z + jax.nn.relu(_bn(z)) @ w
 
-        return f
+        return scan(step, gaussian(math.sqrt(var_w)))
     if init == "fixup":
-        scale = math.sqrt(2.0 / n) * L ** (-0.5)  # He, times L^(-1/(2m-2)) with m = 2
-        w1s = [scale * jax.random.normal(k, (n, n), dtype) for k in keys]
-        w2s = [jnp.zeros((n, n), dtype) for _ in keys]  # last layer of every branch: zero
-
-        def f(x):
-            z = x
-            for w1, w2 in zip(w1s, w2s, strict=True):
-                z = z + jax.nn.relu(z @ w1) @ w2
-            return z
-
-        return f
+        w1 = gaussian(math.sqrt(2.0 / n) * L ** (-0.5))  # He, times L^(-1/(2m-2)) with m = 2
+        w2 = jnp.zeros_like(w1)  # the last layer of every branch: zero
+        return scan(lambda z, p: z + jax.nn.relu(z @ p[0]) @ p[1], (w1, w2))
     if init == "skipinit":
-        ws = [math.sqrt(2.0 / n) * jax.random.normal(k, (n, n), dtype) for k in keys]
+        return scan(lambda z, w: z + alpha * jax.nn.relu(z @ w), gaussian(math.sqrt(2.0 / n)))
+    w1, w2 = jax.vmap(lambda k: risotto_block(k, n, dtype=dtype))(keys)
 
-        def f(x):
-            z = x
-            for w in ws:
-                z = z + alpha * jax.nn.relu(z @ w)
-            return z
+    def block(h, p):  # α = β = 1
+        return jax.nn.relu(jax.nn.relu(h @ p[0].T) @ p[1].T + h)
 
-        return f
-    blocks = [risotto_block(k, n, dtype=dtype) for k in keys]
+    body = scan(block, (w1, w2))
 
     def f(x):
-        h = jax.nn.relu(jnp.concatenate([x, -x], axis=-1))
-        for w1, w2 in blocks:
-            h = jax.nn.relu(jax.nn.relu(h @ w1.T) @ w2.T + h)  # α = β = 1
+        h = body(jax.nn.relu(jnp.concatenate([x, -x], axis=-1)))
         return h[..., :n] - h[..., n:]
 
     return f

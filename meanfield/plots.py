@@ -698,3 +698,48 @@ def hessian_figure(datasets: Sequence[dict], title: str | None = None):
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def jacobian_figure(rows: Sequence[dict], title: str | None = None):
+    """Spread of the input-output Jacobian's singular values against depth: the standard
+    deviation of ln σ_i (mean ± SE over networks) and the median condition number
+    σ_max/σ_min, one line per (init, norm). ``rows``: {"label", "depth", "sd_log_mean",
+    "sd_log_stderr", "condition_median"} as written by experiments/jacobian_spectrum.py."""
+    fig, axes = _figure(1, 2, width=3.8, height=3.0)
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    cmap = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
+    for i, label in enumerate(labels):
+        rs = sorted((r for r in rows if r["label"] == label), key=lambda r: r["depth"])
+        L = np.array([r["depth"] for r in rs], dtype=float)
+        sd = np.array([r["sd_log_mean"] for r in rs], dtype=float)
+        se = np.array([r["sd_log_stderr"] for r in rs], dtype=float)
+        cond = np.array([r["condition_median"] for r in rs], dtype=float)
+        style = "--" if "BN" in label else "-"
+        color = cmap[i % len(cmap)]
+        axes[0, 0].errorbar(
+            L, sd, yerr=se, fmt=style, marker="o", markersize=3, color=color, capsize=2, label=label
+        )
+        axes[0, 1].plot(L, cond, style, marker="o", markersize=3, color=color, label=label)
+    axes[0, 0].set_ylabel(r"sd of $\ln \sigma_i$ (0: isometry)")
+    axes[0, 0].set_yscale("symlog", linthresh=1e-7)  # RISOTTO sits at float32 rounding
+    axes[0, 1].set_ylabel(r"median $\sigma_{max}/\sigma_{min}$")
+    axes[0, 1].set_yscale("log")
+    for ax in axes[0]:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("depth L")
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 1].legend(fontsize=6.5, frameon=False, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
