@@ -84,15 +84,10 @@ def _bn(z: jax.Array) -> jax.Array:
 
 
 def risotto_block(key: jax.Array, width: int, alpha: float = 1.0, beta: float = 1.0, dtype=None):
-    """(W_1, W_2) of one RISOTTO type-C block on 2·width channels (module docstring); the
-    block maps the signal y to M y with M Haar-orthogonal."""
+    """(W_1, W_2) of one RISOTTO type-C block on 2·width channels
+    (:func:`meanfield.inits.risotto_type_c`); the block maps the signal y to M y."""
     dtype = dtype or jnp.result_type(float)
-    n = width
-    m = inits.orthogonal(key, (n, n), dtype=dtype)
-    eye = jnp.eye(n, dtype=dtype)
-    w1 = jnp.block([[eye, -eye], [-eye, eye]])
-    w2 = jnp.block([[m - beta * eye, -m], [-m, m - beta * eye]]) / alpha
-    return w1, w2
+    return inits.risotto_type_c(key, width, alpha=alpha, beta=beta, dtype=dtype)
 
 
 def network(
