@@ -13,7 +13,7 @@ Command:
 
     python experiments/hessian_vs_depth.py [--out runs] [--depths 1 2 4 8 16 32]
 
-Runtime: about a minute on a 2-core CPU. Writes hessian.csv, results.json (with configuration
+Runtime: about 2 minutes on a 2-core CPU. Writes hessian.csv, results.json (with configuration
 and versions) and hessian.{png,pdf} into a new folder under --out and prints its path.
 """
 

@@ -12,7 +12,7 @@ Command:
 
     python experiments/jacobian_spectrum.py [--out runs] [--width 32] [--networks 16]
 
-Runtime: about 2 minutes on a 2-core CPU. Writes jacobian.csv (per configuration and depth:
+Runtime: about a minute on a 2-core CPU. Writes jacobian.csv (per configuration and depth:
 mean ± SE over networks of the sd of ln σ, median condition number, largest |ln σ|),
 results.json (with configuration and versions) and jacobian.{png,pdf} into a new folder
 under --out and prints its path.

@@ -13,7 +13,7 @@ Command:
 
     python experiments/report.py [--out runs] [--width 256] [--depth 100] [--networks 64]
 
-Runtime: about 3 minutes on a 2-core CPU. Writes calibration.csv (every statistic and layer),
+Runtime: about 2 minutes on a 2-core CPU. Writes calibration.csv (every statistic and layer),
 summary.csv (counts per configuration and statistic), report.md (the summary and the tables
 at six layers per statistic), calibration.{png,pdf} and results.json (with configuration and
 versions) into a new folder under --out, and prints its path.

@@ -47,8 +47,9 @@ import jax
 import numpy as np
 
 from meanfield import architecture as arch
-from meanfield import montecarlo, recursions, theory
+from meanfield import montecarlo, recursions
 from meanfield.architecture import Block
+from meanfield.sweeps import _closed_forms64, _log10
 
 __all__ = ["REASONS", "STATISTICS", "calibrate", "markdown", "summary"]
 
@@ -64,19 +65,10 @@ REASONS = (
 )
 
 
-def _log10(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.log10(x)
-    return np.where(np.isfinite(out), out, np.nan)
-
-
 def _forms(block: Block, depth: int, width: int, var_w: float) -> dict[str, dict]:
     """statistic -> {"paper": form, "corrected": form}, log10 values in float64."""
-    with jax.enable_x64(True):
-        forms = theory.closed_forms(block, depth=depth, width=width, var_w=var_w)
     out: dict[str, dict] = {}
-    for f in forms:
+    for f in _closed_forms64(block, depth=depth, width=width, var_w=var_w):
         out.setdefault(f.statistic, {}).setdefault(
             f.source, {"label": f.label, "kind": f.kind, "log10": _log10(f.values)}
         )

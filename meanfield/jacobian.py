@@ -53,7 +53,6 @@ __all__ = [
     "SpectrumStats",
     "extreme_singular_values",
     "network",
-    "risotto_block",
     "singular_values",
     "spectrum_stats",
 ]
@@ -81,13 +80,6 @@ def _bn(z: jax.Array) -> jax.Array:
     mean = jax.lax.stop_gradient(jnp.mean(z, axis=0, keepdims=True))
     var = jax.lax.stop_gradient(jnp.var(z, axis=0, keepdims=True))
     return (z - mean) * jax.lax.rsqrt(jnp.where(var > 0, var, 1.0))
-
-
-def risotto_block(key: jax.Array, width: int, alpha: float = 1.0, beta: float = 1.0, dtype=None):
-    """(W_1, W_2) of one RISOTTO type-C block on 2·width channels
-    (:func:`meanfield.inits.risotto_type_c`); the block maps the signal y to M y."""
-    dtype = dtype or jnp.result_type(float)
-    return inits.risotto_type_c(key, width, alpha=alpha, beta=beta, dtype=dtype)
 
 
 def network(
@@ -131,7 +123,7 @@ def network(
         return scan(lambda z, p: z + jax.nn.relu(z @ p[0]) @ p[1], (w1, w2))
     if init == "skipinit":
         return scan(lambda z, w: z + alpha * jax.nn.relu(z @ w), gaussian(math.sqrt(2.0 / n)))
-    w1, w2 = jax.vmap(lambda k: risotto_block(k, n, dtype=dtype))(keys)
+    w1, w2 = jax.vmap(lambda k: inits.risotto_type_c(k, n, dtype=dtype))(keys)
 
     def block(h, p):  # α = β = 1
         return jax.nn.relu(jax.nn.relu(h @ p[0].T) @ p[1].T + h)

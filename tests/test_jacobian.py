@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from meanfield import inits
 from meanfield import jacobian as J
 
 
@@ -25,12 +26,12 @@ def test_risotto_is_an_exact_isometry_at_finite_width():
 
 def test_a_broken_risotto_block_is_not_an_isometry(monkeypatch):
     # Drop the -βI of W_2's diagonal blocks: the skip path then adds h on top of My.
-    real = J.risotto_block
+    real = inits.risotto_type_c
 
-    def wrong(key, width, alpha=1.0, beta=1.0, dtype=None):
-        return real(key, width, alpha, 0.0, dtype)
+    def wrong(key, n, *, alpha=1.0, beta=1.0, dtype=jnp.float32):
+        return real(key, n, alpha=alpha, beta=0.0, dtype=dtype)
 
-    monkeypatch.setattr(J, "risotto_block", wrong)
+    monkeypatch.setattr(inits, "risotto_type_c", wrong)
     sv = _sv("risotto", depth=10)
     assert np.max(J.spectrum_stats(sv).max_abs_log) > 0.5
 
