@@ -15,6 +15,22 @@ bn_pre     h = W f(BN(z^{l-1}))                   eq. 43, Fig. 4
 and z^l = z^{l-1} + h when ``residual`` is True, z^l = h for the plain network used as
 contrast. BN normalizes every unit by its mean and (biased) variance over the inputs,
 without epsilon or affine parameters.
+
+Shortcut depth (Li et al. 2016): a branch of ``shortcut`` = k weight layers is the unit of the
+table repeated k times, W_1 first:
+
+=========  ==========================================================
+``norm``   branch with k weight layers
+=========  ==========================================================
+none       h = f(W_k f(... f(W_1 z^{l-1})))
+bn_post    h = f(W_k BN(... f(W_1 BN(z^{l-1}))))
+bn_pre     h = W_k f(BN(... W_1 f(BN(z^{l-1}))))
+=========  ==========================================================
+
+so k = 1 is the paper's block. ``final_activation=False`` drops the f after W_k (for
+``none`` and ``bn_post``; a ``bn_pre`` branch already ends with W_k): with k = 2 and no BN
+this is the branch z -> W_2 relu(W_1 z) of the no-normalization ResNets of Fixup, SkipInit
+and Arpit et al. (2019).
 """
 
 from __future__ import annotations
@@ -28,7 +44,7 @@ import numpy as np
 
 ACTIVATIONS = ("identity", "relu")
 NORMS = ("none", "bn_post", "bn_pre")
-SHORTCUTS = (1,)
+SHORTCUTS = (1, 2, 3)
 
 
 def _is_traced(value: Any) -> bool:
@@ -50,7 +66,8 @@ class Block:
     activation: str = "relu"  # f: "identity" or "relu"
     norm: str = "none"  # "none" (Fig. 1a), "bn_post" (Fig. 1b), "bn_pre" (Fig. 4)
     residual: bool = True  # z + branch(z); False gives the plain network z = branch(z)
-    shortcut: int = 1  # weight layers per residual branch (the paper's block has one)
+    shortcut: int = 1  # k, weight layers per residual branch (the paper's block has one)
+    final_activation: bool = True  # False: no f after the branch's last weight (none, bn_post)
 
     def __post_init__(self):
         if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
@@ -63,26 +80,65 @@ class Block:
             raise ValueError(f"Block.residual must be True or False, got {self.residual!r}")
         if isinstance(self.shortcut, bool) or self.shortcut not in SHORTCUTS:
             raise ValueError(
-                f"Block.shortcut must be one of {SHORTCUTS} (one weight layer per branch, "
+                f"Block.shortcut must be one of {SHORTCUTS} (weight layers per branch; 1 is "
                 f"the paper's block), got {self.shortcut!r}"
             )
+        if not isinstance(self.final_activation, (bool, np.bool_)):
+            raise ValueError(
+                f"Block.final_activation must be True or False, got {self.final_activation!r}"
+            )
+        if not self.final_activation and self.norm == "bn_pre":
+            raise ValueError(
+                "Block.final_activation must be True for norm='bn_pre' (the branch already ends "
+                "with its weight, h = W_k f(BN(...))), got False"
+            )
         object.__setattr__(self, "residual", bool(self.residual))
+        object.__setattr__(self, "final_activation", bool(self.final_activation))
+
+    def activations(self) -> tuple[str, ...]:
+        """The activation after each of the k weight layers of the branch ("identity" where
+        none is applied): for none and bn_post f after every W_i, except the last when
+        ``final_activation`` is False; for bn_pre the f that precedes W_i."""
+        acts = [self.activation] * self.shortcut
+        if not self.final_activation:
+            acts[-1] = "identity"
+        return tuple(acts)
 
     @property
     def name(self) -> str:
-        """Short label used in results and plots, e.g. ``'relu-bn_pre-plain'``."""
-        return f"{self.activation}-{self.norm}-{'residual' if self.residual else 'plain'}"
+        """Short label used in results and plots, e.g. ``'relu-bn_pre-plain'``; a branch of
+        k > 1 weight layers adds ``-k2``, one without its last activation ``-linear``
+        (``'relu-none-residual-k2-linear'``)."""
+        name = f"{self.activation}-{self.norm}-{'residual' if self.residual else 'plain'}"
+        if self.shortcut != 1:
+            name += f"-k{self.shortcut}"
+        if not self.final_activation:
+            name += "-linear"
+        return name
 
     @classmethod
     def from_name(cls, name: str) -> Block:
         """Inverse of :attr:`name`."""
-        parts = name.split("-")
+        parts = name.split("-") if isinstance(name, str) else []
+        final_activation = not (len(parts) > 3 and parts[-1] == "linear")
+        if not final_activation:
+            parts = parts[:-1]
+        shortcut = 1
+        if len(parts) == 4 and parts[3][:1] == "k" and parts[3][1:].isdigit():
+            shortcut = int(parts[3][1:])
+            parts = parts[:3]
         if len(parts) != 3 or parts[2] not in ("residual", "plain"):
             raise ValueError(
                 f"block name must look like 'relu-bn_post-residual' "
-                f"(activation-norm-residual|plain), got {name!r}"
+                f"(activation-norm-residual|plain[-k2][-linear]), got {name!r}"
             )
-        return cls(activation=parts[0], norm=parts[1], residual=parts[2] == "residual")
+        return cls(
+            activation=parts[0],
+            norm=parts[1],
+            residual=parts[2] == "residual",
+            shortcut=shortcut,
+            final_activation=final_activation,
+        )
 
 
 def all_blocks() -> tuple[Block, ...]:

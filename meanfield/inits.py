@@ -20,8 +20,26 @@ and :func:`normal` draws i.i.d. N(0, var_w) for any given ``var_w``.
 The companion papers' rules for residual branches are functions of their own, since each
 needs more than one number: :func:`fixup` (Zhang et al. 2019), :func:`branch_scale`
 (SkipInit, ReZero), :func:`risotto_type_c` (an exact looks-linear orthogonal block) and
-:func:`weight_norm` with :func:`weight_norm_gamma` (Arpit et al. 2019). They are not yet
-schemes of :func:`get`, :mod:`meanfield.montecarlo` or the trainer (docs/companions.md).
+:func:`weight_norm` with :func:`weight_norm_gamma` (Arpit et al. 2019).
+
+**Branch rules.** The simulator and the trainer take any of :data:`BRANCH_SCHEMES` (the five
+above and ``fixup``, ``skipinit``, ``rezero``, ``weight_norm``) through :func:`branch_init`,
+which gives, for a branch of k weight layers, each layer's per-entry variance, how it is
+drawn (Gaussian, Haar-orthogonal, or weight-normalized columns) and the scalar β that
+multiplies the branch output; :func:`branch_weight` draws one of the k weights:
+
+===============  ===========================================  =====  ====================
+scheme           var_w of W_1 .. W_k (n = fan-in)              β      law
+===============  ===========================================  =====  ====================
+he, glorot, ...  the scheme's, every layer                     1      Gaussian (orthogonal)
+``fixup``        2/n · L^(-1/(k-1)) for i < k; 0 for W_k       1      Gaussian
+``skipinit``     2/n (He)                                      α = 0  Gaussian
+``rezero``       2/n (Glorot with gain √2, their notebook)     0      Gaussian
+``weight_norm``  γ_i/n, γ = 2 (ReLU after W_i, i < k), 1       1      columns of norm² γ_i
+                 (no ReLU), 1/L for W_k (one stage of L)
+===============  ===========================================  =====  ====================
+
+With k = 1 Fixup's only layer is the last, so every branch starts at zero.
 
 Shape convention (the same as Flax): a weight of shape ``(..., fan_in_last, fan_out)`` maps
 inputs on the second-to-last axis to outputs on the last, so ``fan_in = prod(shape[:-1])`` and
@@ -46,7 +64,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,9 +92,17 @@ __all__ = [
     "risotto_type_c",
     "weight_norm",
     "weight_norm_gamma",
+    "BRANCH_SCHEMES",
+    "BranchInit",
+    "branch_init",
+    "branch_weight",
+    "check_plain",
 ]
 
 SCHEMES = ("he", "glorot", "depth_scaled", "orthogonal", "zero")
+# Schemes for a whole residual branch (per-layer variances, law, branch scale): branch_init.
+BRANCH_SCHEMES = SCHEMES + ("fixup", "skipinit", "rezero", "weight_norm")
+LAWS = ("gaussian", "orthogonal", "weight_norm")
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
@@ -391,3 +417,133 @@ def weight_norm(
     v = normal(key, shape, var_w=1.0 / fan_in, dtype=dtype)
     g = jnp.full((fan_out,), math.sqrt(gamma * fan_in / fan_out), dtype)
     return g, v
+
+
+# ------------------------------------------------------------------------------------------
+# Branch rules: the simulator's and the trainer's view of every scheme
+
+
+class BranchInit(NamedTuple):
+    """How the k weights of one residual branch start: ``var_w[i]`` is the per-entry variance
+    of W_{i+1} (0: a zero matrix), ``law`` how it is drawn (one of :data:`LAWS`), ``scale``
+    the scalar β that multiplies the branch output (z^l = z^{l-1} + β h)."""
+
+    scheme: str
+    law: str
+    var_w: tuple
+    scale: Any
+
+
+def branch_init(
+    scheme: str,
+    *,
+    width: ArrayLike,
+    depth: ArrayLike,
+    activations: Sequence[str] = ("relu",),
+    c: ArrayLike = 1.0,
+    gain: ArrayLike = 1.0,
+    branch_scale: ArrayLike | None = None,
+) -> BranchInit:
+    """The rule of ``scheme`` for a branch whose k = len(``activations``) weight layers are
+    each followed (or, bn_pre, preceded) by the given activation
+    (:meth:`meanfield.Block.activations`), in a network of ``depth`` blocks of ``width``
+    (square weights). ``branch_scale`` overrides β (default: 0 for skipinit and rezero, else
+    1); for SkipInit it must stay below 1/sqrt(depth). Values may be traced (vmap over depth
+    or width). See the table in the module docstring.
+
+    Example:
+        >>> r = branch_init("fixup", width=64, depth=16, activations=("relu", "relu"))
+        >>> r.law, [float(v) * 64 for v in r.var_w], r.scale   # 2 · 16^(-1), then zero
+        ('gaussian', [0.125, 0.0], 1.0)
+    """
+    if not isinstance(scheme, str) or scheme not in BRANCH_SCHEMES:
+        raise ValueError(f"init must be one of {BRANCH_SCHEMES}, got {scheme!r}")
+    acts = tuple(activations)
+    k = len(acts)
+    if k < 1:
+        raise ValueError(f"activations must name at least one layer, got {activations!r}")
+    arch.check_width(width)
+    arch.check_depth(depth)
+    if branch_scale is not None:
+        arch._check_all(
+            "branch_scale", branch_scale, lambda a: a >= 0, "a finite number >= 0", False
+        )
+    scale = 1.0
+    law = "gaussian"
+    he = theory.he_var_w(width)
+    if scheme in SCHEMES:
+        v = var_w(scheme, fan_in=width, depth=depth, c=c, gain=gain)
+        if scheme == "depth_scaled":
+            arch.check_positive("c", c)
+        variances = (v,) * k
+        law = "orthogonal" if scheme == "orthogonal" else "gaussian"
+    elif scheme == "fixup":
+        factor = jnp.asarray(depth, jnp.result_type(float)) ** (-1.0 / (k - 1)) if k > 1 else 0.0
+        variances = (he * factor,) * (k - 1) + (jnp.zeros_like(he),)
+    elif scheme in ("skipinit", "rezero"):
+        variances = (he,) * k
+        scale = 0.0
+        if scheme == "rezero" and branch_scale is not None:
+            raise ValueError(
+                f"branch_scale must be None for rezero (0 at init), got {branch_scale!r}"
+            )
+        if scheme == "skipinit" and branch_scale is not None:
+            concrete = not (arch._is_traced(depth) or arch._is_traced(branch_scale))
+            bound = 1.0 / jnp.sqrt(jnp.asarray(depth, jnp.result_type(float)))
+            if concrete and bool(jnp.any(jnp.asarray(branch_scale) >= bound)):
+                raise ValueError(
+                    f"branch_scale must be < 1/sqrt(depth) = {float(jnp.min(bound)):.3g} "
+                    f"for skipinit, got {branch_scale!r}"
+                )
+    else:  # weight_norm
+        law = "weight_norm"
+        gammas = [2.0 if a == "relu" else 1.0 for a in acts[:-1]]
+        inv_depth = 1.0 / jnp.asarray(depth, jnp.result_type(float))
+        variances = tuple(g / jnp.asarray(width, float) for g in gammas) + (inv_depth / width,)
+    if branch_scale is not None:
+        scale = branch_scale
+    return BranchInit(scheme, law, tuple(variances), scale)
+
+
+def check_plain(block: Any, rule: BranchInit) -> None:
+    """Raise ValueError when a plain (non-residual) ``block`` would start every branch at zero
+    under ``rule`` (β = 0 or a zero weight): the network then computes 0 and its statistics
+    are not defined. Traced values are not checked."""
+    if block.residual:
+        return
+    values = [rule.scale] + list(rule.var_w)
+    if any(v is not None and arch._is_traced(v) for v in values):
+        return
+    scale = 1.0 if rule.scale is None else rule.scale
+    if bool(jnp.any(jnp.asarray(scale) == 0)) or any(
+        bool(jnp.any(jnp.asarray(v) == 0)) for v in rule.var_w
+    ):
+        raise ValueError(
+            f"init={rule.scheme!r} starts every branch at zero, so the plain network "
+            f"{block.name} computes 0; use a residual block"
+        )
+
+
+def branch_weight(
+    key: Array,
+    shape: Sequence[int],
+    rule: BranchInit,
+    position: int,
+    dtype: DTypeLike = jnp.float32,
+) -> Array:
+    """Draw W_{position+1} of a branch under ``rule`` (:func:`branch_init`); ``shape`` is
+    (..., fan_in, fan_out) with fan-in = fan-out for the orthogonal law. Gaussian: i.i.d.
+    N(0, var_w); orthogonal: sqrt(var_w·n) times a Haar matrix; weight_norm: w = g v/||v|| per
+    output unit (column) with g² = var_w · fan_in (Arpit et al.'s g = sqrt(γ fan_in/fan_out)
+    for a square weight). A zero variance gives zeros under every law."""
+    v = jnp.asarray(rule.var_w[position], dtype)
+    if rule.law == "gaussian":
+        return jnp.sqrt(v) * jax.random.normal(key, _shape(shape), dtype)
+    fan_in, _ = fan_in_out(shape)
+    if rule.law == "orthogonal":
+        n = _check_square(shape)
+        return jnp.sqrt(v * n) * orthogonal(key, shape, dtype=dtype)
+    v_dir = jax.random.normal(key, _shape(shape), dtype)
+    flat = v_dir.reshape(fan_in, -1)
+    norms = jnp.sqrt(jnp.sum(flat**2, axis=0, keepdims=True))
+    return (jnp.sqrt(v * fan_in) * flat / norms).reshape(_shape(shape))

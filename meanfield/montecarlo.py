@@ -309,58 +309,69 @@ def network_statistics(
     init: tuple | None = None,
     engine: str = "explicit",
     input_std: float = 1.0,
+    branch_scale: float | None = None,
 ) -> dict[str, jax.Array]:
     """Per-layer statistics of one sampled network (arrays of length depth + 1).
 
-    Weights are N(0, var_w), or drawn by :func:`meanfield.inits.get` when ``init`` is a tuple
-    (scheme, c, gain). ``engine="weightfree"`` samples what each layer computes instead
+    Weights are N(0, var_w), or follow :func:`meanfield.inits.branch_init` when ``init`` is a
+    tuple (scheme, c, gain): per-layer variances, law (Gaussian, orthogonal, weight-normalized)
+    and branch scale. ``branch_scale`` (static) multiplies every branch output, overriding the
+    scheme's. ``engine="weightfree"`` samples what each layer computes instead
     (:func:`weightfree_linear`; Gaussian weights only). Returns ``mean_z`` and ``log_<name>``
-    (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``. Unbatched;
+    (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``; with k > 1
+    weight layers per branch, ``var_dw`` is the mean over the branch's k weights. Unbatched;
     :func:`simulate` vmaps it over networks. The inputs are ``input_std`` times standard normal
     (carried as the initial log-scale, so nothing else changes).
     """
     dtype = jnp.result_type(float, var_w)
-    n, B, L = width, batch, depth
+    n, B, L, K = width, batch, depth, block.shortcut
     key_x, key_g, key_w = jax.random.split(key, 3)
     x = jax.random.normal(key_x, (B, n), dtype)
     g = jax.random.normal(key_g, (B, n), dtype)
     matmul = functools.partial(jnp.matmul, precision=precision)
+    acts = block.activations()
     if init is None:
-        std_w = jnp.sqrt(var_w).astype(dtype)
-
-        def sample(k):
-            return std_w * jax.random.normal(k, (n, n), dtype)
+        rule = inits.BranchInit("var_w", "gaussian", (var_w,) * K, 1.0)
     else:
         scheme, c, gain = init
-        initializer = inits.get(scheme, depth=L, c=c, gain=gain)
-
-        def sample(k):
-            return initializer(k, (n, n), dtype)
+        rule = inits.branch_init(scheme, width=n, depth=L, activations=acts, c=c, gain=gain)
+    if branch_scale is not None:
+        rule = rule._replace(scale=branch_scale)
+    scale = jnp.asarray(rule.scale, dtype)
 
     if engine == "weightfree":
-        if init is not None:
-            raise ValueError(f"engine='weightfree' needs Gaussian weights (var_w), got {init!r}")
+        if rule.law != "gaussian":
+            raise ValueError(f"engine='weightfree' needs Gaussian weights, got {init!r}")
+        stds = [jnp.sqrt(jnp.asarray(v, dtype)) for v in rule.var_w]
 
-        def linear(a_hat, k):
-            return weightfree_linear(a_hat, k, std_w, precision)
+        def linear(a_hat, k, i):
+            return weightfree_linear(a_hat, k, stds[i], precision)
     else:
 
-        def linear(a_hat, k):
-            return matmul(a_hat, sample(k))
+        def linear(a_hat, k, i):
+            return matmul(a_hat, inits.branch_weight(k, (n, n), rule, i, dtype))
 
     def branch(z_hat, log_s, layer, pert_u):
-        """(branch output at the scale of z_hat, normalized branch input a_hat)."""
-        k = jax.random.fold_in(key_w, layer)
-        if block.norm == "none":
-            a_hat = z_hat  # a = s · a_hat
-            h = _act(block.activation, linear(a_hat, k) + pert_u)
-        elif block.norm == "bn_post":
-            a_hat = _batch_norm(z_hat)  # scale-free
-            h = _act(block.activation, linear(a_hat, k) + pert_u) * jnp.exp(-log_s)
-        else:
-            a_hat = _act(block.activation, _batch_norm(z_hat))
-            h = (linear(a_hat, k) + pert_u) * jnp.exp(-log_s)
-        return h, a_hat
+        """(branch output at the scale of z_hat, the k normalized weight inputs a_hat).
+
+        Positively homogeneous units keep the scale of z_hat without BN; with BN every
+        weight input is scale-free and h is brought to the scale of z_hat at the end."""
+        x_i, a_hats = z_hat, []
+        for i in range(K):
+            # Unique per (layer, position); the same key as the one-layer engine when K = 1.
+            k = jax.random.fold_in(key_w, (layer - 1) * K + i + 1)
+            if block.norm == "none":
+                a_hat = x_i  # a = s · a_hat
+                x_i = _act(acts[i], linear(a_hat, k, i) + pert_u[i])
+            elif block.norm == "bn_post":
+                a_hat = _batch_norm(x_i)  # scale-free
+                x_i = _act(acts[i], linear(a_hat, k, i) + pert_u[i])
+            else:
+                a_hat = _act(acts[i], _batch_norm(x_i))
+                x_i = linear(a_hat, k, i) + pert_u[i]
+            a_hats.append(a_hat)
+        h = scale * x_i if block.norm == "none" else scale * x_i * jnp.exp(-log_s)
+        return h, jnp.stack(a_hats)
 
     @jax.checkpoint  # backward re-draws the layer's weights instead of storing them
     def layer_step(carry, inputs):
@@ -372,7 +383,7 @@ def network_statistics(
         rho = jnp.where(rho > 0, rho, 1.0)
         z_new = _grad_gate(z_new / rho, gate) + pert_z
         log_s = log_s + jnp.log(rho)
-        gram_a = matmul(a_hat, a_hat.T)  # B x B, for the weight-gradient statistic
+        gram_a = jnp.einsum("kbi,kci->kbc", a_hat, a_hat, precision=precision)  # K x B x B
         return (z_new, log_s), (z_new, log_s, jax.lax.stop_gradient(gram_a))
 
     def loss(pert_z, pert_u, gates):
@@ -387,7 +398,7 @@ def network_statistics(
         return loss_hat, aux
 
     pert_z = jnp.zeros((L + 1, B, n), dtype)
-    pert_u = jnp.zeros((L, B, n), dtype)
+    pert_u = jnp.zeros((L, K, B, n), dtype)
     gates = jnp.zeros((L + 1,), dtype)
     grads, (zs, log_s, grams) = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(
         pert_z, pert_u, gates
@@ -405,8 +416,8 @@ def network_statistics(
     tail_incl = tail_excl + log_r
     log_sL = log_s[-1]
     log_m2_dz = jnp.log(jnp.mean(dz_hat**2, axis=(1, 2))) + 2 * (tail_excl + log_sL - log_s)
-    gram_d = jnp.einsum("lbi,lci->lbc", delta_hat, delta_hat, precision=precision)
-    sq_dw = jnp.sum(gram_d * grams, axis=(1, 2)) / (n * n * B)
+    gram_d = jnp.einsum("lkbi,lkci->lkbc", delta_hat, delta_hat, precision=precision)
+    sq_dw = jnp.mean(jnp.sum(gram_d * grams, axis=(2, 3)), axis=1) / (n * n * B)
     log_var_dw = jnp.log(jnp.maximum(sq_dw, 0.0)) + 2 * (tail_incl[1:] + log_sL)
     log_var_dw = jnp.concatenate([jnp.full((1,), jnp.nan, dtype), log_var_dw])
     two_log_s = 2 * log_s
@@ -436,6 +447,7 @@ def _chunk_fn(
     init=None,
     engine="explicit",
     input_std=1.0,
+    branch_scale=None,
 ):
     precision = PRECISIONS[precision_name]
     one = functools.partial(
@@ -448,6 +460,7 @@ def _chunk_fn(
         init=init,
         engine=engine,
         input_std=input_std,
+        branch_scale=branch_scale,
     )
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
     sharded = NamedSharding(mesh, PartitionSpec("networks"))
@@ -461,13 +474,20 @@ def _chunk_fn(
 
 
 def _bytes_per_network(
-    depth: int, width: int, batch: int, itemsize: int, engine: str = "explicit"
+    depth: int,
+    width: int,
+    batch: int,
+    itemsize: int,
+    engine: str = "explicit",
+    shortcut: int = 1,
 ) -> int:
-    # Stored per network for the backward pass: z_hat per layer, the two perturbation inputs and
-    # their cotangents (~6 L·B·n), B x B Gram matrices, plus a few n x n weight buffers alive
-    # at once inside the layer being recomputed (explicit engine only).
+    # Stored per network for the backward pass: z_hat per layer, the perturbation inputs (one
+    # for z, one per branch weight) and their cotangents (~(4 + 2k) L·B·n), k B x B Gram
+    # matrices per layer, plus a few n x n weight buffers alive at once inside the layer being
+    # recomputed (explicit engine only).
     weights = 4 * width**2 if engine == "explicit" else 8 * batch * width
-    return itemsize * (6 * (depth + 1) * batch * width + 2 * depth * batch * batch + weights)
+    stored = (4 + 2 * shortcut) * (depth + 1) * batch * width + 2 * shortcut * depth * batch**2
+    return itemsize * (stored + weights)
 
 
 def _available_bytes() -> int:
@@ -491,9 +511,10 @@ def auto_chunk_size(
     networks: int,
     itemsize: int = 4,
     engine: str = "explicit",
+    shortcut: int = 1,
 ) -> int:
     """Networks per chunk: a quarter of the available device memory, at most ``networks``."""
-    per = _bytes_per_network(depth, width, batch, itemsize, engine)
+    per = _bytes_per_network(depth, width, batch, itemsize, engine, shortcut)
     return int(max(1, min(networks, (_available_bytes() // 4) // per)))
 
 
@@ -561,6 +582,7 @@ def simulate(
     progress: bool = False,
     input_std: float = 1.0,
     warn: bool = True,
+    branch_scale: float | None = None,
 ) -> Estimate:
     """Monte-Carlo estimate of the per-layer statistics of ``networks`` sampled networks.
 
@@ -571,8 +593,11 @@ def simulate(
         depth: L, number of blocks. width: n.
         var_w: variance of one weight entry, weights i.i.d. N(0, var_w) (e.g.
             ``meanfield.theory.he_var_w(n)``). Give either ``var_w`` or ``init``.
-        init: a scheme of :mod:`meanfield.inits` ("he", "glorot", "depth_scaled" with ``c``,
-            "orthogonal" with ``gain``, "zero"); the weights are drawn by it.
+        init: a scheme of :data:`meanfield.inits.BRANCH_SCHEMES` ("he", "glorot",
+            "depth_scaled" with ``c``, "orthogonal" with ``gain``, "zero", "fixup",
+            "skipinit", "rezero", "weight_norm"); the k weights of every branch are drawn by
+            its rule (:func:`meanfield.inits.branch_init`: per-layer variance, law, and the
+            scalar β that multiplies the branch).
         networks: R, sampled networks. batch: B inputs per network (>= 2 with BN, which uses
             their batch statistics).
         chunk_size: networks per compiled call; default from available memory. Rounded up to a
@@ -589,6 +614,12 @@ def simulate(
             the stem of a real network starts (:mod:`meanfield.initcheck`).
         warn: issue a :class:`HeavyTailWarning` when some statistic's standard deviation over
             networks of its log exceeds :data:`HEAVY_TAIL_SD_LN` at some layer.
+        branch_scale: β >= 0, the scalar multiplying every branch, z^l = z^{l-1} + β h
+            (default: the scheme's, 0 for skipinit and rezero, else 1; SkipInit's small
+            variant needs β < 1/sqrt(depth)).
+
+    With ``block.shortcut`` = k > 1 the statistic ``var_dw`` is the mean over the k weights
+    of each branch of (1/(n² B)) Σ (dE/dW)².
 
     Returns:
         :class:`Estimate` with per-layer :class:`Stat` (mean over networks, standard error)
@@ -604,21 +635,36 @@ def simulate(
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    gaussian = init is None or init in ("he", "glorot", "depth_scaled")
+    if init is not None:
+        rule = inits.branch_init(
+            init,
+            width=width,
+            depth=depth,
+            activations=block.activations(),
+            c=c,
+            gain=gain,
+            branch_scale=branch_scale,
+        )
+        init_key = (init, float(c), float(gain))
+        var_w = float(max(rule.var_w))
+    else:
+        arch.check_var_w(var_w)
+        if branch_scale is not None:
+            arch._check_all(
+                "branch_scale", branch_scale, lambda a: a >= 0, "a finite number >= 0", False
+            )
+        rule = inits.BranchInit("var_w", "gaussian", (var_w,), branch_scale)
+        init_key = None
+    if branch_scale is not None:
+        branch_scale = float(branch_scale)
+    inits.check_plain(block, rule)
+    gaussian = rule.law == "gaussian"
     if engine == "auto":
         engine = "weightfree" if gaussian and 4 * batch <= width else "explicit"
     if engine == "weightfree" and not gaussian:
-        raise ValueError(f"engine='weightfree' needs Gaussian weights; init={init!r} is not")
-    if engine == "weightfree" and init is not None:  # a Gaussian scheme is just its variance
-        var_w = float(inits.var_w(init, fan_in=width, fan_out=width, depth=depth, c=c))
-        init = None
-    if init is not None:
-        init_key = (inits._check_scheme(init), float(c), float(gain))
-        inits.get(init, depth=depth, c=c, gain=gain)  # validates c and gain
-        var_w = float(inits.var_w(init, fan_in=width, fan_out=width, depth=depth, c=c, gain=gain))
-    else:
-        init_key = None
-        arch.check_var_w(var_w)
+        raise ValueError(
+            f"engine='weightfree' needs Gaussian weights; init={init!r} draws {rule.law} ones"
+        )
     if block.norm != "none" and batch < 2:
         raise ValueError(
             f"batch must be >= 2 for norm={block.norm!r} (BN uses the batch statistics), "
@@ -637,13 +683,29 @@ def simulate(
     n_devices = jax.device_count()
     if chunk_size is None:
         chunk_size = auto_chunk_size(
-            depth, width, batch, networks, jnp.dtype(dtype).itemsize, engine=engine
+            depth,
+            width,
+            batch,
+            networks,
+            jnp.dtype(dtype).itemsize,
+            engine=engine,
+            shortcut=block.shortcut,
         )
     chunk_size = arch.static_int("chunk_size", chunk_size)
     chunk_size = min(chunk_size, networks)
     chunk_size = -(-chunk_size // n_devices) * n_devices
     fn, sharded = _chunk_fn(
-        block, depth, width, batch, precision, chunk_size, n_devices, init_key, engine, input_std
+        block,
+        depth,
+        width,
+        batch,
+        precision,
+        chunk_size,
+        n_devices,
+        init_key,
+        engine,
+        input_std,
+        branch_scale,
     )
 
     start = time.perf_counter()

@@ -55,6 +55,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from meanfield import architecture as arch
+from meanfield import inits
 from meanfield.architecture import Block
 from meanfield.gaussian import activation_moments, relu_kernel_gap_ratio
 
@@ -98,24 +99,61 @@ def _branch_stats(activation: str, alpha: jax.Array, log_delta: jax.Array):
     return jnp.sqrt(alpha / (2.0 * jnp.pi)), alpha / 2.0, jnp.log(ratio) + log_delta
 
 
-def _forward_step(block: Block, alpha: jax.Array, state):
+def _units(block: Block, alphas: tuple, log_scale: jax.Array, log_r: jax.Array, logq: jax.Array):
+    """The k weight layers of one branch, from the state (log(u/q), log q) of its input.
+
+    Returns the branch output's statistics, relative to the input of its last weight layer
+    (``log_ra``, its second moment relative to q; ``e``, ``s``, ``log_gap``: mean, second
+    moment and log kernel gap of β h for a unit-second-moment input), and per layer i the
+    log second moment of W_i's input relative to q (``log_rho_in``, no BN) and the log of
+    the unit variance that the BN before W_i divides by (``log_uv_in``, with BN).
+    """
+    acts = block.activations()
+    fm = activation_moments(block.activation)
+    log_rho_in, log_uv_in = [], []
+    if block.norm == "none":
+        log_rho, log_delta = jnp.zeros_like(logq), log_r
+        for i, act in enumerate(acts):
+            log_rho_in.append(log_rho)
+            e, s, log_gap = _branch_stats(act, alphas[i], log_delta)
+            if i + 1 < len(acts):
+                log_rho, log_delta = log_rho + jnp.log(s), log_gap - jnp.log(s)
+        log_ra = log_rho_in[-1]
+    elif block.norm == "bn_post":  # every W_i sees a BN output: kernel (1, 0)
+        log_uv = logq + log_r
+        for i, act in enumerate(acts):
+            log_uv_in.append(log_uv)
+            e, s, log_gap = _branch_stats(act, alphas[i], jnp.zeros_like(log_r))
+            log_uv = log_gap  # the next BN divides by this unit's variance over inputs
+        log_ra = -logq
+    else:  # bn_pre: W_i applied to f(BN(.)), whose kernel is (e2, e1^2)
+        log_uv = logq + log_r
+        for i in range(len(acts)):
+            log_uv_in.append(log_uv)
+            log_uv = jnp.log(alphas[i] * fm.b)
+        log_delta = jnp.full_like(log_r, math.log(fm.b / fm.e2))
+        e, s, log_gap = _branch_stats("identity", alphas[-1], log_delta)
+        log_ra = math.log(fm.e2) - logq
+    scale = jnp.exp(log_scale)
+    return {
+        "log_ra": log_ra,
+        "e": scale * e,
+        "s": scale**2 * s,
+        "log_gap": log_gap + 2.0 * log_scale,
+        "log_rho_in": log_rho_in,
+        "log_uv_in": log_uv_in,
+    }
+
+
+def _forward_step(block: Block, alphas: tuple, log_scale: jax.Array, state):
     """One block of the mean-field map on the state (t = m/√q, log(u/q), log q).
 
     Returns the new t and log(u/q) and the increment of log q (not the new log q: the caller
     sums increments with compensation).
     """
     t, log_r, logq = state
-    fm = activation_moments(block.activation)
-    # The branch input's second moment relative to q (log ra) and the log of its kernel gap
-    # ratio δ = 1 - (cross moment)/(second moment).
-    if block.norm == "none":
-        log_ra, log_delta, branch_act = jnp.zeros_like(logq), log_r, block.activation
-    elif block.norm == "bn_post":
-        log_ra, log_delta, branch_act = -logq, jnp.zeros_like(log_r), block.activation
-    else:  # bn_pre: W applied to f(BN(z)), whose kernel is (e2, e1^2)
-        log_ra = math.log(fm.e2) - logq
-        log_delta, branch_act = jnp.full_like(log_r, math.log(fm.b / fm.e2)), "identity"
-    e, s, log_gap = _branch_stats(branch_act, alpha, log_delta)
+    br = _units(block, alphas, log_scale, log_r, logq)
+    log_ra, e, s, log_gap = br["log_ra"], br["e"], br["s"], br["log_gap"]
     if not block.residual:
         return e / jnp.sqrt(s), log_gap - jnp.log(s), log_ra + jnp.log(s)
     sqrt_ra = jnp.exp(0.5 * log_ra)
@@ -123,6 +161,57 @@ def _forward_step(block: Block, alpha: jax.Array, state):
     log_growth = jnp.log1p(growth_m1)
     t_new = (t + sqrt_ra * e) * jnp.exp(-0.5 * log_growth)
     return t_new, jnp.logaddexp(log_r, log_ra + log_gap) - log_growth, log_growth
+
+
+def _logsumexp(terms: list) -> jax.Array:
+    """log Σ exp(terms), -inf (not NaN) where every term is -inf."""
+    stacked = jnp.stack(jnp.broadcast_arrays(*terms))
+    top = jnp.max(stacked, axis=0, keepdims=True)
+    safe = jnp.where(jnp.isfinite(top), top, 0.0)
+    return jnp.log(jnp.sum(jnp.exp(stacked - safe), axis=0)) + safe[0]
+
+
+def _times(log_x: jax.Array, log_factor: jax.Array) -> jax.Array:
+    """log(x · factor), and -inf where x = 0: a zero cotangent stays zero through a BN whose
+    input is identically zero (0/0 in the factor)."""
+    return jnp.where(jnp.isneginf(log_x), -jnp.inf, log_x + log_factor)
+
+
+def _branch_backward(block: Block, alphas: tuple, log_scale, log_r, logq, logp, s_l):
+    """(log of the branch's backward gain G, log of var_dw averaged over the k weights) of
+    blocks whose input has state (log(u/q), log q) and whose output cotangent has second
+    moment p (log ``logp``) and batch-sum moment ``s_l`` (used by bn_pre only).
+
+    Going down the branch from dE/dh = β dE/dz^l: f' multiplies the second moment by
+    a = E f'², W_i^T by α_i, the BN before W_i divides by the unit variance of its input.
+    The weight gradient of W_i is P_i times the second moment of W_i's input (P_i the second
+    moment of dE/du_i), plus, for bn_pre's mean e1 of f(BN(.)), the batch-sum term S e1² of
+    the last weight (BN's backward has zero batch sum, so S = 0 inside the branch).
+    """
+    acts = block.activations()
+    fm = activation_moments(block.activation)
+    br = _units(block, alphas, log_scale, log_r, logq)
+    log_d = 2.0 * log_scale + jnp.zeros_like(logq)  # dE/dh relative to p
+    log_dw = [None] * len(acts)
+    for i in reversed(range(len(acts))):
+        log_a = math.log(activation_moments(acts[i]).a)
+        if block.norm == "none":
+            log_p_i = log_d + log_a
+            log_dw[i] = log_p_i + logp + logq + br["log_rho_in"][i]
+            log_d = _times(log_p_i, jnp.log(alphas[i]))
+        elif block.norm == "bn_post":
+            log_p_i = log_d + log_a
+            log_dw[i] = log_p_i + logp
+            log_d = _times(log_p_i, jnp.log(alphas[i]) - br["log_uv_in"][i])
+        else:
+            log_p_i = log_d
+            log_dw[i] = math.log(fm.b) + log_p_i + logp
+            if i == len(acts) - 1 and fm.e1 > 0:
+                log_dw[i] = jnp.logaddexp(
+                    log_dw[i], 2.0 * log_scale + jnp.log(s_l * fm.e1**2)
+                )
+            log_d = _times(log_p_i, jnp.log(alphas[i]) + log_a - br["log_uv_in"][i])
+    return log_d, _logsumexp(log_dw) - math.log(len(acts))
 
 
 def _kahan_add(total: jax.Array, comp: jax.Array, term: jax.Array):
@@ -134,16 +223,23 @@ def _kahan_add(total: jax.Array, comp: jax.Array, term: jax.Array):
 
 @functools.partial(jax.jit, static_argnames=("block", "max_depth"))
 def _profile(
-    block: Block, max_depth: int, alpha: jax.Array, depth: jax.Array, start: tuple
+    block: Block,
+    max_depth: int,
+    alphas: tuple,
+    log_scale: jax.Array,
+    depth: jax.Array,
+    start: tuple,
 ) -> Profile:
-    dtype = alpha.dtype
-    shape = jnp.broadcast_shapes(alpha.shape, depth.shape, *(jnp.shape(v) for v in start))
-    alpha = jnp.broadcast_to(alpha, shape)
-    fm = activation_moments(block.activation)
+    dtype = alphas[0].dtype
+    shape = jnp.broadcast_shapes(
+        *(a.shape for a in alphas), log_scale.shape, depth.shape, *(jnp.shape(v) for v in start)
+    )
+    alphas = tuple(jnp.broadcast_to(a, shape) for a in alphas)
+    log_scale = jnp.broadcast_to(log_scale, shape)
 
     def body(carry, _):
         state, comp = carry
-        t, log_r, dlogq = _forward_step(block, alpha, state)
+        t, log_r, dlogq = _forward_step(block, alphas, log_scale, state)
         # log q is a running sum of L terms: compensate it, or float32 loses ~L·eps·|log q|
         # (a factor e^6 in q at depth 10,000, He init).
         logq, comp = _kahan_add(state[2], comp, dlogq)
@@ -162,9 +258,10 @@ def _profile(
     active = layer <= depth
 
     # Backward gain of block l (l = 1..max_depth) from the state of z^{l-1}.
-    log_gain = jnp.broadcast_to(jnp.log(alpha * fm.a)[None], logq[:-1].shape)
-    if block.norm != "none":
-        log_gain = log_gain - logq[:-1] - log_r[:-1]  # divided by unitvar_{l-1}
+    b_alphas = tuple(jnp.broadcast_to(a, shape)[None] for a in alphas)
+    b_scale = jnp.broadcast_to(log_scale, shape)[None]
+    nan = jnp.zeros_like(logq[:-1])
+    log_gain, _ = _branch_backward(block, b_alphas, b_scale, log_r[:-1], logq[:-1], nan, 1.0)
     log_step = jnp.log1p(jnp.exp(log_gain)) if block.residual else log_gain
     log_step = jnp.where(active[1:], log_step, 0.0)
 
@@ -176,18 +273,13 @@ def _profile(
     _, tail = jax.lax.scan(back, (zero, zero), log_step, reverse=True)
     logp = jnp.concatenate([tail, zero[None]], axis=0)
 
-    # Batch weight gradient of block l.
-    if block.norm == "none":
-        log_g = math.log(fm.a) + logp[1:] + logq[:-1]
-    elif block.norm == "bn_post":
-        log_g = math.log(fm.a) + logp[1:]
-    else:
-        # b p_l + S_l e1^2 with S_l = (1/B) Σ_{b,b'} E dz_b dz_b' = 1 in a residual network (BN's
-        # backward has zero batch sum, so Σ_b dz_b^l = Σ_b g_b) and [l = L] in a plain one.
-        s_l = jnp.ones_like(logp[1:]) if block.residual else (layer[1:] == depth).astype(dtype)
-        log_g = math.log(fm.b) + logp[1:]
-        if fm.e1 > 0:
-            log_g = jnp.logaddexp(log_g, jnp.log(s_l * fm.e1**2))
+    # Batch weight gradient of block l. S_l = (1/B) Σ_{b,b'} E dz_b dz_b' (bn_pre's mean term)
+    # is 1 in a residual network (BN's backward has zero batch sum, so Σ_b dz_b^l = Σ_b g_b)
+    # and [l = L] in a plain one.
+    s_l = jnp.ones_like(logp[1:]) if block.residual else (layer[1:] == depth).astype(dtype)
+    _, log_g = _branch_backward(
+        block, b_alphas, b_scale, log_r[:-1], logq[:-1], logp[1:], s_l
+    )
     log_g = jnp.concatenate([jnp.full_like(log_g[:1], jnp.nan), log_g], axis=0)
 
     logs = {
@@ -220,21 +312,26 @@ def profile(
     *,
     depth: ArrayLike,
     width: ArrayLike,
-    var_w: ArrayLike,
+    var_w: ArrayLike | None = None,
     max_depth: int | None = None,
     input_m2: ArrayLike = 1.0,
     input_mean: ArrayLike = 0.0,
     input_unitvar: ArrayLike | None = None,
+    init: str | None = None,
+    c: ArrayLike = 1.0,
+    gain: ArrayLike = 1.0,
+    branch_scale: ArrayLike | None = None,
 ) -> Profile:
     """Mean-field statistics of every layer l = 0..L of a network of ``depth`` blocks.
 
     Args:
-        block: the architecture.
+        block: the architecture (any shortcut depth k: the branch's k weight layers are
+            composed one after another).
         depth: L, the number of blocks. A Python int, or an integer array / traced value
             (under ``jax.vmap``) together with ``max_depth``.
         width: n, the fan-in of every branch weight (enters only through α = n·var_w).
         var_w: variance of one weight entry. Scalars or arrays; ``width``, ``var_w`` and
-            ``depth`` broadcast against each other.
+            ``depth`` broadcast against each other. Give either ``var_w`` or ``init``.
         max_depth: length - 1 of the returned arrays; defaults to ``depth`` (which must then be
             concrete). Layers past ``depth`` are NaN.
         input_m2, input_mean, input_unitvar: the statistics of z^0 (``m2_z``, ``mean_z`` and
@@ -243,6 +340,13 @@ def profile(
             squared mean). Real data start elsewhere: the trainer's prediction check passes
             the measured statistics of the stem output. Requires input_m2 > 0,
             input_mean² < input_m2 and 0 < input_unitvar <= input_m2 - input_mean².
+        init, c, gain: a scheme of :data:`meanfield.inits.BRANCH_SCHEMES`; each weight layer
+            of a branch gets the α = n·var_w of its rule (:func:`meanfield.inits.branch_init`),
+            and the branch is multiplied by the rule's β. Orthogonal and weight-normalized
+            weights have the Gaussian mean field of the same α.
+        branch_scale: β >= 0 multiplying every branch (overrides the scheme's).
+
+    With k > 1 weight layers per branch ``var_dw`` is the mean over the branch's k weights.
 
     Returns:
         :class:`Profile`; each array has shape
@@ -258,7 +362,8 @@ def profile(
     if not isinstance(block, Block):
         raise ValueError(f"block must be a meanfield.Block, got {block!r}")
     arch.check_width(width)
-    arch.check_var_w(var_w)
+    if (var_w is None) == (init is None):
+        raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
     if max_depth is None:
         if isinstance(depth, jax.core.Tracer):
             raise ValueError("max_depth must be given when depth is traced (e.g. under jax.vmap)")
@@ -269,10 +374,33 @@ def profile(
         if not isinstance(depth, jax.core.Tracer) and jnp.any(jnp.asarray(depth) > max_depth):
             raise ValueError(f"depth must be <= max_depth={max_depth}, got {depth!r}")
     arch.check_depth(depth)
-    alpha = jnp.asarray(width) * jnp.asarray(var_w)
-    alpha = alpha.astype(jnp.result_type(float, alpha))
+    if init is None:
+        arch.check_var_w(var_w)
+        if branch_scale is not None:
+            arch._check_all(
+                "branch_scale", branch_scale, lambda a: a >= 0, "a finite number >= 0", False
+            )
+        rule = inits.BranchInit("var_w", "gaussian", (var_w,) * block.shortcut, branch_scale)
+    else:
+        rule = inits.branch_init(
+            init,
+            width=width,
+            depth=depth,
+            activations=block.activations(),
+            c=c,
+            gain=gain,
+            branch_scale=branch_scale,
+        )
+    inits.check_plain(block, rule)
+    scale = 1.0 if rule.scale is None else rule.scale
+    alphas = [jnp.asarray(width) * jnp.asarray(v) for v in rule.var_w]
+    dtype = jnp.result_type(float, *alphas, scale)
+    alphas = tuple(a.astype(dtype) for a in alphas)
+    log_scale = jnp.log(jnp.asarray(scale, dtype))
     start = _start_state(input_m2, input_mean, input_unitvar)
-    return _profile(block, max_depth, alpha, jnp.asarray(depth, dtype=jnp.int32), start)
+    return _profile(
+        block, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start
+    )
 
 
 def _start_state(m2: ArrayLike, mean: ArrayLike, unitvar: ArrayLike | None) -> tuple:

@@ -33,8 +33,9 @@ def test_block_is_frozen_and_hashable():
         (dict(activation="tanh"), "activation", "'identity', 'relu'"),
         (dict(norm="layernorm"), "norm", "'none', 'bn_post', 'bn_pre'"),
         (dict(residual="yes"), "residual", "True or False"),
-        (dict(shortcut=2), "shortcut", "(1,)"),
-        (dict(shortcut=True), "shortcut", "(1,)"),
+        (dict(shortcut=4), "shortcut", "(1, 2, 3)"),
+        (dict(shortcut=True), "shortcut", "(1, 2, 3)"),
+        (dict(final_activation="no"), "final_activation", "True or False"),
     ],
 )
 def test_bad_block_field_names_field_value_and_allowed(kwargs, field, allowed):
@@ -62,7 +63,25 @@ def test_every_valid_combination_constructs(activation, norm, residual):
     assert (b.activation, b.norm, b.residual, b.shortcut) == (activation, norm, residual, 1)
 
 
-@pytest.mark.parametrize("name", ["relu-bn_post", "relu-bn-residual", "relu-none-deep", ""])
+def test_shortcut_and_final_activation_round_trip_through_names():
+    for k in (1, 2, 3):
+        for norm in ("none", "bn_post", "bn_pre"):
+            for final in (True, False) if norm != "bn_pre" else (True,):
+                b = Block("relu", norm, True, shortcut=k, final_activation=final)
+                assert Block.from_name(b.name) == b
+    assert Block("relu", "none", True, 2, False).name == "relu-none-residual-k2-linear"
+    assert Block("relu", "none", True, 2, False).activations() == ("relu", "identity")
+    assert Block("relu", "bn_pre", True, 3).activations() == ("relu",) * 3
+
+
+def test_bn_pre_has_no_final_activation_to_drop():
+    with pytest.raises(ValueError, match="final_activation must be True for norm='bn_pre'"):
+        Block("relu", "bn_pre", True, 2, final_activation=False)
+
+
+@pytest.mark.parametrize(
+    "name", ["relu-bn_post", "relu-bn-residual", "relu-none-deep", "", "relu-none-residual-k9"]
+)
 def test_bad_block_name(name):
     with pytest.raises(ValueError):
         Block.from_name(name)

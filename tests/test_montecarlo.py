@@ -323,6 +323,7 @@ def test_second_call_reuses_the_compiled_chunk():
         None,
         "weightfree",  # auto: 4B <= n
         1.0,  # input_std, as simulate passes it
+        None,  # branch_scale
     )
     before = fn._cache_size()
     montecarlo.simulate(block, key=jax.random.key(1), **(kw | {"var_w": 0.2}))
@@ -350,7 +351,7 @@ def test_named_init_draws_the_same_weights_as_its_variance():
     assert_close(by_name.m2_dz.mean, by_var.m2_dz.mean, rtol=1e-6)
     with pytest.raises(ValueError, match="give exactly one of var_w and init"):
         montecarlo.simulate(block, var_w=0.1, init="he", **kw)
-    with pytest.raises(ValueError, match="scheme must be one of"):
+    with pytest.raises(ValueError, match="init must be one of"):
         montecarlo.simulate(block, init="lecun", **kw)
 
 
