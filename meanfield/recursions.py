@@ -207,9 +207,7 @@ def _branch_backward(block: Block, alphas: tuple, log_scale, log_r, logq, logp, 
             log_p_i = log_d
             log_dw[i] = math.log(fm.b) + log_p_i + logp
             if i == len(acts) - 1 and fm.e1 > 0:
-                log_dw[i] = jnp.logaddexp(
-                    log_dw[i], 2.0 * log_scale + jnp.log(s_l * fm.e1**2)
-                )
+                log_dw[i] = jnp.logaddexp(log_dw[i], 2.0 * log_scale + jnp.log(s_l * fm.e1**2))
             log_d = _times(log_p_i, jnp.log(alphas[i]) + log_a - br["log_uv_in"][i])
     return log_d, _logsumexp(log_dw) - math.log(len(acts))
 
@@ -277,9 +275,7 @@ def _profile(
     # is 1 in a residual network (BN's backward has zero batch sum, so Σ_b dz_b^l = Σ_b g_b)
     # and [l = L] in a plain one.
     s_l = jnp.ones_like(logp[1:]) if block.residual else (layer[1:] == depth).astype(dtype)
-    _, log_g = _branch_backward(
-        block, b_alphas, b_scale, log_r[:-1], logq[:-1], logp[1:], s_l
-    )
+    _, log_g = _branch_backward(block, b_alphas, b_scale, log_r[:-1], logq[:-1], logp[1:], s_l)
     log_g = jnp.concatenate([jnp.full_like(log_g[:1], jnp.nan), log_g], axis=0)
 
     logs = {
@@ -398,9 +394,7 @@ def profile(
     alphas = tuple(a.astype(dtype) for a in alphas)
     log_scale = jnp.log(jnp.asarray(scale, dtype))
     start = _start_state(input_m2, input_mean, input_unitvar)
-    return _profile(
-        block, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start
-    )
+    return _profile(block, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start)
 
 
 def _start_state(m2: ArrayLike, mean: ArrayLike, unitvar: ArrayLike | None) -> tuple:

@@ -38,6 +38,11 @@ Finite width, spread over networks (one input per network)
     :func:`finite_width_log_m2_spread` (mean and standard deviation of its log; NumPy), exact
     where a layer multiplies the squared norm by an independent factor: identity residual,
     identity plain and ReLU plain blocks without normalization.
+Branches of k weight layers and the companion inits
+    :func:`branch_forward_second_moment` ((1 + α^k e_2^{k-1})^l, exact at any width),
+    :func:`branch_backward_second_moment`, :func:`branch_gradient_variance` (Li et al. 2016's
+    shortcut depth), :func:`weight_norm_forward_growth` and
+    :func:`weight_norm_backward_growth` ((1 + 1/B)^l, Arpit et al. 2019).
 All of one architecture
     :func:`closed_forms` lists every formula above that applies to a block, labelled exact,
     lower bound or approximation, for comparison with the recursions and Monte-Carlo.
@@ -325,6 +330,88 @@ def backward_second_moment(
     a = activation_moments(activation).a
     layer, depth = _layers(layer, depth)
     return (1.0 + a * _alpha(width, var_w)) ** (depth - layer)
+
+
+def branch_forward_second_moment(
+    layer: ArrayLike,
+    width: ArrayLike,
+    var_w: ArrayLike,
+    shortcut: int,
+    activation: str = "identity",
+    m2_x: ArrayLike = 1.0,
+) -> Array:
+    """E[(z^l)^2] of z^l = z^{l-1} + W_k f(... f(W_1 z^{l-1})), a branch of k = ``shortcut``
+    weight layers without f after the last (Li et al. 2016's shortcut depth; for identity f
+    also the block with it).
+
+    .. math:: E[(z^l)^2] = (1 + \\alpha^k e_2^{k-1})^l\\, E[x^2]
+
+    Exact at any width: E||a W||² = α||a||² for each weight, E||f(a W)||² = e_2 α||a||² for
+    f = ReLU by the sign symmetry of W, and the branch, linear in W_k, is uncorrelated with
+    z^{l-1}.
+    """
+    k = arch.static_int("shortcut", shortcut)
+    e2 = activation_moments(activation).e2
+    layer, _ = _layers(layer)
+    alpha = _alpha(width, var_w)
+    return jnp.asarray(m2_x) * (1.0 + alpha**k * e2 ** (k - 1)) ** layer
+
+
+def branch_backward_second_moment(
+    layer: ArrayLike,
+    depth: ArrayLike,
+    width: ArrayLike,
+    var_w: ArrayLike,
+    shortcut: int,
+    activation: str = "identity",
+) -> Array:
+    """E[(dE/dz^l)^2] of the block of :func:`branch_forward_second_moment`:
+    (1 + α^k a^{k-1})^{L-l}, a = E f'² (exact in the mean field; at any width for identity f).
+    """
+    k = arch.static_int("shortcut", shortcut)
+    a = activation_moments(activation).a
+    layer, depth = _layers(layer, depth)
+    alpha = _alpha(width, var_w)
+    return (1.0 + alpha**k * a ** (k - 1)) ** (depth - layer)
+
+
+def branch_gradient_variance(
+    layer: ArrayLike,
+    depth: ArrayLike,
+    width: ArrayLike,
+    var_w: ArrayLike,
+    shortcut: int,
+    activation: str = "identity",
+) -> Array:
+    """Var[dE/dW] averaged over the k weights of block l of the block of
+    :func:`branch_forward_second_moment`: every W_i gets the same, (α a)^{k-1} (1 + c)^{L-1}
+    with c = α^k a^{k-1} (a = e_2 for identity and ReLU; the input of W_i has second moment
+    (α e_2)^{i-1} q_{l-1}, its output cotangent (α a)^{k-i} p_l)."""
+    k = arch.static_int("shortcut", shortcut)
+    a = activation_moments(activation).a
+    layer, depth = _layers(layer, depth)
+    alpha = _alpha(width, var_w)
+    c = alpha**k * a ** (k - 1)
+    return (alpha * a) ** (k - 1) * (1.0 + c) ** (depth - 1) + 0.0 * layer
+
+
+def weight_norm_forward_growth(layer: ArrayLike, blocks: ArrayLike) -> Array:
+    """E||z^l||² / ||x||² = (1 + 1/B)^l in a stage of B weight-normalized blocks
+    z + W_2 relu(W_1 z) with Arpit et al.'s (2019) init (γ = 2 for W_1, 1/B for W_2): the
+    branch adds γ_1 γ_2 / 2 = 1/B of ||z||², uncorrelated with z. Bounded by e over the stage
+    for any B. Exact in expectation at any width (the columns have fixed norms and random
+    directions)."""
+    layer, _ = _layers(layer)
+    arch.check_depth(blocks)
+    return (1.0 + 1.0 / jnp.asarray(blocks, jnp.result_type(float))) ** layer
+
+
+def weight_norm_backward_growth(layer: ArrayLike, depth: ArrayLike, blocks: ArrayLike) -> Array:
+    """E||dE/dz^l||² / E||dE/dz^L||² = (1 + 1/B)^{L-l} for the network of
+    :func:`weight_norm_forward_growth` (Arpit et al. 2019; mean field)."""
+    layer, depth = _layers(layer, depth)
+    arch.check_depth(blocks)
+    return (1.0 + 1.0 / jnp.asarray(blocks, jnp.result_type(float))) ** (depth - layer)
 
 
 def relu_delta_variance(
@@ -836,6 +923,54 @@ def closed_forms(
     fm = activation_moments(act)
     out: list[ClosedForm] = []
     add = lambda *a: out.append(ClosedForm(*a))  # noqa: E731
+    k, last = block.shortcut, block.activations()[-1]
+
+    if k > 1 or not block.final_activation:
+        # Branches of k weight layers: exact forms where the branch is linear in its last
+        # weight without normalization, and the BN forward (the last weight sees a BN output
+        # whatever precedes it, so the k = 1 form holds with the last layer's activation).
+        if block.residual and norm == "none" and last == "identity":
+            add(
+                "m2_z",
+                f"(1+α^{k} e_2^{k - 1})^l",
+                "corrected",
+                "exact",
+                branch_forward_second_moment(l, n, v, k, act),
+            )
+            add(
+                "m2_dz",
+                f"(1+α^{k} a^{k - 1})^(L-l)",
+                "corrected",
+                "exact",
+                branch_backward_second_moment(l, L, n, v, k, act),
+            )
+            add(
+                "var_dw",
+                f"(αa)^{k - 1}(1+α^{k} a^{k - 1})^(L-1)",
+                "corrected",
+                "exact",
+                pad(branch_gradient_variance(lp, L, n, v, k, act)),
+            )
+        elif block.residual and norm != "none":
+            add(
+                "m2_z",
+                "1+lα(b_f+l e_1²) (post) / 1+lα e_2 (pre)",
+                "corrected",
+                "exact",
+                bn_second_moment(l, n, v, last, norm),
+            )
+            add(
+                "unitvar_z",
+                "σ² = 1 + lα b_f",
+                "corrected",
+                "exact",
+                bn_unit_variance(l, n, v, last if norm == "bn_post" else act),
+            )
+        nan = jnp.asarray(jnp.nan, v_dtype)
+        return [
+            f._replace(values=jnp.where(active, jnp.broadcast_to(f.values, active.shape), nan))
+            for f in out
+        ]
 
     if block.residual and norm == "none":
         if act == "identity":
