@@ -68,6 +68,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from meanfield import architecture as arch
@@ -340,8 +341,13 @@ def fixup(
     if last:
         return zero(key, shape, dtype)
     fan_in, _ = fan_in_out(_shape(shape))
-    std = math.sqrt(2.0 / fan_in) * float(depth) ** (-1.0 / (2 * m - 2))
-    return normal(key, shape, var_w=std**2, dtype=dtype)
+    return normal(key, shape, var_w=_fixup_var_w(fan_in, depth, m), dtype=dtype)
+
+
+def _fixup_var_w(fan_in: ArrayLike, depth: ArrayLike, m: int) -> Array:
+    """He's 2/fan_in times (L^(-1/(2m-2)))², the variance of Fixup's inner branch layers."""
+    depth = jnp.asarray(depth, jnp.result_type(float))
+    return theory.he_var_w(fan_in) * depth ** (-1.0 / (m - 1))
 
 
 def branch_scale(scheme: str, *, depth: int | None = None, value: float = 0.0) -> float:
@@ -392,14 +398,16 @@ def risotto_type_c(
 def weight_norm_gamma(position: str, blocks: int | None = None) -> float:
     """γ of Arpit et al. (2019) for a layer of a weight-normalized ResNet: 2 for a layer
     followed by ReLU (``"first"`` of a branch), 1/B for the ``"last"`` layer of a branch in a
-    stage of B blocks, 1 for the ``"stem"`` and a ``"shortcut"`` projection."""
+    stage of B blocks, 1 for the ``"stem"``, a ``"shortcut"`` projection and any other layer
+    with no nonlinearity after it (``"linear"``)."""
     if position == "first":
         return 2.0
-    if position in ("stem", "shortcut"):
+    if position in ("stem", "shortcut", "linear"):
         return 1.0
     if position != "last":
         raise ValueError(
-            f"position must be one of ('first', 'last', 'stem', 'shortcut'), got {position!r}"
+            "position must be one of ('first', 'last', 'stem', 'shortcut', 'linear'), "
+            f"got {position!r}"
         )
     return 1.0 / arch.static_int("blocks", blocks)
 
@@ -478,8 +486,8 @@ def branch_init(
         variances = (v,) * k
         law = "orthogonal" if scheme == "orthogonal" else "gaussian"
     elif scheme == "fixup":
-        factor = jnp.asarray(depth, jnp.result_type(float)) ** (-1.0 / (k - 1)) if k > 1 else 0.0
-        variances = (he * factor,) * (k - 1) + (jnp.zeros_like(he),)
+        inner = (_fixup_var_w(width, depth, k),) * (k - 1) if k > 1 else ()
+        variances = inner + (jnp.zeros_like(he),)
     elif scheme in ("skipinit", "rezero"):
         variances = (he,) * k
         scale = 0.0
@@ -488,18 +496,19 @@ def branch_init(
                 f"branch_scale must be None for rezero (0 at init), got {branch_scale!r}"
             )
         if scheme == "skipinit" and branch_scale is not None:
-            concrete = not (arch._is_traced(depth) or arch._is_traced(branch_scale))
-            bound = 1.0 / jnp.sqrt(jnp.asarray(depth, jnp.result_type(float)))
-            if concrete and bool(jnp.any(jnp.asarray(branch_scale) >= bound)):
-                raise ValueError(
-                    f"branch_scale must be < 1/sqrt(depth) = {float(jnp.min(bound)):.3g} "
-                    f"for skipinit, got {branch_scale!r}"
-                )
+            if not (arch._is_traced(depth) or arch._is_traced(branch_scale)):
+                bound = 1.0 / np.sqrt(np.asarray(depth, float))  # SkipInit's "small" α
+                if np.any(np.asarray(branch_scale) >= bound):
+                    raise ValueError(
+                        f"branch_scale must be < 1/sqrt(depth) = {float(np.min(bound)):.3g} "
+                        f"for skipinit, got {branch_scale!r}"
+                    )
     else:  # weight_norm
         law = "weight_norm"
-        gammas = [2.0 if a == "relu" else 1.0 for a in acts[:-1]]
-        inv_depth = 1.0 / jnp.asarray(depth, jnp.result_type(float))
-        variances = tuple(g / jnp.asarray(width, float) for g in gammas) + (inv_depth / width,)
+        gammas = [weight_norm_gamma("first" if a == "relu" else "linear") for a in acts[:-1]]
+        inv_depth = 1.0 / jnp.asarray(depth, jnp.result_type(float))  # γ of "last", B = L
+        n = jnp.asarray(width, jnp.result_type(float))
+        variances = tuple(g / n for g in gammas) + (inv_depth / n,)
     if branch_scale is not None:
         scale = branch_scale
     return BranchInit(scheme, law, tuple(variances), scale)

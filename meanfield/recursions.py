@@ -195,6 +195,10 @@ def _branch_backward(block: Block, alphas: tuple, log_scale, log_r, logq, logp, 
     log_dw = [None] * len(acts)
     for i in reversed(range(len(acts))):
         log_a = math.log(activation_moments(acts[i]).a)
+        if acts[i] == "relu" and block.norm != "bn_pre":
+            # A zero weight (Fixup's last layer) makes u_i = 0 exactly, where relu'(0) = 0
+            # (the convention of JAX and PyTorch): nothing flows back through the branch.
+            log_a = jnp.where(alphas[i] > 0, log_a, -jnp.inf)
         if block.norm == "none":
             log_p_i = log_d + log_a
             log_dw[i] = log_p_i + logp + logq + br["log_rho_in"][i]

@@ -1,0 +1,219 @@
+"""The init zoo inside the simulator: each scheme's branch rule as drawn by Monte-Carlo and as
+propagated by the recursion, against values derived by hand from the rule; a planted error
+(the wrong exponent, a forgotten branch scale, the wrong γ) must fail."""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from meanfield import inits, montecarlo, recursions
+from meanfield import theory as t
+from meanfield.architecture import Block
+from tests.helpers import assert_close
+
+LINEAR_LAST = Block("relu", "none", True, shortcut=2, final_activation=False)
+
+
+def _z(stat, prediction, layers=slice(1, None)):
+    mean = np.asarray(stat.mean, float)[layers]
+    se = np.asarray(stat.stderr, float)[layers]
+    return float(np.max(np.abs((mean - np.asarray(prediction, float)[layers]) / se)))
+
+
+# ------------------------------------------------------------------------------------------
+# The rules as branch_init states them
+
+
+def test_branch_rules_per_layer():
+    n, L = 64, 16
+    acts = ("relu", "relu", "relu")
+    fix = inits.branch_init("fixup", width=n, depth=L, activations=acts)
+    assert_close([float(v) * n for v in fix.var_w], [2 / 4, 2 / 4, 0.0], rtol=1e-6)  # L^(-1/2)
+    assert (fix.law, fix.scale) == ("gaussian", 1.0)
+    one = inits.branch_init("fixup", width=n, depth=L, activations=("relu",))
+    assert [float(v) for v in one.var_w] == [0.0]  # k = 1: the only layer is the last
+    skip = inits.branch_init("skipinit", width=n, depth=L, activations=acts[:1])
+    assert (float(skip.var_w[0]) * n, skip.scale) == (2.0, 0.0)
+    small = inits.branch_init("skipinit", width=n, depth=L, branch_scale=0.2)
+    assert small.scale == 0.2
+    with pytest.raises(ValueError, match=r"branch_scale must be < 1/sqrt\(depth\) = 0.25"):
+        inits.branch_init("skipinit", width=n, depth=L, branch_scale=0.25)
+    with pytest.raises(ValueError, match="branch_scale must be None for rezero"):
+        inits.branch_init("rezero", width=n, depth=L, branch_scale=0.1)
+    wn = inits.branch_init("weight_norm", width=n, depth=L, activations=("relu", "identity"))
+    assert wn.law == "weight_norm"
+    assert_close([float(v) * n for v in wn.var_w], [2.0, 1 / L], rtol=1e-6)
+    with pytest.raises(ValueError, match="init must be one of"):
+        inits.branch_init("lsuv", width=n, depth=L)
+    with pytest.raises(ValueError, match="branch_scale must be a finite number >= 0"):
+        inits.branch_init("he", width=n, depth=L, branch_scale=-1.0)
+
+
+@pytest.mark.parametrize("law", ["gaussian", "orthogonal", "weight_norm"])
+def test_branch_weight_follows_its_law(law):
+    n, v = 128, 0.3 / 128
+    rule = inits.BranchInit("test", law, (v,), 1.0)
+    w = np.asarray(inits.branch_weight(jax.random.key(4), (n, n), rule, 0), np.float64)
+    if law == "gaussian":
+        se = v * math.sqrt(2.0 / w.size)
+        assert abs(w.var() - v) < 4 * se and abs(w.mean()) < 4 * math.sqrt(v / w.size)
+    elif law == "orthogonal":
+        assert_close(w.T @ w, v * n * np.eye(n), rtol=0, atol=1e-5)
+    else:  # every output unit's column has squared norm var_w · fan_in, exactly
+        assert_close(np.sum(w**2, axis=0), np.full(n, v * n), rtol=1e-5)
+        assert np.std(np.sum(w**2, axis=1)) > 1e-3  # rows are not normalized
+    zero = inits.BranchInit("test", law, (0.0,), 1.0)
+    if law != "orthogonal":
+        z = inits.branch_weight(jax.random.key(4), (8, 8), zero, 0)
+        assert np.all(np.asarray(z) == 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Fixup: the network is the identity at init; only the last branch layer gets a gradient
+
+
+@pytest.mark.parametrize("engine", ["explicit", "weightfree"])
+def test_fixup_is_the_identity_and_its_gradient_is_the_rule(engine):
+    n, L, B = 64, 8, 4
+    est = montecarlo.simulate(
+        LINEAR_LAST,
+        key=jax.random.key(21),
+        depth=L,
+        width=n,
+        init="fixup",
+        networks=512,
+        batch=B,
+        engine=engine,
+        warn=False,
+    )
+    assert_close(est.m2_z.mean, np.full(L + 1, est.m2_z.mean[0]), rtol=1e-5)
+    assert_close(est.m2_dz.mean, np.full(L + 1, est.m2_dz.mean[-1]), rtol=1e-5)
+    # dE/dW_1 = 0 (W_2 = 0 above it); dE/dW_2 = Σ_b δ_b a_b^T with a = relu(z W_1), E a² =
+    # α_1/2 = L^(-1) and E δ² = 1: the mean over the two weights is ½ · L^(-1).
+    right = np.full(L + 1, 0.5 / L)
+    assert _z(est.var_dw, right) < 4.0
+    # The exponent with the sign dropped, L^(+1), or the std (not the variance) scaled by
+    # L^(-1/(2m-2)) would give ½ L^(-1/2):
+    assert _z(est.var_dw, np.full(L + 1, 0.5 / math.sqrt(L))) > 4.0
+    prof = recursions.profile(LINEAR_LAST, depth=L, width=n, init="fixup")
+    assert_close(prof.m2_z, np.ones(L + 1), rtol=1e-6)
+    assert_close(prof.m2_dz, np.ones(L + 1), rtol=1e-6)
+    assert_close(prof.var_dw[1:], right[1:], rtol=1e-6)
+
+
+def test_fixup_three_layer_branch_matches_the_rule():
+    # Fixup's bottleneck, m = 3: W_1, W_2 get 2/n · L^(-1/2), W_3 = 0. Only W_3 has a
+    # gradient, Σ_b δ_b a_b^T with E a² = (α_1/2)(α_2/2) = 1/L: the mean over three weights
+    # is 1/(3L).
+    block = Block("relu", "none", True, shortcut=3, final_activation=False)
+    n, L = 64, 6
+    est = montecarlo.simulate(
+        block, key=jax.random.key(2), depth=L, width=n, init="fixup", networks=256, batch=4
+    )
+    prof = recursions.profile(block, depth=L, width=n, init="fixup")
+    right = np.full(L + 1, 1 / (3 * L))
+    assert _z(est.var_dw, right) < 4.0
+    assert_close(prof.var_dw[1:], right[1:], rtol=1e-6)
+    assert _z(est.var_dw, recursions.profile(block, depth=L, width=n, init="he").var_dw) > 4.0
+
+
+def test_fixup_with_a_relu_after_the_zero_layer_is_a_dead_branch():
+    # relu(0 · a) has relu'(0) = 0, so no gradient reaches any weight of the branch: Fixup's
+    # zero layer must be the branch's last operation (its blocks put the ReLU after the sum).
+    block = Block("relu", "none", True, shortcut=3)
+    n, L = 64, 6
+    est = montecarlo.simulate(
+        block, key=jax.random.key(2), depth=L, width=n, init="fixup", networks=16, batch=4
+    )
+    assert np.all(np.asarray(est.var_dw.mean)[1:] == 0.0)
+    prof = recursions.profile(block, depth=L, width=n, init="fixup")
+    assert np.all(np.asarray(prof.var_dw)[1:] == 0.0)
+    assert_close(prof.m2_dz, np.ones(L + 1), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# SkipInit and ReZero: the branch scale
+
+
+@pytest.mark.parametrize("init", ["skipinit", "rezero"])
+def test_zero_branch_scale_is_the_identity_with_no_weight_gradient(init):
+    block = Block("relu", "bn_pre", True, shortcut=2)
+    n, L = 32, 5
+    est = montecarlo.simulate(
+        block, key=jax.random.key(6), depth=L, width=n, init=init, networks=16, batch=4
+    )
+    assert_close(est.m2_z.mean, np.full(L + 1, est.m2_z.mean[0]), rtol=1e-5)
+    assert_close(est.m2_dz.mean, np.full(L + 1, est.m2_dz.mean[-1]), rtol=1e-5)
+    assert np.all(np.asarray(est.var_dw.mean)[1:] == 0.0)
+    prof = recursions.profile(block, depth=L, width=n, init=init)
+    assert_close(prof.m2_z, np.ones(L + 1), rtol=1e-6)
+    assert np.all(np.asarray(prof.var_dw)[1:] == 0.0)
+
+
+def test_small_skipinit_scale_matches_the_recursion_and_is_not_ignored():
+    # ReLU without BN: finite-width excess of the backward ~1/n (4% at n = 256, 0.7% at 1024).
+    block = Block("relu", "none", True)
+    n, L, beta = 1024, 16, 0.2
+    est = montecarlo.simulate(
+        block,
+        key=jax.random.key(9),
+        depth=L,
+        width=n,
+        init="skipinit",
+        branch_scale=beta,
+        networks=128,
+        batch=4,
+        warn=False,
+    )
+    prof = recursions.profile(block, depth=L, width=n, init="skipinit", branch_scale=beta)
+    for name in ("mean_z", "m2_z", "m2_dz", "var_dw"):
+        assert _z(getattr(est, name), getattr(prof, name)) < 4.0, name
+    # β enters squared in the weight gradients: forgetting it (He, β = 1) fails.
+    he = recursions.profile(block, depth=L, width=n, var_w=2 / n)
+    assert _z(est.var_dw, he.var_dw) > 4.0
+    # By hand, one block from x ~ N(0, I): q_1 = 1 + β² α/2 with α = 2.
+    assert float(prof.m2_z[1]) == pytest.approx(1 + beta**2, rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# Arpit et al.: weight-normalized branches grow by exactly (1 + 1/B) per block
+
+
+def test_weight_norm_grows_by_one_plus_one_over_b_forward_and_backward():
+    n, L, B = 128, 8, 4
+    est = montecarlo.simulate(
+        LINEAR_LAST,
+        key=jax.random.key(13),
+        depth=L,
+        width=n,
+        init="weight_norm",
+        networks=512,
+        batch=B,
+        warn=False,
+    )
+    layers = np.arange(L + 1)
+    forward = t.weight_norm_forward_growth(layers, blocks=L)
+    backward = t.weight_norm_backward_growth(layers, L, blocks=L)
+    assert _z(est.m2_z, forward) < 4.0
+    assert _z(est.m2_dz, backward, slice(0, L)) < 4.0
+    # The recursion gives the same, to rounding.
+    prof = recursions.profile(LINEAR_LAST, depth=L, width=n, init="weight_norm")
+    assert_close(prof.m2_z, forward, rtol=1e-5)
+    assert_close(prof.m2_dz, backward, rtol=1e-5)
+    # γ = 2/B for the last layer (the total depth mistaken for half the stage) is rejected.
+    wrong = (1 + 2 / L) ** layers
+    assert _z(est.m2_z, wrong) > 4.0
+
+
+def test_weight_norm_needs_the_explicit_engine_and_plain_zero_branches_are_refused():
+    kw = dict(key=jax.random.key(0), depth=3, width=16, networks=4, batch=2)
+    with pytest.raises(ValueError, match="needs Gaussian weights; init='weight_norm'"):
+        montecarlo.simulate(LINEAR_LAST, init="weight_norm", engine="weightfree", **kw)
+    plain = Block("relu", "none", False, shortcut=2)
+    for init in ("fixup", "rezero"):
+        with pytest.raises(ValueError, match=f"init='{init}' starts every branch at zero"):
+            montecarlo.simulate(plain, init=init, **kw)
+        with pytest.raises(ValueError, match="plain network"):
+            recursions.profile(plain, depth=3, width=16, init=init)
