@@ -49,6 +49,7 @@ import optax
 
 from meanfield import montecarlo, recursions, theory
 from meanfield.models import (
+    ZOO_INITS,
     ResNet,
     ResNetConfig,
     log_mean_square,
@@ -107,6 +108,14 @@ def measure(
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
+def _weights(config: ResNetConfig) -> dict:
+    """The recursion's weight arguments for ``config``: its variance, or, for the companion
+    schemes, the scheme itself (their rules depend only on the fan-in k·k·C and the depth)."""
+    if config.init in ZOO_INITS:
+        return dict(init=config.init, c=config.c, branch_scale=config.branch_scale)
+    return dict(var_w=config.var_w, branch_scale=config.branch_scale)
+
+
 def predict(config: ResNetConfig, start: dict[str, float]) -> recursions.Profile:
     """The mean-field profile of ``config``'s blocks from the statistics of z^0 (``start``
     holds ``m2_z``, ``mean_z`` and ``unitvar_z`` at l = 0, as plain values)."""
@@ -118,7 +127,7 @@ def predict(config: ResNetConfig, start: dict[str, float]) -> recursions.Profile
             config.block,
             depth=config.depth,
             width=float(config.fan_in),
-            var_w=config.var_w,
+            **_weights(config),
             input_m2=m2,
             input_mean=mean,
             input_unitvar=unitvar,
@@ -140,13 +149,17 @@ def toy_montecarlo(
     Finite-width effects follow the number of units per position, C, not the fan-in k·k·C:
     this is the prediction that includes them (docs/training.md).
     """
-    alpha = config.fan_in * config.var_w
+    if config.init in ZOO_INITS:  # the rule at width C gives the same α per layer
+        weights = dict(init=config.init, c=config.c, branch_scale=config.branch_scale)
+    else:
+        alpha = config.fan_in * config.var_w
+        weights = dict(var_w=alpha / config.channels, branch_scale=config.branch_scale)
     return montecarlo.simulate(
         config.block,
         key=jax.random.key(seed),
         depth=config.depth,
         width=config.channels,
-        var_w=alpha / config.channels,
+        **weights,
         networks=networks,
         batch=batch,
         input_std=float(np.sqrt(start["m2_z"])),
@@ -234,8 +247,13 @@ def compare(
             stats[name]["toy_log10"] = toy_log[name].tolist()
     # The paper's closed forms for the backward profile (normalized at L like the rows above).
     forms = []
-    for form in theory.closed_forms(
-        config.block, depth=depth, width=float(config.fan_in), var_w=config.var_w
+    plain_init = config.init not in ZOO_INITS and config.branch_scale is None
+    for form in (
+        theory.closed_forms(
+            config.block, depth=depth, width=float(config.fan_in), var_w=config.var_w
+        )
+        if plain_init
+        else ()
     ):
         if form.statistic == "m2_dz":
             forms.append(

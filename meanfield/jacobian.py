@@ -12,8 +12,13 @@ ln σ_i and by the condition number σ_max/σ_min. Initializations (``INITS``):
                      layers), W_2 = 0 (Zhang et al. 2019; scalar multiplier 1 and biases 0,
                      which do not change the function at init)
 ``skipinit``         z + α relu(W z), W He, α = ``alpha`` (De & Smith 2020: 0, or small)
+``weight_norm``      z + W_2 relu(W_1 z), weight-normalized with γ = 2, 1/L (Arpit et al.)
 ``risotto``          looks-linear orthogonal, exact (below)
 ===================  =====================================================================
+
+and any other scheme of :data:`meanfield.inits.BRANCH_SCHEMES` on any
+:class:`~meanfield.architecture.Block` given as ``block`` (the rows above name each scheme's
+default block; weights follow :func:`meanfield.inits.branch_init`).
 
 **RISOTTO (the construction implemented).** The paper's code could not be read; this is an
 exact construction for its block type C (identity skip, ReLU after the sum, two weight layers),
@@ -46,33 +51,52 @@ import numpy as np
 
 from meanfield import architecture as arch
 from meanfield import inits
+from meanfield.architecture import Block
 
 __all__ = [
     "INITS",
     "MAX_EXACT_WIDTH",
     "SpectrumStats",
+    "default_block",
     "extreme_singular_values",
     "network",
     "singular_values",
     "spectrum_stats",
 ]
 
-INITS = ("he", "depth_scaled", "fixup", "skipinit", "risotto")
+INITS = inits.BRANCH_SCHEMES + ("risotto",)
 MAX_EXACT_WIDTH = 1024
+# The block each companion scheme was made for: two weight layers, no f after the last.
+_LINEAR_LAST = Block("relu", "none", True, shortcut=2, final_activation=False)
+_DEFAULT_BLOCKS = {"fixup": _LINEAR_LAST, "weight_norm": _LINEAR_LAST}
 
 
-def _check(init: str, norm: str, depth: int, width: int, batch: int) -> None:
+def default_block(init: str, norm: str = "none") -> Block:
+    """The block :func:`network` uses for ``init`` when none is given: the paper's ReLU block
+    with ``norm``, or for fixup and weight_norm their papers' z + W_2 relu(W_1 z)."""
+    return _DEFAULT_BLOCKS.get(init, Block("relu", norm))
+
+
+def _check(init: str, norm: str, depth: int, width: int, batch: int, block=None) -> Block:
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if norm not in ("none", "bn_post", "bn_pre"):
         raise ValueError(f"norm must be one of ('none', 'bn_post', 'bn_pre'), got {norm!r}")
-    if norm != "none" and init not in ("he", "depth_scaled"):
-        raise ValueError(f"norm={norm!r} is only defined for init 'he' or 'depth_scaled'")
+    if block is not None and not isinstance(block, Block):
+        raise ValueError(f"block must be a meanfield.Block or None, got {block!r}")
+    if init == "risotto" and (block is not None or norm != "none"):
+        raise ValueError("init='risotto' is its own normalization-free block; give no block/norm")
+    if block is not None and norm != "none" and norm != block.norm:
+        raise ValueError(f"norm={norm!r} contradicts block.norm={block.norm!r}; give one")
+    if block is None and norm != "none" and init in _DEFAULT_BLOCKS:
+        raise ValueError(f"norm={norm!r}: give a block for init {init!r} with BN")
     arch.static_int("depth", depth)
     arch.static_int("width", width)
     arch.static_int("batch", batch)
-    if norm != "none" and batch < 2:
+    block = block if block is not None else default_block(init, norm)
+    if block.norm != "none" and batch < 2:
         raise ValueError(f"batch must be >= 2 with BN, got {batch}")
+    return block
 
 
 def _bn(z: jax.Array) -> jax.Array:
@@ -91,38 +115,52 @@ def network(
     norm: str = "none",
     c: float = 1.0,
     alpha: float = 0.0,
+    block: Block | None = None,
 ):
     """The function x (B x n) -> z^L (B x n) of one sampled network with this init; weights
-    drawn per block from ``fold_in(key, l)`` and applied by one ``lax.scan`` over blocks.
-    ``alpha`` is SkipInit's branch scale."""
-    _check(init, norm, depth, width, 2 if norm != "none" else 1)
+    drawn per block from ``fold_in(key, l)`` (position i > 0 of a branch from
+    ``fold_in(fold_in(key, l), i)``) and applied by one ``lax.scan`` over blocks.
+    ``alpha`` is SkipInit's branch scale; ``block`` defaults to :func:`default_block`."""
+    block = _check(init, norm, depth, width, 2 if norm != "none" else 1, block)
     n, L = width, depth
     dtype = jnp.result_type(float)
     keys = jax.vmap(lambda layer: jax.random.fold_in(key, layer))(jnp.arange(1, L + 1))
 
-    def gaussian(std):  # (L, n, n) stacked per-block weights
-        return std * jax.vmap(lambda k: jax.random.normal(k, (n, n), dtype))(keys)
-
     def scan(step, params):  # one block per layer, compiled once whatever the depth
         return lambda x: jax.lax.scan(lambda z, p: (step(z, p), None), x, params)[0]
 
-    if init in ("he", "depth_scaled"):
-        var_w = 2.0 / n if init == "he" else c / (n * L)
+    if init != "risotto":
+        rule = inits.branch_init(
+            init,
+            width=n,
+            depth=L,
+            activations=block.activations(),
+            c=c,
+            branch_scale=alpha if init == "skipinit" else None,
+        )
+        inits.check_plain(block, rule)
+
+        def draw(k, i):
+            k = k if i == 0 else jax.random.fold_in(k, i)
+            return inits.branch_weight(k, (n, n), rule, i, dtype)
+
+        ws = tuple(jax.vmap(lambda k, i=i: draw(k, i))(keys) for i in range(block.shortcut))
+        acts = block.activations()
+        scale = jnp.asarray(rule.scale, dtype)
 
         def step(z, w):
-            if norm == "none":
-                return z + jax.nn.relu(z @ w)
-            if norm == "bn_post":
-                return z + jax.nn.relu(_bn(z) @ w)
-            return z + jax.nn.relu(_bn(z)) @ w
+            h = z
+            for i, act in enumerate(acts):
+                f = jax.nn.relu if act == "relu" else (lambda u: u)
+                if block.norm == "none":
+                    h = f(h @ w[i])
+                elif block.norm == "bn_post":
+                    h = f(_bn(h) @ w[i])
+                else:
+                    h = f(_bn(h)) @ w[i]
+            return z + scale * h if block.residual else scale * h
 
-        return scan(step, gaussian(math.sqrt(var_w)))
-    if init == "fixup":
-        w1 = gaussian(math.sqrt(2.0 / n) * L ** (-0.5))  # He, times L^(-1/(2m-2)) with m = 2
-        w2 = jnp.zeros_like(w1)  # the last layer of every branch: zero
-        return scan(lambda z, p: z + jax.nn.relu(z @ p[0]) @ p[1], (w1, w2))
-    if init == "skipinit":
-        return scan(lambda z, w: z + alpha * jax.nn.relu(z @ w), gaussian(math.sqrt(2.0 / n)))
+        return scan(step, ws)
     w1, w2 = jax.vmap(lambda k: inits.risotto_type_c(k, n, dtype=dtype))(keys)
 
     def block(h, p):  # α = β = 1
@@ -148,11 +186,12 @@ def singular_values(
     batch: int = 1,
     c: float = 1.0,
     alpha: float = 0.0,
+    block: Block | None = None,
 ) -> np.ndarray:
     """Singular values (networks x width, descending) of dz^L/dx for the first of ``batch``
     inputs x ~ N(0, I_n) of each of ``networks`` sampled networks (network r uses
     ``split(key, networks)[r]``). Exact: ``jax.jacfwd`` and an SVD, vmapped over networks."""
-    _check(init, norm, depth, width, batch)
+    _check(init, norm, depth, width, batch, block)
     networks = arch.static_int("networks", networks)
     if width > MAX_EXACT_WIDTH:
         raise ValueError(
@@ -163,7 +202,9 @@ def singular_values(
     def one(k):
         kx, kw = jax.random.split(k)
         x = jax.random.normal(kx, (batch, width))
-        f = network(init, key=kw, depth=depth, width=width, norm=norm, c=c, alpha=alpha)
+        f = network(
+            init, key=kw, depth=depth, width=width, norm=norm, c=c, alpha=alpha, block=block
+        )
         jac = jax.jacfwd(lambda x0: f(x.at[0].set(x0))[0])(x[0])
         return jnp.linalg.svd(jac, compute_uv=False)
 
@@ -182,6 +223,7 @@ def extreme_singular_values(
     c: float = 1.0,
     alpha: float = 0.0,
     steps: int = 60,
+    block: Block | None = None,
 ) -> tuple[float, float]:
     """(σ_max, σ_min) of one network's Jacobian at any width, by Lanczos (full
     reorthogonalization, float64 NumPy loop) on JᵀJ applied through ``jax.jvp`` and
@@ -189,11 +231,11 @@ def extreme_singular_values(
     estimate (σ_max converges first) otherwise."""
     from meanfield.hessian import _lanczos
 
-    _check(init, norm, depth, width, batch)
+    _check(init, norm, depth, width, batch, block)
     steps = arch.static_int("steps", steps)
     kx, kw = jax.random.split(key)
     x = jax.random.normal(kx, (batch, width))
-    f = network(init, key=kw, depth=depth, width=width, norm=norm, c=c, alpha=alpha)
+    f = network(init, key=kw, depth=depth, width=width, norm=norm, c=c, alpha=alpha, block=block)
 
     def g(x0):
         return f(x.at[0].set(x0))[0]

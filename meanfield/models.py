@@ -57,6 +57,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -79,7 +80,9 @@ __all__ = [
 ]
 
 PADDINGS = ("circular", "same")
-CONV_INITS = ("he", "glorot", "depth_scaled", "zero")  # orthogonal needs square 2-D weights
+# Orthogonal needs square 2-D weights; the companion schemes are branch rules (inits.branch_init).
+CONV_INITS = ("he", "glorot", "depth_scaled", "zero", "fixup", "skipinit", "rezero", "weight_norm")
+ZOO_INITS = ("fixup", "skipinit", "rezero", "weight_norm")
 _FLAX_PADDING = {"circular": "CIRCULAR", "same": "SAME"}
 
 
@@ -101,6 +104,7 @@ class ResNetConfig:
     c: float = 1.0  # the c of depth_scaled, Var[w] = c / (k·k·C·L)
     padding: str = "circular"  # one of PADDINGS
     num_classes: int = 10
+    branch_scale: float | None = None  # a learned β on every branch, started here (SkipInit)
 
     def __post_init__(self):
         if not isinstance(self.block, Block):
@@ -113,6 +117,42 @@ class ResNetConfig:
         if self.padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         object.__setattr__(self, "c", float(self.c))
+        if self.branch_scale is not None:
+            object.__setattr__(self, "branch_scale", float(self.branch_scale))
+        _ = self.rule  # validates branch_scale against the scheme (e.g. SkipInit's 1/sqrt(L))
+
+    @property
+    def rule(self) -> inits.BranchInit:
+        """The branch rule of ``init`` at fan-in k·k·C (:func:`meanfield.inits.branch_init`):
+        per-layer variances, law and β. For he/glorot/depth_scaled/zero it is the kernel
+        initializer's variance (Glorot with the conv's own fan-out)."""
+        if self.init in ZOO_INITS:
+            with jax.ensure_compile_time_eval():  # plain numbers, also inside a traced model
+                rule = inits.branch_init(
+                    self.init,
+                    width=self.fan_in,
+                    depth=self.depth,
+                    activations=self.block.activations(),
+                    c=self.c,
+                    branch_scale=self.branch_scale,
+                )
+                return rule._replace(
+                    var_w=tuple(float(v) for v in rule.var_w), scale=float(rule.scale)
+                )
+        if self.branch_scale is not None:
+            arch.check_positive("branch_scale", self.branch_scale + 1.0)  # finite, >= 0
+            if self.branch_scale < 0:
+                raise ValueError(f"branch_scale must be >= 0, got {self.branch_scale!r}")
+        with jax.ensure_compile_time_eval():
+            v = self.var_w
+        scale = 1.0 if self.branch_scale is None else self.branch_scale
+        return inits.BranchInit(self.init, "gaussian", (v,) * self.block.shortcut, scale)
+
+    @property
+    def learned_scale(self) -> bool:
+        """Whether every branch ends with a learned scalar β (SkipInit, ReZero, or any init
+        with ``branch_scale`` given)."""
+        return self.init in ("skipinit", "rezero") or self.branch_scale is not None
 
     @property
     def fan_in(self) -> int:
@@ -126,14 +166,29 @@ class ResNetConfig:
 
     @property
     def var_w(self) -> float:
-        """Var[w] of one block-kernel entry under ``init`` (what the recursions take)."""
+        """Var[w] of one block-kernel entry under ``init`` (what the recursions take); for the
+        companion schemes, whose layers differ, that of the branch's first layer."""
+        if self.init in ZOO_INITS:
+            return float(self.rule.var_w[0])
         k, _, c_in, c_out = self.kernel_shape
         return float(
             inits.var_w(self.init, fan_in=k * k * c_in, fan_out=c_out, depth=self.depth, c=self.c)
         )
 
-    def kernel_init(self) -> inits.Initializer:
-        return inits.get(self.init, depth=self.depth, c=self.c)
+    def kernel_init(self, position: int = 0) -> inits.Initializer:
+        """The initializer of the branch's kernel ``position`` (0..k-1); for weight_norm that
+        of the direction v (only its direction matters)."""
+        if self.init not in ZOO_INITS:
+            return inits.get(self.init, depth=self.depth, c=self.c)
+        rule = self.rule
+        v = 1.0 / self.fan_in if rule.law == "weight_norm" else float(rule.var_w[position])
+        if v == 0.0:
+            return inits.zero
+
+        def init(key, shape, dtype=jnp.float32):
+            return inits.normal(key, shape, v, dtype)
+
+        return init
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -203,27 +258,51 @@ class _ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, z, tap):
         cfg = self.config
-        conv = nn.Conv(
-            cfg.channels,
-            (cfg.kernel_size, cfg.kernel_size),
-            padding=_FLAX_PADDING[cfg.padding],
-            use_bias=False,
-            kernel_init=cfg.kernel_init(),
-            dtype=self.dtype,
-        )
-        f = _activation(cfg.block.activation)
+        rule = cfg.rule
+        acts = cfg.block.activations()
+        fixup = cfg.init == "fixup" and cfg.block.norm == "none"
+
+        def conv(i, v):
+            layer = nn.Conv(
+                cfg.channels,
+                (cfg.kernel_size, cfg.kernel_size),
+                padding=_FLAX_PADDING[cfg.padding],
+                use_bias=False,
+                kernel_init=cfg.kernel_init(i),
+                dtype=self.dtype,
+            )
+            if rule.law != "weight_norm":
+                return layer(v)
+            # w = g v/||v|| per output channel, g² = γ (Arpit et al.: sqrt(γ fan_in/fan_out)
+            # with fan-in and fan-out both counting the k·k taps).
+            g = math.sqrt(float(rule.var_w[i]) * cfg.fan_in)
+            return nn.WeightNorm(layer, scale_init=nn.initializers.constant(g))(v)
 
         def bn(v):
             return nn.BatchNorm(
                 use_running_average=not self.train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
             )(v)
 
-        if cfg.block.norm == "none":
-            h = f(conv(z))
-        elif cfg.block.norm == "bn_post":
-            h = f(conv(bn(z)))
-        else:  # bn_pre
-            h = conv(f(bn(z)))
+        def scalar(name, value):
+            return self.param(name, nn.initializers.constant(value), (), jnp.float32)
+
+        h = z
+        for i, act in enumerate(acts):
+            f = _activation(act)
+            if cfg.block.norm == "none":
+                if fixup:  # Fixup's scalar biases, 0 at init, before each conv and activation
+                    h = conv(i, h + scalar(f"bias_in_{i}", 0.0))
+                    h = f(h + scalar(f"bias_act_{i}", 0.0)) if act != "identity" else h
+                else:
+                    h = f(conv(i, h))
+            elif cfg.block.norm == "bn_post":
+                h = f(conv(i, bn(h)))
+            else:  # bn_pre
+                h = conv(i, f(bn(h)))
+        if fixup:  # Fixup's multiplier (1) and bias (0) at the end of the branch
+            h = scalar("multiplier", 1.0) * h + scalar("bias_out", 0.0)
+        if cfg.learned_scale:
+            h = scalar("branch_scale", float(rule.scale)) * h
         # The residual stream stays float32 under mixed precision: 100 bfloat16 additions
         # would lose the small branch contributions of the depth-scaled init.
         h = h.astype(jnp.float32)
@@ -277,9 +356,10 @@ class ResNet(nn.Module):
         tap_in = taps[1:] if measure else jnp.zeros((cfg.depth,), jnp.float32)
         z, stats = blocks(z, tap_in)
         pooled = jnp.mean(z.astype(jnp.float32), axis=(1, 2))
-        logits = nn.Dense(
-            cfg.num_classes, kernel_init=inits.glorot_normal, dtype=jnp.float32, name="head"
-        )(pooled)
+        head_init = inits.zero if cfg.init == "fixup" else inits.glorot_normal  # Fixup: logits 0
+        logits = nn.Dense(cfg.num_classes, kernel_init=head_init, dtype=jnp.float32, name="head")(
+            pooled
+        )
         if not measure:
             return logits
         stats = {k: jnp.concatenate([stats0[k][None], v]) for k, v in stats.items()}
@@ -287,10 +367,21 @@ class ResNet(nn.Module):
 
 
 def count_params(config: ResNetConfig) -> int:
-    """Trainable parameters: stem k·k·3·C, each block k·k·C·C (+ 2C for BN's scale and
-    offset), head C·classes + classes."""
-    k, c = config.kernel_size, config.channels
-    block = k * k * c * c + (2 * c if config.block.norm != "none" else 0)
+    """Trainable parameters: stem k·k·3·C; each block k_s convolutions k·k·C·C (k_s the
+    shortcut depth), + 2C per BN (scale and offset), + C per weight-normalized kernel (g),
+    + Fixup's 2k_s + 2 scalars (k_s + 1 without the last activation), + 1 for a learned
+    branch scale; head C·classes + classes."""
+    k, c, m = config.kernel_size, config.channels, config.block.shortcut
+    block = m * k * k * c * c
+    if config.block.norm != "none":
+        block += m * 2 * c
+    if config.init == "weight_norm":
+        block += m * c
+    if config.init == "fixup" and config.block.norm == "none":
+        acts = config.block.activations()
+        block += m + sum(a != "identity" for a in acts) + 2
+    if config.learned_scale:
+        block += 1
     return k * k * 3 * c + config.depth * block + c * config.num_classes + config.num_classes
 
 

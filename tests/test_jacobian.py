@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import meanfield
 from meanfield import inits
 from meanfield import jacobian as J
 
@@ -81,7 +82,8 @@ def test_lanczos_extremes_match_the_exact_svd():
     "kwargs, message",
     [
         (dict(init="xavier"), "init must be one of"),
-        (dict(init="fixup", norm="bn_post"), "only defined for init 'he' or 'depth_scaled'"),
+        (dict(init="fixup", norm="bn_post"), "give a block for init 'fixup' with BN"),
+        (dict(init="risotto", norm="bn_post"), "risotto' is its own normalization-free block"),
         (dict(init="he", norm="bn_post", batch=1), "batch must be >= 2 with BN"),
         (dict(init="he", width=2048), "above MAX_EXACT_WIDTH"),
     ],
@@ -90,3 +92,16 @@ def test_bad_arguments_raise(kwargs, message):
     init = kwargs.pop("init")
     with pytest.raises(ValueError, match=message):
         _sv(init, **kwargs)
+
+
+def test_weight_norm_and_any_block_follow_the_shared_branch_rules():
+    # Arpit et al.'s block at γ = 2, 1/L: E||J u||² = (1 + 1/L)^L ||u||² (forward growth of a
+    # linear-in-z perturbation, mean field), so the mean of σ² is near (1 + 1/L)^L ≈ e at
+    # L = 8: 2.57, not the He value.
+    sv = _sv("weight_norm", depth=8, width=64, networks=16)
+    mean_sq = float(np.mean(np.asarray(sv, np.float64) ** 2))
+    assert mean_sq == pytest.approx((1 + 1 / 8) ** 8, rel=0.1)
+    # Fixup on its own block is exactly the identity; on a block with a final ReLU as well.
+    for block in (None, meanfield.Block("relu", "none", True, shortcut=3)):
+        sv = _sv("fixup", depth=4, width=16, networks=2, block=block)
+        np.testing.assert_array_equal(np.asarray(sv), 1.0)
