@@ -12,6 +12,7 @@ Commands:
     python experiments/train_cifar.py --smoke              # plumbing: ~1.5 min on a CPU
     python experiments/train_cifar.py --preset fig2        # 3 setups x 3 seeds x 20 epochs
     python experiments/train_cifar.py --preset fig3        # He without BN, 9 seeds
+    python experiments/train_cifar.py --preset inits       # the init zoo, 7 setups x 3 seeds
     python experiments/train_cifar.py --resume runs/train_cifar-fig2-...   # continue a run
 
 Runtime: fig2 and fig3 are GPU jobs (on a 2-core CPU one epoch of one 100-block network takes
@@ -32,7 +33,15 @@ downloaded (checksum-verified) when absent and the network allows (docs/training
 Writes into a new folder under --out (printed at the end): run.json (the resolved
 configuration), one folder per setup (config.json, metrics.jsonl, initcheck.json,
 checkpoints/), learning_curves.{png,pdf}, initcheck.{png,pdf}, summary.csv and summary.json
-(mean and std over seeds of the validation accuracy after epoch 1 and after the last epoch).
+(mean and std over seeds of the validation accuracy after epoch 1 and after the last epoch,
+next to each setup's predicted forward and backward growth over the network and the spread of
+its input-output Jacobian, meanfield.initcheck.init_predictions), and inits.{png,pdf}, the
+same side by side.
+
+The inits preset (Fixup, SkipInit, Arpit et al.'s weight norm next to He, depth-scaled and BN;
+docs/companions.md) trains each init on the block it was made for: the paper's z + relu(W z)
+for He, depth-scaled, BN and SkipInit, z + W2 relu(W1 z) for Fixup and weight norm, with He on
+that block as its baseline.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ import numpy as np
 # Runnable as `python experiments/train_cifar.py` from a checkout without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meanfield import Block, data, plots, results  # noqa: E402
+from meanfield import Block, data, initcheck, plots, results  # noqa: E402
 from meanfield.models import PADDINGS, ResNetConfig  # noqa: E402
 from meanfield.train import (  # noqa: E402
     OPTIMIZERS,
@@ -57,18 +66,28 @@ from meanfield.train import (  # noqa: E402
     train_and_evaluate,
 )
 
+# The branch z -> W_2 relu(W_1 z) of Fixup's and Arpit et al.'s networks.
+LINEAR_LAST = Block("relu", "none", True, shortcut=2, final_activation=False)
+
 # name -> (block, init, legend label)
 SETUPS = {
     "he-none": (Block("relu", "none"), "he", "He, no BN"),
     "depth_scaled-none": (Block("relu", "none"), "depth_scaled", "depth-scaled 1/(nL), no BN"),
     "he-bn_post": (Block("relu", "bn_post"), "he", "He, BN (Fig. 1b)"),
+    "skipinit-none": (Block("relu", "none"), "skipinit", "SkipInit α = 0 (= ReZero), no BN"),
+    "he-k2": (LINEAR_LAST, "he", "He, z + W2 relu(W1 z)"),
+    "fixup-k2": (LINEAR_LAST, "fixup", "Fixup, z + W2 relu(W1 z)"),
+    "weight_norm-k2": (LINEAR_LAST, "weight_norm", "weight norm (Arpit), z + W2 relu(W1 z)"),
 }
+PAPER_SETUPS = ["he-none", "depth_scaled-none", "he-bn_post"]
 
 PRESETS = {
-    "fig2": dict(setups=list(SETUPS), seeds=3, epochs=20, depth=100),
+    "fig2": dict(setups=PAPER_SETUPS, seeds=3, epochs=20, depth=100),
     "fig3": dict(setups=["he-none"], seeds=9, epochs=20, depth=100),
+    # The init zoo on the paper's 100 blocks, early epochs: accuracy next to the predictions.
+    "inits": dict(setups=list(SETUPS), seeds=3, epochs=3, depth=100),
     "smoke": dict(
-        setups=list(SETUPS),
+        setups=PAPER_SETUPS,
         seeds=2,
         epochs=2,
         depth=3,
@@ -80,7 +99,7 @@ PRESETS = {
 }
 
 DEFAULTS = dict(
-    setups=list(SETUPS),
+    setups=PAPER_SETUPS,
     seeds=1,
     epochs=20,
     depth=100,
@@ -215,8 +234,11 @@ def load_data(settings: dict, args: argparse.Namespace) -> data.CIFAR10:
     )
 
 
-def summarize(name: str, label: str, rows: list[dict], check: dict | None) -> dict:
-    """Mean and std over seeds of the validation accuracy after epoch 1 and the last epoch."""
+def summarize(
+    name: str, label: str, rows: list[dict], check: dict | None, predictions: dict | None = None
+) -> dict:
+    """Mean and std over seeds of the validation accuracy after epoch 1 and the last epoch,
+    with the setup's predictions at initialization."""
     last = max(r["epoch"] for r in rows)
     out = {"setup": name, "label": label, "seeds": len({r["seed"] for r in rows})}
     for tag, epoch in (("epoch1", 1), ("last", last)):
@@ -232,7 +254,13 @@ def summarize(name: str, label: str, rows: list[dict], check: dict | None) -> di
         out["log10_m2_z_L_predicted"] = s["m2_z"]["predicted_log10"]
         out["log10_m2_dz_1_measured"] = s["m2_dz"]["measured_log10_of_mean"]
         out["log10_m2_dz_1_predicted"] = s["m2_dz"]["predicted_log10"]
+    for key, value in (predictions or {}).items():
+        out[f"predicted_{key}"] = value
     return out
+
+
+def _show(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _where(configs: dict[str, TrainConfig]) -> str:
@@ -329,7 +357,8 @@ def main(argv=None) -> Path:
         curves.append({"name": name, "label": label, "rows": rows})
         if check is not None:
             checks.append({"label": label, "check": check})
-        summary.append(summarize(name, label, rows, check))
+        predictions = initcheck.init_predictions(config.model)
+        summary.append(summarize(name, label, rows, check, predictions))
 
     results.save_csv(out / "summary.csv", summary)
     results.save_json(out / "summary.json", {"settings": settings, "summary": summary})
@@ -345,12 +374,17 @@ def main(argv=None) -> Path:
             checks, title=f"At initialization: measured vs predicted, {where}"
         )
         plots.save_figure(fig, out / "initcheck", args.formats)
+    fig = plots.init_comparison_figure(summary, title=f"CIFAR-10, {where}: early training")
+    plots.save_figure(fig, out / "inits", args.formats)
     for s in summary:
-        acc = s["val_accuracy_last_mean"]
+        acc, first = s["val_accuracy_last_mean"], s["val_accuracy_epoch1_mean"]
         print(
-            f"  {s['setup']}: val accuracy after epoch {s['last_epoch']}: "
+            f"  {s['setup']}: val accuracy after epoch 1 / {s['last_epoch']}: "
+            f"{'n/a' if first is None else f'{first:.3f}'} / "
             f"{'n/a' if acc is None else f'{acc:.3f}'} (mean of {s['seeds']} seeds, "
-            f"{s['diverged']} diverged)"
+            f"{s['diverged']} diverged); predicted log10 growth forward "
+            f"{s['predicted_forward_log10']:.2f}, backward {s['predicted_backward_log10']:.2f}, "
+            f"Jacobian sd(ln σ) {_show(s['predicted_jacobian_sd_log'])}"
         )
     print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
     return out

@@ -57,7 +57,7 @@ from meanfield.models import (
     seed_map_for_backend,
 )
 
-__all__ = ["STATISTICS", "measure", "predict", "compare"]
+__all__ = ["STATISTICS", "measure", "predict", "compare", "init_predictions"]
 
 STATISTICS = ("mean_z", "log_m2_z", "log_unitvar_z", "log_m2_dz", "log_var_dw")
 _LN10 = math.log(10.0)
@@ -224,7 +224,8 @@ def compare(
         }
         for name in ("m2_dz", "var_dw"):
             v = np.asarray(getattr(toy, f"log10_{name}").mean, np.float64)
-            toy_log[name] = v - v[-1]
+            with np.errstate(invalid="ignore"):  # -inf - -inf: no gradient (a zero branch)
+                toy_log[name] = v - v[-1]
     depth = config.depth
     stats: dict[str, Any] = {}
     log10 = {k: np.asarray(v) / _LN10 for k, v in measured.items() if k.startswith("log_")}
@@ -290,3 +291,56 @@ def compare(
         "closed_forms": forms,
         "summary": summary,
     }
+
+
+def init_predictions(
+    config: ResNetConfig,
+    *,
+    jacobian_width: int = 64,
+    networks: int = 8,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What theory says about ``config`` at initialization, for the training comparison:
+
+    * ``forward_log10``: log10 q_L/q_0 and ``backward_log10``: log10 p_0/p_L from the
+      mean-field recursion of its block and init at fan-in k·k·C (from x ~ N(0, I));
+    * ``jacobian_sd_log`` and ``jacobian_log10_condition``: the median over ``networks``
+      sampled dense networks of width ``jacobian_width`` (same block, same α per layer) of the
+      standard deviation of ln σ_i and of log10 σ_max/σ_min of dz^L/dx
+      (:mod:`meanfield.jacobian`; BN statistics held fixed over a batch of 8). None where
+      the Jacobian is not defined (a learned branch scale other than SkipInit's).
+    """
+    from meanfield import jacobian
+
+    with jax.enable_x64(True):
+        prof = recursions.profile(
+            config.block, depth=config.depth, width=float(config.fan_in), **_weights(config)
+        )
+        logq = np.asarray(prof.log10_m2_z, np.float64)
+        logp = np.asarray(prof.log10_m2_dz, np.float64)
+    out: dict[str, Any] = {
+        "forward_log10": float(logq[-1] - logq[0]),
+        "backward_log10": float(logp[0] - logp[-1]),
+        "jacobian_width": jacobian_width,
+        "jacobian_networks": networks,
+        "jacobian_sd_log": None,
+        "jacobian_log10_condition": None,
+    }
+    if config.branch_scale is not None and config.init != "skipinit":
+        return out
+    sv = jacobian.singular_values(
+        config.init,
+        key=jax.random.key(seed),
+        depth=config.depth,
+        width=jacobian_width,
+        networks=networks,
+        batch=8 if config.block.norm != "none" else 1,
+        c=config.c,
+        alpha=config.branch_scale or 0.0,
+        block=config.block,
+    )
+    stats = jacobian.spectrum_stats(sv)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["jacobian_sd_log"] = float(np.median(stats.sd_log))
+        out["jacobian_log10_condition"] = float(np.median(np.log10(stats.condition)))
+    return out

@@ -121,7 +121,7 @@ def network(
     drawn per block from ``fold_in(key, l)`` (position i > 0 of a branch from
     ``fold_in(fold_in(key, l), i)``) and applied by one ``lax.scan`` over blocks.
     ``alpha`` is SkipInit's branch scale; ``block`` defaults to :func:`default_block`."""
-    block = _check(init, norm, depth, width, 2 if norm != "none" else 1, block)
+    block = _check(init, norm, depth, width, 2, block)  # the batch is the caller's
     n, L = width, depth
     dtype = jnp.result_type(float)
     keys = jax.vmap(lambda layer: jax.random.fold_in(key, layer))(jnp.arange(1, L + 1))

@@ -743,3 +743,41 @@ def jacobian_figure(rows: Sequence[dict], title: str | None = None):
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def init_comparison_figure(summary: Sequence[dict], title: str | None = None):
+    """One bar group per training setup: validation accuracy after the first epoch (mean ± sd
+    over seeds; a cross where every seed diverged), the predicted log10 forward growth
+    q_L/q_0 and backward growth p_0/p_L, and the sd of ln σ_i of the input-output Jacobian.
+    ``summary``: the rows of experiments/train_cifar.py's summary.json ({"label",
+    "val_accuracy_epoch1_mean", "val_accuracy_epoch1_std", "predicted_forward_log10",
+    "predicted_backward_log10", "predicted_jacobian_sd_log"})."""
+    fig, axes = _figure(1, 3, width=3.0, height=3.4)
+    names = [s.get("setup", s["label"]) for s in summary]
+    x = np.arange(len(summary))
+
+    def values(key):
+        return np.array([np.nan if s.get(key) is None else s[key] for s in summary], float)
+
+    acc, sd = values("val_accuracy_epoch1_mean"), values("val_accuracy_epoch1_std")
+    ax = axes[0, 0]
+    ax.bar(x, np.nan_to_num(acc), yerr=np.nan_to_num(sd), color="#1f77b4", capsize=2)
+    for i in np.flatnonzero(np.isnan(acc)):
+        ax.plot(i, 0.0, "x", color="#d62728", markersize=8)
+    ax.axhline(0.1, color="0.5", linestyle=":", linewidth=1)  # chance
+    ax.set_title("val. accuracy, epoch 1", fontsize=9)
+    ax = axes[0, 1]
+    ax.bar(x - 0.2, values("predicted_forward_log10"), 0.4, color="#ff7f0e", label="forward")
+    ax.bar(x + 0.2, values("predicted_backward_log10"), 0.4, color="#2ca02c", label="backward")
+    ax.set_title(r"predicted $\log_{10}$ growth, $q_L/q_0$ and $p_0/p_L$", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    ax = axes[0, 2]
+    ax.bar(x, values("predicted_jacobian_sd_log"), color="#9467bd")
+    ax.set_title(r"Jacobian spread, sd of $\ln \sigma_i$", fontsize=9)
+    for ax in axes[0]:
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

@@ -110,3 +110,42 @@ def test_check_only_writes_the_prediction_check_without_training(tmp_path):
     assert check["networks"] == 3 and check["batch"] == 16
     assert (out / "initcheck.png").is_file()
     assert not (out / "depth_scaled-none" / "checkpoints").exists()
+
+
+def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path):
+    folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
+    script = load_script("train_cifar")
+    setups = ["skipinit-none", "fixup-k2", "weight_norm-k2"]
+    assert set(setups) <= set(script.PRESETS["inits"]["setups"])
+    out = script.main(
+        [
+            "--preset",
+            "inits",
+            "--setups",
+            *setups,
+            "--epochs",
+            "1",
+            "--seeds",
+            "2",
+            "--data-dir",
+            str(folder),
+            "--out",
+            str(tmp_path / "runs"),
+            *TINY,
+        ]
+    )
+    summary = {s["setup"]: s for s in results.load_json(out / "summary.json")["summary"]}
+    assert set(summary) == set(setups)
+    # Fixup and SkipInit start as the identity: no growth, a perfectly isometric Jacobian.
+    for name in ("skipinit-none", "fixup-k2"):
+        assert summary[name]["predicted_forward_log10"] == 0.0
+        assert summary[name]["predicted_jacobian_sd_log"] == 0.0
+    # Arpit et al.: (1 + 1/B)^B over the B = 2 blocks, forward and backward.
+    wn = summary["weight_norm-k2"]
+    assert abs(wn["predicted_forward_log10"] - 2 * np.log10(1.5)) < 1e-9
+    assert abs(wn["predicted_backward_log10"] - 2 * np.log10(1.5)) < 1e-9
+    assert wn["predicted_jacobian_sd_log"] > 0.01
+    assert all(s["val_accuracy_epoch1_mean"] is not None for s in summary.values())
+    assert (out / "inits.png").is_file()
+    row = results.load_json(out / "fixup-k2" / "config.json")
+    assert row["train"]["model"]["block"] == "relu-none-residual-k2-linear"
