@@ -781,3 +781,51 @@ def init_comparison_figure(summary: Sequence[dict], title: str | None = None):
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def init_zoo_figure(records: Sequence[dict], title: str | None = None):
+    """log10 of E[(z^l)²], E[(dE/dz^l)²] and Var[dE/dW^l] against the layer for every init of
+    the zoo: lines the recursion, markers Monte-Carlo (open where the mean is heavy-tailed).
+    ``records`` as made by :func:`meanfield.sweeps.init_zoo_profiles`."""
+    stats = ("m2_z", "m2_dz", "var_dw")
+    fig, axes = _figure(1, 3, width=3.4, height=3.2)
+    colors = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+    ]
+    for i, rec in enumerate(records):
+        color = colors[i % len(colors)]
+        for ax, stat in zip(axes[0], stats, strict=True):
+            rec_log = np.array(rec["recursion"][stat], dtype=float)
+            layers = np.arange(rec_log.size)
+            ax.plot(layers, rec_log, color=color, linewidth=1.3, label=rec["label"])
+            mc = np.array(rec["montecarlo"][stat]["log10_mean"], dtype=float)
+            every = _markevery(layers.size)
+            heavy = np.zeros(layers.size, bool)
+            heavy[np.asarray(rec["heavy_tail"].get(stat, []), int)] = True
+            keep = np.zeros(layers.size, bool)
+            keep[::every] = True
+            for mask, face in ((keep & ~heavy, color), (keep & heavy, "none")):
+                ax.plot(
+                    layers[mask],
+                    mc[mask],
+                    "o",
+                    markersize=3,
+                    color=color,
+                    markerfacecolor=face,
+                    linestyle="none",
+                )
+    for ax, stat in zip(axes[0], stats, strict=True):
+        ax.set_ylabel(STAT_LABELS[stat])
+        ax.set_xlabel("layer l")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=6.5, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

@@ -23,6 +23,8 @@ from meanfield.recursions import STATISTICS, profile
 
 # Initializations of the branch weights that the sweeps compare (see meanfield.inits).
 INITS = ("he", "glorot", "depth_scaled")
+# Statistics that init_zoo_profiles compares.
+_ZOO = ("m2_z", "m2_dz", "var_dw")
 
 
 def init_var_w(init: str, width, depth, c: float = 1.0) -> jax.Array:
@@ -321,3 +323,82 @@ def depth_sweep_rows(sweep: Sequence[dict]) -> list[dict]:
                 }
             )
     return rows
+
+
+def init_zoo_profiles(
+    setups: Sequence[tuple],
+    *,
+    key: jax.Array,
+    width: int,
+    depth: int,
+    networks: int,
+    batch: int,
+    progress: bool = False,
+) -> list[dict]:
+    """Recursion and Monte-Carlo over layers l = 0..depth for every setup
+    ``(label, block, init, branch_scale)`` (``init`` any of
+    :data:`meanfield.inits.BRANCH_SCHEMES`, ``branch_scale`` None for the scheme's own).
+
+    Each record: label, block, init, branch_scale, ``recursion`` (statistic -> log10 per
+    layer, in float64), ``montecarlo`` (statistic -> {"log10_mean", "log10_stderr"}),
+    ``heavy_tail`` (statistic -> layers whose mean is carried by a few networks) and
+    ``max_abs_z`` (statistic -> the largest |MC - recursion|/SE over layers without a heavy
+    tail and with a positive recursion value; None where there is none). Statistics:
+    m2_z, m2_dz, var_dw.
+    """
+    from meanfield import montecarlo
+
+    records = []
+    for i, (label, block, init, branch_scale) in enumerate(setups):
+        with jax.enable_x64(True):
+            prof = profile(block, depth=depth, width=width, init=init, branch_scale=branch_scale)
+            rec_log = {s: np.asarray(getattr(prof, f"log10_{s}"), np.float64) for s in _ZOO}
+        est = montecarlo.simulate(
+            block,
+            key=jax.random.fold_in(key, i),
+            depth=depth,
+            width=width,
+            init=init,
+            branch_scale=branch_scale,
+            networks=networks,
+            batch=batch,
+            progress=progress,
+            warn=False,
+        )
+        heavy = est.heavy_tails()
+        mc, zs = {}, {}
+        for s in _ZOO:
+            stat = getattr(est, s)
+            mean = np.asarray(stat.mean, np.float64)
+            se = np.asarray(stat.stderr, np.float64)
+            ref = 10.0 ** rec_log[s]
+            ok = (ref > 0) & (se > 0) & np.isfinite(mean)
+            ok[np.asarray(heavy.get(s, []), int)] = False
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z = np.abs(mean - ref) / se
+            zs[s] = float(np.max(z[ok])) if ok.any() else None
+            log_mean = np.asarray(getattr(est, f"log10_{s}").mean, np.float64)
+            mc[s] = {
+                "log10_mean": np.where(np.isfinite(log_mean), log_mean, np.nan).tolist(),
+                "log10_stderr": np.asarray(getattr(est, f"log10_{s}").stderr, float).tolist(),
+            }
+        records.append(
+            {
+                "label": label,
+                "block": block.name,
+                "init": init,
+                "branch_scale": branch_scale,
+                "depth": depth,
+                "width": width,
+                "networks": networks,
+                "batch": batch,
+                "seconds": est.seconds,
+                "recursion": {
+                    s: np.where(np.isfinite(v), v, np.nan).tolist() for s, v in rec_log.items()
+                },
+                "montecarlo": mc,
+                "heavy_tail": {k: v.tolist() for k, v in heavy.items()},
+                "max_abs_z": zs,
+            }
+        )
+    return records

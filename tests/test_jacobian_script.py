@@ -30,7 +30,7 @@ def test_jacobian_script_writes_its_results(tmp_path):
     assert (out / "jacobian.png").is_file()
     with open(out / "jacobian.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 9
+    assert len(rows) == 2 * 10
     by = {(r["label"], int(r["depth"])): r for r in rows}
     for label in ("Fixup", "SkipInit α = 0"):
         assert float(by[(label, 8)]["max_abs_log_max"]) == 0.0

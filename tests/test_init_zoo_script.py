@@ -1,0 +1,49 @@
+"""Smoke test of experiments/init_zoo.py: a small run writes its table and figure, and the rows
+carry what the rules fix exactly (Fixup's identity, Arpit et al.'s (1 + 1/L) per block)."""
+
+import csv
+import math
+
+import pytest
+
+from meanfield import results
+from tests.helpers import load_script
+
+
+def test_init_zoo_script_writes_its_results(tmp_path):
+    L = 6
+    out = load_script("init_zoo").main(
+        [
+            "--out",
+            str(tmp_path),
+            "--width",
+            "32",
+            "--depth",
+            str(L),
+            "--networks",
+            "16",
+            "--batch",
+            "4",
+            "--formats",
+            "png",
+        ]
+    )
+    assert (out / "init_zoo.png").is_file() and (out / "results.json").is_file()
+    with open(out / "init_zoo.csv") as f:
+        rows = {(r["label"], r["statistic"]): r for r in csv.DictReader(f)}
+    assert len(rows) == 7 * 3
+    fixup = rows[("Fixup, z + W2 relu(W1 z)", "m2_z")]
+    assert float(fixup["recursion_log10"]) == pytest.approx(0.0, abs=1e-12)
+    records = {r["label"]: r for r in results.load_json(out / "results.json")["records"]}
+    mc = records["Fixup, z + W2 relu(W1 z)"]["montecarlo"]["m2_z"]["log10_mean"]
+    assert mc[L] == pytest.approx(mc[0], abs=1e-6)  # the identity, network by network
+    wn = rows[("weight norm, z + W2 relu(W1 z)", "m2_z")]
+    assert float(wn["recursion_log10"]) == pytest.approx(L * math.log10(1 + 1 / L), rel=1e-9)
+    # Linear in its last weight, the block's forward is exact in expectation at any width.
+    assert float(wn["max_abs_z"]) < 4.0
+
+
+def test_bad_arguments_exit_with_a_message(capsys):
+    with pytest.raises(SystemExit):
+        load_script("init_zoo").parse_args(["--depth", "400"])
+    assert "--depth must be < 400" in capsys.readouterr().err
