@@ -3,10 +3,10 @@
 Question (dynamical isometry; Gadhikar & Burkholz 2022): for residual networks of width n at
 initialization, how spread are the singular values σ_i of the input-output Jacobian, and how
 does the spread grow with depth, for He, depth-scaled c/(nL), Fixup, SkipInit (α = 0 and a
-small α), Arpit et al.'s weight norm and RISOTTO, with and without BN? Predicted: Fixup and SkipInit at α = 0 give J = I
-(their branches start at zero); RISOTTO gives every σ_i = 1 at any width and depth, with a
-branch that is not zero; He spreads the spectrum exponentially in depth, BN and the
-depth-scaled init less (meanfield.jacobian).
+small α), Arpit et al.'s weight norm and RISOTTO, with and without BN? Predicted: Fixup and
+SkipInit at α = 0 give J = I (their branches start at zero); RISOTTO gives every σ_i = 1
+at any width and depth, with a branch that is not zero; He spreads the spectrum
+exponentially in depth, BN and the depth-scaled init less (meanfield.jacobian).
 
 Command:
 

@@ -12,7 +12,7 @@ Commands:
     python experiments/train_cifar.py --smoke              # plumbing: ~1.5 min on a CPU
     python experiments/train_cifar.py --preset fig2        # 3 setups x 3 seeds x 20 epochs
     python experiments/train_cifar.py --preset fig3        # He without BN, 9 seeds
-    python experiments/train_cifar.py --preset inits       # the init zoo, 7 setups x 3 seeds
+    python experiments/train_cifar.py --preset inits       # the init zoo, 8 setups x 3 seeds
     python experiments/train_cifar.py --resume runs/train_cifar-fig2-...   # continue a run
 
 Runtime: fig2 and fig3 are GPU jobs (on a 2-core CPU one epoch of one 100-block network takes
@@ -38,10 +38,11 @@ next to each setup's predicted forward and backward growth over the network and 
 its input-output Jacobian, meanfield.initcheck.init_predictions), and inits.{png,pdf}, the
 same side by side.
 
-The inits preset (Fixup, SkipInit, Arpit et al.'s weight norm next to He, depth-scaled and BN;
-docs/companions.md) trains each init on the block it was made for: the paper's z + relu(W z)
-for He, depth-scaled, BN and SkipInit, z + W2 relu(W1 z) for Fixup and weight norm, with He on
-that block as its baseline.
+The inits preset (Fixup, SkipInit, Arpit et al.'s weight norm and RISOTTO next to He,
+depth-scaled and BN; docs/companions.md) trains each init on the block it was made for: the
+paper's z + relu(W z) for He, depth-scaled, BN and SkipInit, z + W2 relu(W1 z) for Fixup and
+weight norm, with He on that block as its baseline, and RISOTTO's type-C block on looks-linear
+channels.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meanfield import Block, data, initcheck, plots, results  # noqa: E402
-from meanfield.models import PADDINGS, ResNetConfig  # noqa: E402
+from meanfield.models import PADDINGS, RISOTTO_BLOCK, ResNetConfig  # noqa: E402
 from meanfield.train import (  # noqa: E402
     OPTIMIZERS,
     PRECISIONS,
@@ -78,6 +79,7 @@ SETUPS = {
     "he-k2": (LINEAR_LAST, "he", "He, z + W2 relu(W1 z)"),
     "fixup-k2": (LINEAR_LAST, "fixup", "Fixup, z + W2 relu(W1 z)"),
     "weight_norm-k2": (LINEAR_LAST, "weight_norm", "weight norm (Arpit), z + W2 relu(W1 z)"),
+    "risotto": (RISOTTO_BLOCK, "risotto", "RISOTTO type C, looks-linear"),
 }
 PAPER_SETUPS = ["he-none", "depth_scaled-none", "he-bn_post"]
 
@@ -286,6 +288,9 @@ def check_only(configs: dict[str, TrainConfig], dataset, out: Path, formats) -> 
     """The prediction check of every setup, without training (initcheck.json per setup)."""
     checks = []
     for i, (name, config) in enumerate(configs.items(), 1):
+        if not config.model.has_recursion:
+            print(f"[{i}/{len(configs)}] {name}: no recursion to check (exact by construction)")
+            continue
         start = time.perf_counter()
         trainer = Trainer(config, dataset.mean, dataset.std)
         results.save_json(

@@ -304,6 +304,8 @@ def init_predictions(
 
     * ``forward_log10``: log10 q_L/q_0 and ``backward_log10``: log10 p_0/p_L from the
       mean-field recursion of its block and init at fan-in k·k·C (from x ~ N(0, I));
+    * for RISOTTO (no recursion) the exact 0 and 0 of its construction, y -> M_l y on the
+      signal y (the backward is that of y, the quantity RISOTTO keeps isometric);
     * ``jacobian_sd_log`` and ``jacobian_log10_condition``: the median over ``networks``
       sampled dense networks of width ``jacobian_width`` (same block, same α per layer) of the
       standard deviation of ln σ_i and of log10 σ_max/σ_min of dz^L/dx
@@ -312,6 +314,23 @@ def init_predictions(
     """
     from meanfield import jacobian
 
+    if config.init == "risotto":  # exact: every block maps y to M_l y, |h^l| = |h^0| per pixel
+        sv = jacobian.singular_values(
+            "risotto",
+            key=jax.random.key(seed),
+            depth=config.depth,
+            width=jacobian_width,
+            networks=networks,
+        )
+        stats = jacobian.spectrum_stats(sv)
+        return {
+            "forward_log10": 0.0,
+            "backward_log10": 0.0,
+            "jacobian_width": jacobian_width,
+            "jacobian_networks": networks,
+            "jacobian_sd_log": float(np.median(stats.sd_log)),
+            "jacobian_log10_condition": float(np.median(np.log10(stats.condition))),
+        }
     with jax.enable_x64(True):
         prof = recursions.profile(
             config.block, depth=config.depth, width=float(config.fan_in), **_weights(config)

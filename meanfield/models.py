@@ -14,7 +14,17 @@ bn_pre     z^l = z^{l-1} + W^l * f(BN(z^{l-1}))        Fig. 4
 
 (``residual=False`` drops the z^{l-1} term: the plain network), then global average pooling
 and a dense head to the 10 classes. The defaults are the paper's: 100 blocks of 8x8
-convolutions with 16 channels and ReLU.
+convolutions with 16 channels and ReLU. A block with ``shortcut`` = k has k convolutions
+per branch, the unit above repeated (``Conv_0`` ... ``Conv_{k-1}``, docs/theory.md §9), and
+``final_activation=False`` drops the f after the last.
+
+The companion inits (:data:`ZOO_INITS`, rules in :func:`meanfield.inits.branch_init` at the
+conv's fan-in): ``fixup`` adds Fixup's scalar biases (0) before each convolution and
+activation and a scalar multiplier (1) and bias (0) at the end of the branch, and starts the
+head at zero; ``skipinit`` and ``rezero`` end every branch with a learned scalar started at 0
+(``branch_scale`` gives it another start, for any init); ``weight_norm`` wraps each
+convolution in ``flax.linen.WeightNorm`` (w = g v/||v|| per output channel, g started at
+sqrt(γ)).
 
 Initialization. The block kernels come from :mod:`meanfield.inits` with the fan-in of a
 convolution, n = k·k·C (the paper's n = 8·8·16 = 1024): ``init="depth_scaled", c=1`` draws
@@ -81,8 +91,21 @@ __all__ = [
 
 PADDINGS = ("circular", "same")
 # Orthogonal needs square 2-D weights; the companion schemes are branch rules (inits.branch_init).
-CONV_INITS = ("he", "glorot", "depth_scaled", "zero", "fixup", "skipinit", "rezero", "weight_norm")
+CONV_INITS = (
+    "he",
+    "glorot",
+    "depth_scaled",
+    "zero",
+    "fixup",
+    "skipinit",
+    "rezero",
+    "weight_norm",
+    "risotto",
+)
 ZOO_INITS = ("fixup", "skipinit", "rezero", "weight_norm")
+# init="risotto" runs RISOTTO's own type-C block on looks-linear channels; this is the Block
+# value that names it (two convolutions per branch, ReLU), though its ReLU comes after the sum.
+RISOTTO_BLOCK = Block("relu", "none", True, shortcut=2)
 _FLAX_PADDING = {"circular": "CIRCULAR", "same": "SAME"}
 
 
@@ -119,6 +142,14 @@ class ResNetConfig:
         object.__setattr__(self, "c", float(self.c))
         if self.branch_scale is not None:
             object.__setattr__(self, "branch_scale", float(self.branch_scale))
+        if self.init == "risotto":
+            if self.block != RISOTTO_BLOCK or self.branch_scale is not None:
+                raise ValueError(
+                    "init='risotto' is RISOTTO's type-C block (z -> relu(W2 relu(W1 z) + z) on "
+                    f"looks-linear channels): give block={RISOTTO_BLOCK!r} and no branch_scale, "
+                    f"got block={self.block!r}, branch_scale={self.branch_scale!r}"
+                )
+            return
         _ = self.rule  # validates branch_scale against the scheme (e.g. SkipInit's 1/sqrt(L))
 
     @property
@@ -149,6 +180,12 @@ class ResNetConfig:
         return inits.BranchInit(self.init, "gaussian", (v,) * self.block.shortcut, scale)
 
     @property
+    def has_recursion(self) -> bool:
+        """Whether the mean-field recursion of ``block`` describes this network (not for
+        RISOTTO's own block, whose exact statement is that every block maps y to M y)."""
+        return self.init != "risotto"
+
+    @property
     def learned_scale(self) -> bool:
         """Whether every branch ends with a learned scalar β (SkipInit, ReZero, or any init
         with ``branch_scale`` given)."""
@@ -170,6 +207,8 @@ class ResNetConfig:
         companion schemes, whose layers differ, that of the branch's first layer."""
         if self.init in ZOO_INITS:
             return float(self.rule.var_w[0])
+        if self.init == "risotto":
+            return math.nan  # structured, not i.i.d.: no single variance
         k, _, c_in, c_out = self.kernel_shape
         return float(
             inits.var_w(self.init, fan_in=k * k * c_in, fan_out=c_out, depth=self.depth, c=self.c)
@@ -312,6 +351,53 @@ class _ResidualBlock(nn.Module):
         return _tap(z, tap), _layer_stats(z)
 
 
+def _delta_kernel(matrix: jax.Array, k: int, dtype) -> jax.Array:
+    """A k x k kernel whose only non-zero tap, the one aligned with the output position, is
+    ``matrix`` (in, out): the convolution then acts pixel by pixel (a delta-orthogonal
+    kernel when ``matrix`` is orthogonal)."""
+    c = (k - 1) // 2  # with (k-1)//2 padding before, tap c reads the output's own pixel
+    kernel = jnp.zeros((k, k) + matrix.shape, dtype)
+    return kernel.at[c, c].set(matrix.astype(dtype))
+
+
+class _RisottoBlock(nn.Module):
+    """RISOTTO type C on 2C looks-linear channels h = [relu(y); relu(-y)]:
+    h -> relu(W2 * relu(W1 * h) + h) with delta kernels W1 = [[I, -I], [-I, I]] and
+    W2 = [[M - I, -M], [-M, M - I]], M Haar-orthogonal per block (:func:`inits.risotto_type_c`;
+    α = β = 1): each block maps y to M y exactly, pixel by pixel."""
+
+    config: ResNetConfig
+    measure: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, h, tap):
+        cfg = self.config
+        k, width = cfg.kernel_size, 2 * cfg.channels
+
+        def kernel(position):
+            def init(key, shape, dtype=jnp.float32):
+                w = inits.risotto_type_c(key, cfg.channels, dtype=jnp.float32)[position]
+                return _delta_kernel(w.T, k, dtype)  # h @ Wᵀ: the Flax (in, out) layout
+
+            return init
+
+        def conv(position, v):
+            return nn.Conv(
+                width,
+                (k, k),
+                padding=_FLAX_PADDING[cfg.padding],
+                use_bias=False,
+                kernel_init=kernel(position),
+                dtype=self.dtype,
+            )(v)
+
+        h = jax.nn.relu(conv(1, jax.nn.relu(conv(0, h))).astype(jnp.float32) + h)
+        if not self.measure:
+            return h, None
+        return _tap(h, tap), _layer_stats(h)
+
+
 class ResNet(nn.Module):
     """The paper's network (module docstring). ``dtype`` is the computation type (bfloat16 for
     mixed precision; parameters stay float32); ``unroll`` the scan unrolling (None: all
@@ -338,6 +424,9 @@ class ResNet(nn.Module):
             dtype=self.dtype,
             name="stem",
         )(x).astype(jnp.float32)
+        risotto = cfg.init == "risotto"
+        if risotto:  # looks-linear channels [relu(y); relu(-y)] carry the signal y
+            z = jax.nn.relu(jnp.concatenate([z, -z], axis=-1))
         stats0 = None
         if measure:
             stats0 = _layer_stats(z)
@@ -345,16 +434,19 @@ class ResNet(nn.Module):
         unroll = self.unroll
         if unroll is None:
             unroll = cfg.depth if jax.default_backend() == "cpu" else 1
+        block_args = (cfg, measure, self.dtype) if risotto else (cfg, train, measure, self.dtype)
         blocks = nn.scan(
-            _ResidualBlock,
+            _RisottoBlock if risotto else _ResidualBlock,
             variable_axes={"params": 0, "batch_stats": 0},
             split_rngs={"params": True},
             in_axes=0,
             length=cfg.depth,
             unroll=unroll,
-        )(cfg, train, measure, self.dtype, name="blocks")
+        )(*block_args, name="blocks")
         tap_in = taps[1:] if measure else jnp.zeros((cfg.depth,), jnp.float32)
         z, stats = blocks(z, tap_in)
+        if risotto:  # read the signal back: y = relu(y) - relu(-y)
+            z = z[..., : cfg.channels] - z[..., cfg.channels :]
         pooled = jnp.mean(z.astype(jnp.float32), axis=(1, 2))
         head_init = inits.zero if cfg.init == "fixup" else inits.glorot_normal  # Fixup: logits 0
         logits = nn.Dense(cfg.num_classes, kernel_init=head_init, dtype=jnp.float32, name="head")(
@@ -372,6 +464,9 @@ def count_params(config: ResNetConfig) -> int:
     + Fixup's 2k_s + 2 scalars (k_s + 1 without the last activation), + 1 for a learned
     branch scale; head C·classes + classes."""
     k, c, m = config.kernel_size, config.channels, config.block.shortcut
+    if config.init == "risotto":  # two convolutions of 2C -> 2C channels per block
+        block = 2 * k * k * (2 * c) ** 2
+        return k * k * 3 * c + config.depth * block + c * config.num_classes + config.num_classes
     block = m * k * k * c * c
     if config.block.norm != "none":
         block += m * 2 * c

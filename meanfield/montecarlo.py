@@ -28,6 +28,10 @@ How it is computed:
   W^T D from the law of W given U (:func:`weightfree_linear`; docs/theory.md §7): exact, and
   O(nB² + B³) per layer instead of O(n²B). ``"auto"`` takes it for Gaussian weights when
   4B <= n.
+* **Branches and inits.** A block with ``shortcut`` = k draws k weights per branch, each from
+  its own key; ``init`` names a branch rule of :func:`meanfield.inits.branch_init` (per-layer
+  variance, law, branch scale β: Fixup, SkipInit, ReZero, weight norm besides the standard
+  schemes). Weight-normalized and orthogonal weights need the explicit engine.
 * **Precision.** Matrix products use ``Precision.HIGHEST`` by default (full float32 on GPUs,
   which otherwise use TF32); ``precision="default"`` is the fast setting.
 

@@ -785,10 +785,13 @@ def init_comparison_figure(summary: Sequence[dict], title: str | None = None):
 
 def init_zoo_figure(records: Sequence[dict], title: str | None = None):
     """log10 of E[(z^l)²], E[(dE/dz^l)²] and Var[dE/dW^l] against the layer for every init of
-    the zoo: lines the recursion, markers Monte-Carlo (open where the mean is heavy-tailed).
-    ``records`` as made by :func:`meanfield.sweeps.init_zoo_profiles`."""
+    the zoo: lines the recursion, markers Monte-Carlo (open where the mean is heavy-tailed);
+    the second row repeats the first between ``zoom`` = (low, high) decades, where the
+    initializations that keep the network near its scale lie. ``records`` as made by
+    :func:`meanfield.sweeps.init_zoo_profiles`."""
     stats = ("m2_z", "m2_dz", "var_dw")
-    fig, axes = _figure(1, 3, width=3.4, height=3.2)
+    zoom = (-3.5, 4.0)
+    fig, axes = _figure(2, 3, width=3.4, height=2.9)
     colors = [
         "#1f77b4",
         "#ff7f0e",
@@ -801,7 +804,7 @@ def init_zoo_figure(records: Sequence[dict], title: str | None = None):
     ]
     for i, rec in enumerate(records):
         color = colors[i % len(colors)]
-        for ax, stat in zip(axes[0], stats, strict=True):
+        for ax, stat in [(axes[r, c], s) for r in range(2) for c, s in enumerate(stats)]:
             rec_log = np.array(rec["recursion"][stat], dtype=float)
             layers = np.arange(rec_log.size)
             ax.plot(layers, rec_log, color=color, linewidth=1.3, label=rec["label"])
@@ -821,11 +824,14 @@ def init_zoo_figure(records: Sequence[dict], title: str | None = None):
                     markerfacecolor=face,
                     linestyle="none",
                 )
-    for ax, stat in zip(axes[0], stats, strict=True):
-        ax.set_ylabel(STAT_LABELS[stat])
-        ax.set_xlabel("layer l")
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=6.5, frameon=False)
+    for c, stat in enumerate(stats):
+        axes[0, c].set_ylabel(STAT_LABELS[stat])
+        axes[1, c].set_ylabel(STAT_LABELS[stat] + " (zoom)")
+        axes[1, c].set_ylim(*zoom)
+        axes[1, c].set_xlabel("layer l")
+        for r in range(2):
+            axes[r, c].grid(alpha=0.3)
+    axes[0, 1].legend(fontsize=6.5, frameon=False, loc="upper right")
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

@@ -23,7 +23,9 @@ Gaussian expectations given the kernel of the branch input (docs/theory.md, sect
 * bn_post: input BN(z^{l-1}), kernel α(1, 0) into f;
 * bn_pre:  input f(BN(z^{l-1})), kernel α(e_2, e_1^2) through the identity;
 
-and the residual update is m += e, q += s + 2 e m, u += s - k (branch and skip are
+(with k > 1 weight layers per branch the units are composed one after another, and each may
+have its own α and the branch a scale β: docs/theory.md §9), and the residual update is
+m += e, q += s + 2 e m, u += s - k (branch and skip are
 independent in the limit). Backward, p_{l-1} = p_l (1 + g_l) (residual) or p_l g_l (plain)
 with g_l = α E f'^2, divided by u_{l-1} under BN (population statistics: the batch-mean terms of
 BN's backward are O(1/B)).

@@ -435,7 +435,7 @@ def train_and_evaluate(
             {"train": config.as_dict(), "data": fingerprint, "environment": results.environment()},
         )
         state = trainer.init_state()
-        if config.check_batch:
+        if config.check_batch and config.model.has_recursion:
             results.save_json(workdir / "initcheck.json", trainer.prediction_check(state, dataset))
         t0 = time.perf_counter()
         val_loss, val_acc = trainer.evaluate(state, dataset.x_test, dataset.y_test)

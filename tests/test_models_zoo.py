@@ -164,3 +164,36 @@ def test_weight_norm_conv_network_grows_by_one_plus_one_over_b():
     np.testing.assert_allclose(predicted, (1 + 1 / L) ** np.arange(1, L + 1), rtol=1e-10)
     assert np.all(np.abs(mean - predicted) < 4 * se), (mean, predicted, se)
     assert np.abs(mean[-1] - (1 + 2 / L) ** L) > 4 * se[-1]  # γ = 2/B for W_2 is rejected
+
+
+def test_risotto_kernels_are_delta_looks_linear_and_the_network_is_an_isometry():
+    c, k = 4, 4
+    cfg = ResNetConfig(
+        block=models.RISOTTO_BLOCK, depth=6, channels=c, kernel_size=k, init="risotto"
+    )
+    v = _init(cfg, key=5)
+    blocks = v["params"]["blocks"]
+    eye = np.eye(c)
+    ll = np.block([[eye, -eye], [-eye, eye]])
+    for l in range(cfg.depth):
+        w1 = np.asarray(blocks["Conv_0"]["kernel"][l], np.float64)
+        w2 = np.asarray(blocks["Conv_1"]["kernel"][l], np.float64)
+        centre = (k - 1) // 2
+        for w in (w1, w2):  # delta kernels: only the tap aligned with the output is non-zero
+            off = w.copy()
+            off[centre, centre] = 0.0
+            assert np.all(off == 0.0)
+        np.testing.assert_array_equal(w1[centre, centre], ll.T)
+        # W2 (column-vector convention) = [[M - I, -M], [-M, M - I]], stored transposed.
+        m = w2[centre, centre].T[:c, :c] + eye
+        np.testing.assert_allclose(m.T @ m, eye, atol=1e-5)
+        np.testing.assert_allclose(w2[centre, centre].T[:c, c:], -m, atol=1e-6)
+    # Every block maps y to M y pixel by pixel, so |h^l|² = |y|² is the same at every layer.
+    _, stats = ResNet(cfg).apply(v, X, train=False, taps=jnp.zeros(cfg.depth + 1))
+    m2 = np.exp(np.asarray(stats["log_m2_z"], np.float64))
+    np.testing.assert_allclose(m2, np.full(cfg.depth + 1, m2[0]), rtol=1e-5)
+    with pytest.raises(ValueError, match="init='risotto' is RISOTTO's type-C block"):
+        ResNetConfig(block=Block("relu", "none"), init="risotto")
+    shapes = jax.eval_shape(lambda: _init(cfg))
+    total = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(shapes["params"]))
+    assert total == models.count_params(cfg)

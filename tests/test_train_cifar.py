@@ -115,7 +115,7 @@ def test_check_only_writes_the_prediction_check_without_training(tmp_path):
 def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path):
     folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
     script = load_script("train_cifar")
-    setups = ["skipinit-none", "fixup-k2", "weight_norm-k2"]
+    setups = ["skipinit-none", "fixup-k2", "weight_norm-k2", "risotto"]
     assert set(setups) <= set(script.PRESETS["inits"]["setups"])
     out = script.main(
         [
@@ -145,6 +145,11 @@ def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path):
     assert abs(wn["predicted_forward_log10"] - 2 * np.log10(1.5)) < 1e-9
     assert abs(wn["predicted_backward_log10"] - 2 * np.log10(1.5)) < 1e-9
     assert wn["predicted_jacobian_sd_log"] > 0.01
+    # RISOTTO: exact isometry by construction, and no recursion to check it against.
+    assert summary["risotto"]["predicted_forward_log10"] == 0.0
+    assert summary["risotto"]["predicted_jacobian_sd_log"] < 1e-5
+    assert not (out / "risotto" / "initcheck.json").exists()
+    assert (out / "fixup-k2" / "initcheck.json").is_file()
     assert all(s["val_accuracy_epoch1_mean"] is not None for s in summary.values())
     assert (out / "inits.png").is_file()
     row = results.load_json(out / "fixup-k2" / "config.json")
