@@ -90,12 +90,15 @@ __all__ = [
 ]
 
 PADDINGS = ("circular", "same")
-# Orthogonal needs square 2-D weights; the companion schemes are branch rules (inits.branch_init).
+# The companion schemes are branch rules (inits.branch_init); "orthogonal" makes the columns of
+# the kernel flattened to (k·k·C_in, C_out) orthonormal (each output channel's weights a unit
+# vector, α = 1).
 CONV_INITS = (
     "he",
     "glorot",
     "depth_scaled",
     "zero",
+    "orthogonal",
     "fixup",
     "skipinit",
     "rezero",
@@ -177,7 +180,8 @@ class ResNetConfig:
         with jax.ensure_compile_time_eval():
             v = self.var_w
         scale = 1.0 if self.branch_scale is None else self.branch_scale
-        return inits.BranchInit(self.init, "gaussian", (v,) * self.block.shortcut, scale)
+        law = "orthogonal" if self.init == "orthogonal" else "gaussian"
+        return inits.BranchInit(self.init, law, (v,) * self.block.shortcut, scale)
 
     @property
     def has_recursion(self) -> bool:
@@ -209,6 +213,8 @@ class ResNetConfig:
             return float(self.rule.var_w[0])
         if self.init == "risotto":
             return math.nan  # structured, not i.i.d.: no single variance
+        if self.init == "orthogonal":  # unit columns of length k·k·C: α = 1
+            return 1.0 / self.fan_in
         k, _, c_in, c_out = self.kernel_shape
         return float(
             inits.var_w(self.init, fan_in=k * k * c_in, fan_out=c_out, depth=self.depth, c=self.c)
@@ -217,6 +223,8 @@ class ResNetConfig:
     def kernel_init(self, position: int = 0) -> inits.Initializer:
         """The initializer of the branch's kernel ``position`` (0..k-1); for weight_norm that
         of the direction v (only its direction matters)."""
+        if self.init == "orthogonal":  # QR with the sign fix (Haar) on the flattened kernel
+            return jax.nn.initializers.orthogonal()
         if self.init not in ZOO_INITS:
             return inits.get(self.init, depth=self.depth, c=self.c)
         rule = self.rule

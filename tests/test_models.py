@@ -169,7 +169,7 @@ def test_mixed_precision_stays_close_to_float32():
     "field, value, message",
     [
         ("depth", 0, "depth must be a Python integer >= 1, got 0"),
-        ("init", "orthogonal", "init must be one of .* got 'orthogonal'"),
+        ("init", "lsuv", "init must be one of .* got 'lsuv'"),
         ("padding", "reflect", "padding must be one of .* got 'reflect'"),
         ("c", -1.0, "c must be a finite number > 0, got -1.0"),
         ("block", "relu", "block must be a meanfield.Block, got 'relu'"),

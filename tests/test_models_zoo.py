@@ -197,3 +197,12 @@ def test_risotto_kernels_are_delta_looks_linear_and_the_network_is_an_isometry()
     shapes = jax.eval_shape(lambda: _init(cfg))
     total = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(shapes["params"]))
     assert total == models.count_params(cfg)
+
+
+def test_orthogonal_kernels_have_orthonormal_columns():
+    cfg = ResNetConfig(depth=3, channels=4, kernel_size=3, init="orthogonal")
+    kernel = np.asarray(_init(cfg)["params"]["blocks"]["Conv_0"]["kernel"], np.float64)
+    for w in kernel:  # each block: (3, 3, 4, 4) -> 36 x 4 with orthonormal columns
+        flat = w.reshape(-1, 4)
+        np.testing.assert_allclose(flat.T @ flat, np.eye(4), atol=1e-5)
+    assert cfg.var_w * cfg.fan_in == pytest.approx(1.0)  # α = 1, what the recursion takes

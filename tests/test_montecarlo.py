@@ -83,9 +83,7 @@ def test_renormalized_network_equals_naive_autodiff(block, x64):
 )
 def test_scaled_inputs_equal_naive_autodiff_on_scaled_inputs(block, x64):
     key = jax.random.key(3)
-    ours = montecarlo.network_statistics(
-        block, 10, 16, 4, jnp.float64(2 / 16), key, input_std=3.0
-    )
+    ours = montecarlo.network_statistics(block, 10, 16, 4, jnp.float64(2 / 16), key, input_std=3.0)
     ref = naive_statistics(block, 10, 16, 4, 2 / 16, key, input_std=3.0)
     for name in ("m2_z", "unitvar_z", "m2_dz", "var_dw"):
         assert_close(np.exp(ours[f"log_{name}"]), ref[name], rtol=1e-9, err_msg=name)
@@ -94,8 +92,14 @@ def test_scaled_inputs_equal_naive_autodiff_on_scaled_inputs(block, x64):
 def test_scaled_inputs_match_the_recursion_from_that_start():
     block = Block("identity", "bn_post")  # q_l = q_0 + l·α: the start is not a scale factor
     est = montecarlo.simulate(
-        block, key=jax.random.key(5), depth=10, width=64, var_w=1 / 64, networks=256,
-        batch=16, input_std=2.0,
+        block,
+        key=jax.random.key(5),
+        depth=10,
+        width=64,
+        var_w=1 / 64,
+        networks=256,
+        batch=16,
+        input_std=2.0,
     )
     prof = recursions.profile(block, depth=10, width=64, var_w=1 / 64, input_m2=4.0)
     assert np.all(np.abs(_z(est, "m2_z", prof.m2_z)) < 4)
@@ -106,7 +110,13 @@ def test_scaled_inputs_match_the_recursion_from_that_start():
 def test_input_std_must_be_positive():
     with pytest.raises(ValueError, match="input_std must be a finite number > 0, got 0.0"):
         montecarlo.simulate(
-            Block(), key=jax.random.key(0), depth=2, width=8, var_w=0.1, networks=2, batch=2,
+            Block(),
+            key=jax.random.key(0),
+            depth=2,
+            width=8,
+            var_w=0.1,
+            networks=2,
+            batch=2,
             input_std=0.0,
         )
 
