@@ -188,6 +188,11 @@ def check_positive(name: str, value: Any) -> None:
     _check_all(name, value, lambda a: a > 0, "a finite number > 0", integer=False)
 
 
+def check_nonnegative(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is finite and >= 0 (a branch scale, ...)."""
+    _check_all(name, value, lambda a: a >= 0, "a finite number >= 0", integer=False)
+
+
 def check_layer(layer: Any, depth: Any = None) -> None:
     """Raise ValueError unless 0 <= layer (<= depth when both are concrete)."""
     _check_all("layer", layer, lambda a: a >= 0, "an integer >= 0", integer=True)

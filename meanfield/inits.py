@@ -98,6 +98,7 @@ __all__ = [
     "branch_init",
     "branch_weight",
     "check_plain",
+    "var_w_rule",
 ]
 
 SCHEMES = ("he", "glorot", "depth_scaled", "orthogonal", "zero")
@@ -473,9 +474,7 @@ def branch_init(
     arch.check_width(width)
     arch.check_depth(depth)
     if branch_scale is not None:
-        arch._check_all(
-            "branch_scale", branch_scale, lambda a: a >= 0, "a finite number >= 0", False
-        )
+        arch.check_nonnegative("branch_scale", branch_scale)
     scale = 1.0
     law = "gaussian"
     he = theory.he_var_w(width)
@@ -514,17 +513,32 @@ def branch_init(
     return BranchInit(scheme, law, tuple(variances), scale)
 
 
+def var_w_rule(
+    var_w: ArrayLike,
+    *,
+    shortcut: int = 1,
+    branch_scale: ArrayLike | None = None,
+    scheme: str = "var_w",
+    law: str = "gaussian",
+) -> BranchInit:
+    """The rule of a branch whose k = ``shortcut`` weights all have per-entry variance
+    ``var_w`` (validated by the caller; 0 is a zero weight), scaled by ``branch_scale``
+    (checked >= 0; default 1)."""
+    if branch_scale is not None:
+        arch.check_nonnegative("branch_scale", branch_scale)
+    scale = 1.0 if branch_scale is None else branch_scale
+    return BranchInit(scheme, law, (var_w,) * shortcut, scale)
+
+
 def check_plain(block: Any, rule: BranchInit) -> None:
     """Raise ValueError when a plain (non-residual) ``block`` would start every branch at zero
     under ``rule`` (β = 0 or a zero weight): the network then computes 0 and its statistics
     are not defined. Traced values are not checked."""
     if block.residual:
         return
-    values = [rule.scale] + list(rule.var_w)
-    if any(v is not None and arch._is_traced(v) for v in values):
+    if any(arch._is_traced(v) for v in (rule.scale, *rule.var_w)):
         return
-    scale = 1.0 if rule.scale is None else rule.scale
-    if bool(jnp.any(jnp.asarray(scale) == 0)) or any(
+    if bool(jnp.any(jnp.asarray(rule.scale) == 0)) or any(
         bool(jnp.any(jnp.asarray(v) == 0)) for v in rule.var_w
     ):
         raise ValueError(

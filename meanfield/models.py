@@ -173,15 +173,15 @@ class ResNetConfig:
                 return rule._replace(
                     var_w=tuple(float(v) for v in rule.var_w), scale=float(rule.scale)
                 )
-        if self.branch_scale is not None:
-            arch.check_positive("branch_scale", self.branch_scale + 1.0)  # finite, >= 0
-            if self.branch_scale < 0:
-                raise ValueError(f"branch_scale must be >= 0, got {self.branch_scale!r}")
         with jax.ensure_compile_time_eval():
             v = self.var_w
-        scale = 1.0 if self.branch_scale is None else self.branch_scale
-        law = "orthogonal" if self.init == "orthogonal" else "gaussian"
-        return inits.BranchInit(self.init, law, (v,) * self.block.shortcut, scale)
+        return inits.var_w_rule(
+            v,
+            shortcut=self.block.shortcut,
+            branch_scale=self.branch_scale,
+            scheme=self.init,
+            law="orthogonal" if self.init == "orthogonal" else "gaussian",
+        )
 
     @property
     def has_recursion(self) -> bool:

@@ -335,7 +335,7 @@ def network_statistics(
     matmul = functools.partial(jnp.matmul, precision=precision)
     acts = block.activations()
     if init is None:
-        rule = inits.BranchInit("var_w", "gaussian", (var_w,) * K, 1.0)
+        rule = inits.var_w_rule(var_w, shortcut=K)
     else:
         scheme, c, gain = init
         rule = inits.branch_init(scheme, width=n, depth=L, activations=acts, c=c, gain=gain)
@@ -653,11 +653,7 @@ def simulate(
         var_w = float(max(rule.var_w))
     else:
         arch.check_var_w(var_w)
-        if branch_scale is not None:
-            arch._check_all(
-                "branch_scale", branch_scale, lambda a: a >= 0, "a finite number >= 0", False
-            )
-        rule = inits.BranchInit("var_w", "gaussian", (var_w,), branch_scale)
+        rule = inits.var_w_rule(var_w, shortcut=block.shortcut, branch_scale=branch_scale)
         init_key = None
     if branch_scale is not None:
         branch_scale = float(branch_scale)

@@ -13,6 +13,19 @@ import numpy as np
 
 INIT_COLORS = {"he": "#1f77b4", "depth_scaled": "#d62728", "glorot": "#2ca02c"}
 INIT_LABELS = {"he": "He, var_w = 2/n", "depth_scaled": "depth-scaled, c/(nL)", "glorot": "Glorot"}
+# Line colors for figures with one line per configuration (matplotlib's tab10).
+CYCLE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 KIND_STYLE = {  # how a closed form is drawn, by how it relates to the recursion
     "exact": dict(linestyle="none", marker="o", markersize=3.5, markerfacecolor="none"),
     "lower_bound": dict(linestyle=":", linewidth=1.4),
@@ -707,18 +720,6 @@ def jacobian_figure(rows: Sequence[dict], title: str | None = None):
     "sd_log_stderr", "condition_median"} as written by experiments/jacobian_spectrum.py."""
     fig, axes = _figure(1, 2, width=3.8, height=3.0)
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    cmap = [
-        "#1f77b4",
-        "#ff7f0e",
-        "#2ca02c",
-        "#d62728",
-        "#9467bd",
-        "#8c564b",
-        "#e377c2",
-        "#7f7f7f",
-        "#bcbd22",
-        "#17becf",
-    ]
     for i, label in enumerate(labels):
         rs = sorted((r for r in rows if r["label"] == label), key=lambda r: r["depth"])
         L = np.array([r["depth"] for r in rs], dtype=float)
@@ -726,7 +727,7 @@ def jacobian_figure(rows: Sequence[dict], title: str | None = None):
         se = np.array([r["sd_log_stderr"] for r in rs], dtype=float)
         cond = np.array([r["condition_median"] for r in rs], dtype=float)
         style = "--" if "BN" in label else "-"
-        color = cmap[i % len(cmap)]
+        color = CYCLE[i % len(CYCLE)]
         axes[0, 0].errorbar(
             L, sd, yerr=se, fmt=style, marker="o", markersize=3, color=color, capsize=2, label=label
         )
@@ -792,18 +793,8 @@ def init_zoo_figure(records: Sequence[dict], title: str | None = None):
     stats = ("m2_z", "m2_dz", "var_dw")
     zoom = (-3.5, 4.0)
     fig, axes = _figure(2, 3, width=3.4, height=2.9)
-    colors = [
-        "#1f77b4",
-        "#ff7f0e",
-        "#2ca02c",
-        "#d62728",
-        "#9467bd",
-        "#8c564b",
-        "#e377c2",
-        "#7f7f7f",
-    ]
     for i, rec in enumerate(records):
-        color = colors[i % len(colors)]
+        color = CYCLE[i % len(CYCLE)]
         for ax, stat in [(axes[r, c], s) for r in range(2) for c, s in enumerate(stats)]:
             rec_log = np.array(rec["recursion"][stat], dtype=float)
             layers = np.arange(rec_log.size)

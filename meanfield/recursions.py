@@ -378,11 +378,7 @@ def profile(
     arch.check_depth(depth)
     if init is None:
         arch.check_var_w(var_w)
-        if branch_scale is not None:
-            arch._check_all(
-                "branch_scale", branch_scale, lambda a: a >= 0, "a finite number >= 0", False
-            )
-        rule = inits.BranchInit("var_w", "gaussian", (var_w,) * block.shortcut, branch_scale)
+        rule = inits.var_w_rule(var_w, shortcut=block.shortcut, branch_scale=branch_scale)
     else:
         rule = inits.branch_init(
             init,
@@ -394,7 +390,7 @@ def profile(
             branch_scale=branch_scale,
         )
     inits.check_plain(block, rule)
-    scale = 1.0 if rule.scale is None else rule.scale
+    scale = rule.scale
     alphas = [jnp.asarray(width) * jnp.asarray(v) for v in rule.var_w]
     dtype = jnp.result_type(float, *alphas, scale)
     alphas = tuple(a.astype(dtype) for a in alphas)

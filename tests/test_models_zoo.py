@@ -82,7 +82,7 @@ def test_config_rejects_bad_branch_scales():
         ResNetConfig(depth=100, init="skipinit", branch_scale=0.1)
     with pytest.raises(ValueError, match="branch_scale must be None for rezero"):
         ResNetConfig(init="rezero", branch_scale=0.1)
-    with pytest.raises(ValueError, match="branch_scale must be >= 0"):
+    with pytest.raises(ValueError, match="branch_scale must be a finite number >= 0"):
         ResNetConfig(init="he", branch_scale=-0.5)
 
 
