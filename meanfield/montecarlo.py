@@ -13,9 +13,11 @@ How it is computed:
   autodiff through everything, BN's batch statistics included.
 * **Memory.** Each layer's weights are drawn inside the ``lax.scan`` over layers from
   ``fold_in(network_key, layer)``; the scan body is ``jax.checkpoint``-ed so the backward pass
-  re-draws them instead of storing them. What is stored per network is O(L·B·n) activations,
-  never O(L·n²) weights. Networks are processed in chunks (``chunk_size``, chosen from available
-  memory by default), each chunk one jitted call.
+  re-draws them instead of storing them. What is stored per network is O(L·B·n) activations
+  (each layer's input, and the weight-free engine's layer outputs), never O(L·n²) weights. The
+  backward statistics are read out by custom-VJP probes as O(B²) numbers per layer, not as
+  cotangent arrays the size of the activations. Networks are processed in chunks
+  (``chunk_size``, chosen from available memory by default), each chunk one jitted call.
 * **Overflow.** The forward pass carries z^l / s_l and log s_l (renormalized every layer), and a
   custom-VJP gate renormalizes the cotangent every layer and records its log-scale, so depth
   1000 at He init gives finite ``log10_`` statistics; raw statistics are ``inf`` exactly where
@@ -77,6 +79,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from meanfield import architecture as arch
@@ -185,25 +188,45 @@ class Estimate:
 
 
 @jax.custom_vjp
-def _grad_gate(z: jax.Array, log_scale: jax.Array) -> jax.Array:
-    """Identity forward; backward renormalizes the cotangent to unit RMS and returns the log of
-    the factor it removed as the cotangent of ``log_scale`` (so jax.grad reads it out)."""
-    del log_scale
+def _grad_gate(z: jax.Array, probe: jax.Array) -> jax.Array:
+    """Identity forward. Backward renormalizes the cotangent to unit RMS and returns, as the
+    cotangent of the 2-vector ``probe``, (log of the factor it removed, mean square of the
+    cotangent it received), so jax.grad reads both out without an array the size of z."""
+    del probe
     return z
 
 
-def _gate_fwd(z, log_scale):
-    return z, jnp.zeros((), z.dtype)
+def _gate_fwd(z, probe):
+    return z, jnp.zeros((2,), z.dtype)
 
 
 def _gate_bwd(template, ct):
-    rms = jnp.sqrt(jnp.mean(ct**2))
-    positive = rms > 0
-    rms = jnp.where(positive, rms, 1.0)
-    return ct / rms, (jnp.log(rms) + template).astype(template.dtype)
+    m2 = jnp.mean(ct**2)
+    positive = m2 > 0
+    rms = jnp.sqrt(jnp.where(positive, m2, 1.0))
+    return ct / rms, (jnp.stack([jnp.log(rms), m2]) + template).astype(template.dtype)
 
 
 _grad_gate.defvjp(_gate_fwd, _gate_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _gram_probe(u: jax.Array, probe: jax.Array, precision) -> jax.Array:
+    """Identity forward; backward returns the cotangent D (B x n) unchanged and D D^T (B x B)
+    as the cotangent of ``probe``: the weight-gradient statistics need only this Gram matrix."""
+    del probe
+    return u
+
+
+def _gram_probe_fwd(u, probe, precision):
+    return u, None
+
+
+def _gram_probe_bwd(precision, _, ct):
+    return ct, jnp.matmul(ct, ct.T, precision=precision)
+
+
+_gram_probe.defvjp(_gram_probe_fwd, _gram_probe_bwd)
 
 
 def _gram_factor(k: jax.Array):
@@ -218,14 +241,13 @@ def _gram_factor(k: jax.Array):
     return vec, lam, inv
 
 
-def _gaussian_with_gram(key, k, std, shape, precision):
-    """Columns i.i.d. N(0, std² K): C G with C = V diag(sqrt λ), G standard normal (B x m)."""
-    vec, lam, _ = _gram_factor(k)
-    g = jax.random.normal(key, shape, k.dtype)
+def _gaussian_with_gram(key, vec, lam, std, shape, precision):
+    """Columns i.i.d. N(0, std² K) for K = V diag(λ) V^T: C G with C = V diag(sqrt λ), G
+    standard normal (B x m)."""
+    g = jax.random.normal(key, shape, vec.dtype)
     return std * jnp.matmul(vec * jnp.sqrt(lam)[None, :], g, precision=precision)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def weightfree_linear(a: jax.Array, key: jax.Array, std: jax.Array, precision) -> jax.Array:
     """U = A W for W (n x m) with i.i.d. N(0, std²) entries, sampled without forming W.
 
@@ -235,53 +257,51 @@ def weightfree_linear(a: jax.Array, key: jax.Array, std: jax.Array, precision) -
     matrix X = D W~^T has independent columns N(0, std² D D^T). Cost O(B² (n + m) + B³) and
     B (n + m) normals instead of n m. ``key`` must be unique to this layer of this network.
     """
-    return _weightfree_forward(a, key, std, precision)
+    gram = jax.lax.stop_gradient(jnp.matmul(a, a.T, precision=precision))
+    return _weightfree_linear(a, gram, key, std, precision)
 
 
-def _weightfree_forward(a, key, std, precision):
-    gram = jnp.matmul(a, a.T, precision=precision)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _weightfree_linear(a, gram, key, std, precision):
+    """:func:`weightfree_linear` given ``gram`` = A A^T (without gradient), which the caller
+    may have computed already; its eigendecomposition is kept for the backward pass."""
+    return _weightfree_forward(a, gram, key, std, precision)[0]
+
+
+def _weightfree_forward(a, gram, key, std, precision):
+    vec, lam, inv = _gram_factor(gram)
     m = a.shape[1]  # square branch weights: fan-out = fan-in
-    return _gaussian_with_gram(jax.random.fold_in(key, 0), gram, std, (a.shape[0], m), precision)
+    u = _gaussian_with_gram(jax.random.fold_in(key, 0), vec, lam, std, (a.shape[0], m), precision)
+    return u, (vec, inv)
 
 
-def _weightfree_fwd(a, key, std, precision):
-    u = _weightfree_forward(a, key, std, precision)
-    return u, (a, u, key, std)
+def _weightfree_fwd(a, gram, key, std, precision):
+    u, (vec, inv) = _weightfree_forward(a, gram, key, std, precision)
+    u, vec, inv = (checkpoint_name(x, "weightfree") for x in (u, vec, inv))
+    return u, (a, u, key, std, vec, inv)
 
 
-def _project_off_rows(x, a, inv_vec, inv_lam, precision):
-    """X P = X - (X A^T)(A A^T)^+ A, without forming the n x n projection P."""
+def _conditional_cotangent(d, u, x, a, pinv, precision):
+    """D W^T given U = A W: D U^T (A A^T)^+ A + X P = X + (D U^T - X A^T)(A A^T)^+ A, with X
+    = D W~^T the fresh part and P the projection off the rows of A (never formed)."""
+    du = jnp.matmul(d, u.T, precision=precision)
     xa = jnp.matmul(x, a.T, precision=precision)
-    pinv = jnp.matmul(inv_vec * inv_lam[None, :], inv_vec.T, precision=precision)
-    return x - jnp.matmul(jnp.matmul(xa, pinv, precision=precision), a, precision=precision)
+    return x + jnp.matmul(jnp.matmul(du - xa, pinv, precision=precision), a, precision=precision)
 
 
 def _weightfree_bwd(precision, res, d):
-    a, u, key, std = res
-    gram = jnp.matmul(a, a.T, precision=precision)
-    vec, _, inv = _gram_factor(gram)
+    a, u, key, std, vec, inv = res
     pinv = jnp.matmul(vec * inv[None, :], vec.T, precision=precision)
-    # Part of W fixed by the forward pass: D U^T (A A^T)^+ A.
-    known = jnp.matmul(
-        jnp.matmul(jnp.matmul(d, u.T, precision=precision), pinv, precision=precision),
-        a,
-        precision=precision,
-    )
-    # Fresh part: X = D W~^T, projected off the rows of A.
-    x = _gaussian_with_gram(
-        jax.random.fold_in(key, 1),
-        jnp.matmul(d, d.T, precision=precision),
-        std,
-        a.shape,
-        precision,
-    )
-    fresh = _project_off_rows(x, a, vec, inv, precision)
-    return known + fresh, None, jnp.zeros_like(std)
+    vec_d, lam_d, _ = _gram_factor(jnp.matmul(d, d.T, precision=precision))
+    x = _gaussian_with_gram(jax.random.fold_in(key, 1), vec_d, lam_d, std, a.shape, precision)
+    ct_gram = jnp.zeros((a.shape[0], a.shape[0]), a.dtype)
+    return _conditional_cotangent(d, u, x, a, pinv, precision), ct_gram, None, jnp.zeros_like(std)
 
 
-weightfree_linear.defvjp(_weightfree_fwd, _weightfree_bwd)
+_weightfree_linear.defvjp(_weightfree_fwd, _weightfree_bwd)
 
 ENGINES = ("explicit", "weightfree", "auto")
+_SAVE_WEIGHTFREE = jax.checkpoint_policies.save_only_these_names("weightfree")
 
 
 def _batch_norm(z: jax.Array) -> jax.Array:
@@ -348,79 +368,90 @@ def network_statistics(
             raise ValueError(f"engine='weightfree' needs Gaussian weights, got {init!r}")
         stds = [jnp.sqrt(jnp.asarray(v, dtype)) for v in rule.var_w]
 
-        def linear(a_hat, k, i):
-            return weightfree_linear(a_hat, k, stds[i], precision)
+        def linear(a_hat, gram, k, i):
+            return _weightfree_linear(a_hat, gram, k, stds[i], precision)
     else:
 
-        def linear(a_hat, k, i):
+        def linear(a_hat, gram, k, i):
             return matmul(a_hat, inits.branch_weight(k, (n, n), rule, i, dtype))
 
-    def branch(z_hat, log_s, layer, pert_u):
-        """(branch output at the scale of z_hat, the k normalized weight inputs a_hat).
+    def branch(z_hat, log_s, layer, probes):
+        """(branch output at the scale of z_hat, the Gram matrices a_hat a_hat^T of the k
+        normalized weight inputs).
 
         Positively homogeneous units keep the scale of z_hat without BN; with BN every
-        weight input is scale-free and h is brought to the scale of z_hat at the end."""
-        x_i, a_hats = z_hat, []
+        weight input is scale-free and h is brought to the scale of z_hat at the end. The
+        probe on each weight output u reads the Gram matrix of its cotangent δ in the backward
+        pass."""
+        x_i, grams = z_hat, []
         for i in range(K):
             # Unique per (layer, position); the same key as the one-layer engine when K = 1.
             k = jax.random.fold_in(key_w, (layer - 1) * K + i + 1)
             if block.norm == "none":
                 a_hat = x_i  # a = s · a_hat
-                x_i = _act(acts[i], linear(a_hat, k, i) + pert_u[i])
             elif block.norm == "bn_post":
                 a_hat = _batch_norm(x_i)  # scale-free
-                x_i = _act(acts[i], linear(a_hat, k, i) + pert_u[i])
             else:
                 a_hat = _act(acts[i], _batch_norm(x_i))
-                x_i = linear(a_hat, k, i) + pert_u[i]
-            a_hats.append(a_hat)
+            gram = jax.lax.stop_gradient(matmul(a_hat, a_hat.T))
+            u = _gram_probe(linear(a_hat, gram, k, i), probes[i], precision)
+            x_i = u if block.norm == "bn_pre" else _act(acts[i], u)
+            grams.append(gram)
         h = scale * x_i if block.norm == "none" else scale * x_i * jnp.exp(-log_s)
-        return h, jnp.stack(a_hats)
+        return h, jnp.stack(grams)
 
-    @jax.checkpoint  # backward re-draws the layer's weights instead of storing them
+    def moments(z):
+        """(mean, mean square, mean over units of the variance over inputs) of z (B x n)."""
+        z = jax.lax.stop_gradient(z)
+        return jnp.stack([jnp.mean(z), jnp.mean(z**2), jnp.mean(jnp.var(z, axis=0))])
+
+    # The backward pass recomputes each layer from its input (re-drawing explicit weights
+    # instead of storing them); only the weight-free layers' outputs and Gram factors,
+    # O(B·n + B²) each, are kept, so their normals are not drawn twice.
+    @functools.partial(jax.checkpoint, policy=_SAVE_WEIGHTFREE)
     def layer_step(carry, inputs):
         z_hat, log_s = carry
-        layer, pert_z, pert_u, gate = inputs
-        h, a_hat = branch(z_hat, log_s, layer, pert_u)
+        layer, probes, gate = inputs
+        h, gram_a = branch(z_hat, log_s, layer, probes)
         z_new = z_hat + h if block.residual else h
         rho = jax.lax.stop_gradient(_rms(z_new))
         rho = jnp.where(rho > 0, rho, 1.0)
-        z_new = _grad_gate(z_new / rho, gate) + pert_z
+        z_new = _grad_gate(z_new / rho, gate)
         log_s = log_s + jnp.log(rho)
-        gram_a = jnp.einsum("kbi,kci->kbc", a_hat, a_hat, precision=precision)  # K x B x B
-        return (z_new, log_s), (z_new, log_s, jax.lax.stop_gradient(gram_a))
+        return (z_new, log_s), (moments(z_new), log_s, gram_a)
 
-    def loss(pert_z, pert_u, gates):
-        z0 = _grad_gate(x, gates[0]) + pert_z[0]
+    def loss(probes, gates):
+        z0 = _grad_gate(x, gates[0])
         log_s0 = jnp.full((), math.log(input_std), dtype)
         layers = jnp.arange(1, L + 1)
-        (z_last, _), (zs, log_ss, grams) = jax.lax.scan(
-            layer_step, (z0, log_s0), (layers, pert_z[1:], pert_u, gates[1:])
+        (z_last, _), (mom, log_ss, grams) = jax.lax.scan(
+            layer_step, (z0, log_s0), (layers, probes, gates[1:])
         )
         loss_hat = jnp.sum(g * z_last)
-        aux = (jnp.concatenate([x[None], zs]), jnp.concatenate([log_s0[None], log_ss]), grams)
+        aux = (
+            jnp.concatenate([moments(x)[None], mom]),
+            jnp.concatenate([log_s0[None], log_ss]),
+            grams,
+        )
         return loss_hat, aux
 
-    pert_z = jnp.zeros((L + 1, B, n), dtype)
-    pert_u = jnp.zeros((L, K, B, n), dtype)
-    gates = jnp.zeros((L + 1,), dtype)
-    grads, (zs, log_s, grams) = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(
-        pert_z, pert_u, gates
-    )
-    dz_hat, delta_hat, log_r = grads
+    # Only O(L·B²) statistics come out of the backward pass: per layer the gate's
+    # (log r, mean square of dE_hat/dz_hat) and per weight the Gram matrix of δ_hat.
+    probes = jnp.zeros((L, K, B, B), dtype)
+    gates = jnp.zeros((L + 1, 2), dtype)
+    grads, (mom, log_s, grams) = jax.grad(loss, argnums=(0, 1), has_aux=True)(probes, gates)
+    gram_d, gate_ct = grads
+    log_r, m2_dz_hat = gate_ct[:, 0], gate_ct[:, 1]
     # Forward statistics of z^l = s_l · z_hat^l.
-    mean_hat = jnp.mean(zs, axis=(1, 2))
-    m2_hat = jnp.mean(zs**2, axis=(1, 2))
-    unitvar_hat = jnp.mean(jnp.var(zs, axis=1), axis=1)
+    mean_hat, m2_hat, unitvar_hat = mom[:, 0], mom[:, 1], mom[:, 2]
     var_hat = jnp.maximum(m2_hat - mean_hat**2, 0.0)
-    # Backward: the gate at layer k removed r_k; the cotangent at pert_z[l] is missing
-    # prod_{k>l} r_k, the one at pert_u[l] also r_l. In the normalized network
-    # dE/dz^l = (s_L / s_l) dE_hat/dz_hat^l and dE/dW^l = s_L Σ_b δ_hat_b a_hat_b^T.
+    # Backward: the gate at layer k removed r_k; the cotangent the gate at l received is
+    # missing prod_{k>l} r_k, the one at the probe of layer l also r_l. In the normalized
+    # network dE/dz^l = (s_L / s_l) dE_hat/dz_hat^l and dE/dW^l = s_L Σ_b δ_hat_b a_hat_b^T.
     tail_excl = jnp.cumsum(log_r[::-1])[::-1] - log_r  # Σ_{k>l} log r_k
     tail_incl = tail_excl + log_r
     log_sL = log_s[-1]
-    log_m2_dz = jnp.log(jnp.mean(dz_hat**2, axis=(1, 2))) + 2 * (tail_excl + log_sL - log_s)
-    gram_d = jnp.einsum("lkbi,lkci->lkbc", delta_hat, delta_hat, precision=precision)
+    log_m2_dz = jnp.log(m2_dz_hat) + 2 * (tail_excl + log_sL - log_s)
     sq_dw = jnp.mean(jnp.sum(gram_d * grams, axis=(2, 3)), axis=1) / (n * n * B)
     log_var_dw = jnp.log(jnp.maximum(sq_dw, 0.0)) + 2 * (tail_incl[1:] + log_sL)
     log_var_dw = jnp.concatenate([jnp.full((1,), jnp.nan, dtype), log_var_dw])
@@ -485,12 +516,13 @@ def _bytes_per_network(
     engine: str = "explicit",
     shortcut: int = 1,
 ) -> int:
-    # Stored per network for the backward pass: z_hat per layer, the perturbation inputs (one
-    # for z, one per branch weight) and their cotangents (~(4 + 2k) L·B·n), k B x B Gram
-    # matrices per layer, plus a few n x n weight buffers alive at once inside the layer being
-    # recomputed (explicit engine only).
+    # Stored per network for the backward pass: z_hat per layer (the checkpointed scan's
+    # carry), the weight-free layers' outputs u (k per layer; counted for both engines) and k
+    # B x B Gram matrices per layer; plus about one more L·B·n of temporaries, and a few n x n
+    # weight buffers alive at once inside the layer being recomputed (explicit engine only).
+    # XLA's figure is 50-70% of this (benchmarks/memory_montecarlo.py).
     weights = 4 * width**2 if engine == "explicit" else 8 * batch * width
-    stored = (4 + 2 * shortcut) * (depth + 1) * batch * width + 2 * shortcut * depth * batch**2
+    stored = (2 + shortcut) * (depth + 1) * batch * width + 2 * shortcut * depth * batch**2
     return itemsize * (stored + weights)
 
 
