@@ -12,7 +12,8 @@ For each (R networks, B inputs, width n, depth L) row, measured after a warm-up 
 Printed: seconds, network-layers per second (R·L / s), weights per second (R·L·n² / s) and the
 ratios engine / rng bound and engine / torch (the explicit-weight engine). ``--scale``
 multiplies every R (use 1/16 on a laptop CPU). ``--engines`` instead compares the weight-free
-and the explicit engine over a grid of widths and batch sizes. Usage:
+engine with the explicit engine and the PyTorch peer over a grid of widths and batch sizes
+(the peer only where one network's weights and gradients fit in ``--torch-gib``). Usage:
 
     python benchmarks/bench_montecarlo.py [--scale 0.0625] [--block relu-none-residual]
     python benchmarks/bench_montecarlo.py --engines --networks 4 --figure docs/weightfree.png
@@ -58,6 +59,7 @@ def bench_engine(block, R, B, n, L, chunk_size, precision):
             chunk_size=chunk_size,
             precision=precision,
             engine="explicit",  # the rows measure the explicit-weight engine
+            warn=False,
         )
         return est.m2_z.mean
 
@@ -141,12 +143,14 @@ def bench_torch(block, R, B, n, L, chunk):
     return time_call(run)
 
 
-def bench_engines(block, widths, batches, depth, networks, out_png=None):
-    """Weight-free against explicit: network-layers per second over a grid of (n, B)."""
+def bench_engines(block, widths, batches, depth, networks, out_png=None, torch_gib=None):
+    """Weight-free against explicit (and the PyTorch peer, which stores every weight and its
+    gradient: rows where one network's would exceed ``torch_gib`` GiB are skipped; None: no
+    peer): network-layers per second over a grid of (n, B)."""
     print(f"\nweight-free vs explicit, block {block.name}, L = {depth}, R = {networks}")
     print(
         f"{'n':>5} {'B':>4} | {'explicit s':>10} {'net-layers/s':>13} | {'weightfree s':>12} "
-        f"{'net-layers/s':>13} | {'speed-up':>8}"
+        f"{'net-layers/s':>13} | {'speed-up':>8} | {'torch s':>8} {'wf speed-up':>11}"
     )
     rows = []
     for n in widths:
@@ -164,15 +168,26 @@ def bench_engines(block, widths, batches, depth, networks, out_png=None):
                         networks=networks,
                         batch=B,
                         engine=engine,
+                        warn=False,
                     ).m2_z.mean
 
                 times[engine] = time_call(run)
+            torch_cols = f"{'-':>8} {'-':>11}"
+            if torch_gib is not None:
+                need = 2 * depth * n * n * 4 / 2**30  # weights and their gradients, one network
+                if need > torch_gib:
+                    torch_cols = f"{'skipped':>8} {f'({need:.0f} GiB)':>11}"
+                else:
+                    chunk = max(1, int(torch_gib // need))
+                    t_torch = bench_torch(block, networks, B, n, depth, chunk)
+                    if t_torch is not None:
+                        torch_cols = f"{t_torch:8.3f} {t_torch / times['weightfree']:11.1f}"
             rate = {k: networks * depth / v for k, v in times.items()}
             rows.append((n, B, times["explicit"], times["weightfree"]))
             print(
                 f"{n:>5} {B:>4} | {times['explicit']:10.3f} {rate['explicit']:13.3e} | "
                 f"{times['weightfree']:12.3f} {rate['weightfree']:13.3e} | "
-                f"{times['explicit'] / times['weightfree']:8.1f}",
+                f"{times['explicit'] / times['weightfree']:8.1f} | {torch_cols}",
                 flush=True,
             )
     if out_png:
@@ -213,10 +228,19 @@ def main(argv=None):
     p.add_argument("--depth", type=int, default=100, help="L of the --engines grid")
     p.add_argument("--networks", type=int, default=16, help="R of the --engines grid")
     p.add_argument("--figure", default=None, help="--engines: save a log-log figure here")
+    p.add_argument(
+        "--torch-gib",
+        type=float,
+        default=8.0,
+        help="--engines: memory the PyTorch peer may use for stored weights and gradients",
+    )
     args = p.parse_args(argv)
     block = Block.from_name(args.block)
     if args.engines:
-        bench_engines(block, args.widths, args.batches, args.depth, args.networks, args.figure)
+        torch_gib = None if args.no_torch else args.torch_gib
+        bench_engines(
+            block, args.widths, args.batches, args.depth, args.networks, args.figure, torch_gib
+        )
         return
     print(
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "

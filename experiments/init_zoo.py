@@ -7,7 +7,10 @@ weight-normalized init of Arpit et al. (2019) on the block z + W2 relu(W1 z) the
 for? Predicted by the mean-field recursion of each block and init (meanfield.recursions with
 init=...): Fixup keeps every block the identity (only W2 gets a gradient), SkipInit grows
 by (1 + α²)·... per block, weight norm by exactly (1 + 1/L) per block forward and backward,
-He by about 1.5 to 2 per block. Monte-Carlo over sampled networks checks each prediction.
+He by about 1.5 to 2 per block. RISOTTO's looks-linear network (Gadhikar & Burkholz 2022,
+the construction of meanfield.inits.risotto_type_c) has no recursion but an exact statement:
+the signal y it carries and dE/dy keep their second moment at every layer of every network.
+Monte-Carlo over sampled networks checks each prediction.
 
 Command:
 
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
 from meanfield import Block, plots, results, sweeps  # noqa: E402
+from meanfield.inits import RISOTTO_BLOCK  # noqa: E402
 
 PAPER = Block("relu", "none")
 LINEAR_LAST = Block("relu", "none", True, shortcut=2, final_activation=False)
@@ -44,6 +48,7 @@ SETUPS = (
     ("He, z + W2 relu(W1 z)", LINEAR_LAST, "he", None),
     ("Fixup, z + W2 relu(W1 z)", LINEAR_LAST, "fixup", None),
     ("weight norm, z + W2 relu(W1 z)", LINEAR_LAST, "weight_norm", None),
+    ("RISOTTO (type C, looks-linear)", RISOTTO_BLOCK, "risotto", None),
 )
 
 

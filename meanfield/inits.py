@@ -91,6 +91,7 @@ __all__ = [
     "fixup",
     "branch_scale",
     "risotto_type_c",
+    "RISOTTO_BLOCK",
     "weight_norm",
     "weight_norm_gamma",
     "BRANCH_SCHEMES",
@@ -370,6 +371,11 @@ def branch_scale(scheme: str, *, depth: int | None = None, value: float = 0.0) -
                 f"got {value!r}"
             )
     return float(value)
+
+
+# RISOTTO's type-C block as a Block value: two weights per branch, ReLU, no BN (its ReLU comes
+# after the sum, on looks-linear channels; the simulator and the trainer build it themselves).
+RISOTTO_BLOCK = arch.Block("relu", "none", True, shortcut=2)
 
 
 def risotto_type_c(

@@ -108,7 +108,7 @@ CONV_INITS = (
 ZOO_INITS = ("fixup", "skipinit", "rezero", "weight_norm")
 # init="risotto" runs RISOTTO's own type-C block on looks-linear channels; this is the Block
 # value that names it (two convolutions per branch, ReLU), though its ReLU comes after the sum.
-RISOTTO_BLOCK = Block("relu", "none", True, shortcut=2)
+RISOTTO_BLOCK = inits.RISOTTO_BLOCK
 _FLAX_PADDING = {"circular": "CIRCULAR", "same": "SAME"}
 
 

@@ -322,6 +322,79 @@ def _rms(z: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(z**2))
 
 
+@jax.custom_vjp
+def _signal_probe(h: jax.Array, probe: jax.Array) -> jax.Array:
+    """Identity on looks-linear channels h = [relu(y); relu(-y)] (B x 2n). Backward returns the
+    cotangent unchanged and, as the cotangent of the scalar ``probe``, the mean square of
+    dE/dy = (dh/dy)^T dE/dh = top ⊙ 1(y > 0) - bottom ⊙ 1(y < 0), the gradient with respect to
+    the signal y that the channels carry."""
+    del probe
+    return h
+
+
+def _signal_probe_fwd(h, probe):
+    return h, h
+
+
+def _signal_probe_bwd(h, ct):
+    n = h.shape[-1] // 2
+    dy = jnp.where(h[:, :n] > 0, ct[:, :n], 0.0) - jnp.where(h[:, n:] > 0, ct[:, n:], 0.0)
+    return ct, jnp.mean(dy**2)
+
+
+_signal_probe.defvjp(_signal_probe_fwd, _signal_probe_bwd)
+
+
+def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype):
+    """Per-layer statistics of one RISOTTO network (type C, :func:`inits.risotto_type_c`):
+    h^0 = [relu(y^0); relu(-y^0)] on 2n channels, h^l = relu(W_2 relu(W_1 h^{l-1}) + h^{l-1}),
+    loss E = Σ_b g_b · y^L with y = top - bottom half. The forward statistics and ``m2_dz``
+    are those of the signal y^l (n units) and of dE/dy^l; ``var_dw`` is the mean over W_1, W_2
+    of (1/((2n)² B)) Σ (dE/dW)². Every block maps y to M_l y with M_l orthogonal, so m2_z and
+    m2_dz are the same at every layer of every network."""
+    n, B, L = width, batch, depth
+    key_x, key_g, key_w = jax.random.split(key, 3)
+    y0 = input_std * jax.random.normal(key_x, (B, n), dtype)
+    g = jax.random.normal(key_g, (B, n), dtype)
+    matmul = functools.partial(jnp.matmul, precision=precision)
+
+    def signal(h):
+        return h[:, :n] - h[:, n:]
+
+    def moments(y):
+        y = jax.lax.stop_gradient(y)
+        return jnp.stack([jnp.mean(y), jnp.mean(y**2), jnp.mean(jnp.var(y, axis=0))])
+
+    @jax.checkpoint  # the backward pass re-draws each block's weights
+    def layer_step(h, inputs):
+        layer, probes, probe_y = inputs
+        w1, w2 = inits.risotto_type_c(jax.random.fold_in(key_w, layer), n, dtype=dtype)
+        a2 = jax.nn.relu(_gram_probe(matmul(h, w1.T), probes[0], precision))
+        h_new = jax.nn.relu(_gram_probe(matmul(a2, w2.T), probes[1], precision) + h)
+        grams = jax.lax.stop_gradient(jnp.stack([matmul(h, h.T), matmul(a2, a2.T)]))
+        return _signal_probe(h_new, probe_y), (moments(signal(h_new)), grams)
+
+    def loss(probes, probe_y):
+        h0 = _signal_probe(jax.nn.relu(jnp.concatenate([y0, -y0], axis=-1)), probe_y[0])
+        layers = jnp.arange(1, L + 1)
+        h_last, (mom, grams) = jax.lax.scan(layer_step, h0, (layers, probes, probe_y[1:]))
+        return jnp.sum(g * signal(h_last)), (jnp.concatenate([moments(y0)[None], mom]), grams)
+
+    probes = jnp.zeros((L, 2, B, B), dtype)
+    probe_y = jnp.zeros((L + 1,), dtype)
+    (gram_d, m2_dy), (mom, grams) = jax.grad(loss, argnums=(0, 1), has_aux=True)(probes, probe_y)
+    mean, m2, unitvar = mom[:, 0], mom[:, 1], mom[:, 2]
+    sq_dw = jnp.mean(jnp.sum(gram_d * grams, axis=(2, 3)), axis=1) / ((2 * n) ** 2 * B)
+    return {
+        "mean_z": mean,
+        "log_m2_z": jnp.log(m2),
+        "log_var_z": jnp.log(jnp.maximum(m2 - mean**2, 0.0)),
+        "log_unitvar_z": jnp.log(unitvar),
+        "log_m2_dz": jnp.log(m2_dy),
+        "log_var_dw": jnp.concatenate([jnp.full((1,), jnp.nan, dtype), jnp.log(sq_dw)]),
+    }
+
+
 def network_statistics(
     block: Block,
     depth: int,
@@ -345,9 +418,12 @@ def network_statistics(
     (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``; with k > 1
     weight layers per branch, ``var_dw`` is the mean over the branch's k weights. Unbatched;
     :func:`simulate` vmaps it over networks. The inputs are ``input_std`` times standard normal
-    (carried as the initial log-scale, so nothing else changes).
+    (carried as the initial log-scale, so nothing else changes). ``init=("risotto", ...)``
+    simulates RISOTTO's own network instead (:func:`_risotto_statistics`).
     """
     dtype = jnp.result_type(float, var_w)
+    if init is not None and init[0] == "risotto":
+        return _risotto_statistics(depth, width, batch, key, precision, input_std, dtype)
     n, B, L, K = width, batch, depth, block.shortcut
     key_x, key_g, key_w = jax.random.split(key, 3)
     x = jax.random.normal(key_x, (B, n), dtype)
@@ -633,7 +709,12 @@ def simulate(
             "depth_scaled" with ``c``, "orthogonal" with ``gain``, "zero", "fixup",
             "skipinit", "rezero", "weight_norm"); the k weights of every branch are drawn by
             its rule (:func:`meanfield.inits.branch_init`: per-layer variance, law, and the
-            scalar β that multiplies the branch).
+            scalar β that multiplies the branch). Or "risotto" with
+            ``block=inits.RISOTTO_BLOCK``: RISOTTO's type-C network on 2n looks-linear
+            channels (:func:`meanfield.inits.risotto_type_c`), whose statistics are those of
+            the signal y it carries (n units) and of dE/dy; ``var_dw`` is over its
+            2n x 2n weights. Every block maps y to M_l y (M_l orthogonal), so ``m2_z`` and
+            ``m2_dz`` are exactly flat in every network.
         networks: R, sampled networks. batch: B inputs per network (>= 2 with BN, which uses
             their batch statistics).
         chunk_size: networks per compiled call; default from available memory. Rounded up to a
@@ -671,7 +752,19 @@ def simulate(
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if init is not None:
+    risotto = init == "risotto"
+    if risotto:
+        if block != inits.RISOTTO_BLOCK or branch_scale is not None or engine == "weightfree":
+            raise ValueError(
+                "init='risotto' simulates RISOTTO's type-C network (y -> relu(W2 relu(W1 h) + h) "
+                f"on 2n looks-linear channels): give block={inits.RISOTTO_BLOCK!r}, no "
+                f"branch_scale and an engine other than 'weightfree', got block={block!r}, "
+                f"branch_scale={branch_scale!r}, engine={engine!r}"
+            )
+        rule = inits.BranchInit("risotto", "orthogonal", (1.0, 1.0), 1.0)
+        init_key = ("risotto", 1.0, 1.0)
+        var_w = 1.0
+    elif init is not None:
         rule = inits.branch_init(
             init,
             width=width,
@@ -716,7 +809,7 @@ def simulate(
     if chunk_size is None:
         chunk_size = auto_chunk_size(
             depth,
-            width,
+            2 * width if risotto else width,
             batch,
             networks,
             jnp.dtype(dtype).itemsize,

@@ -337,7 +337,10 @@ def init_zoo_profiles(
 ) -> list[dict]:
     """Recursion and Monte-Carlo over layers l = 0..depth for every setup
     ``(label, block, init, branch_scale)`` (``init`` any of
-    :data:`meanfield.inits.BRANCH_SCHEMES`, ``branch_scale`` None for the scheme's own).
+    :data:`meanfield.inits.BRANCH_SCHEMES`, ``branch_scale`` None for the scheme's own; or
+    "risotto" with ``block = inits.RISOTTO_BLOCK``, whose "recursion" is the exact statement
+    of its construction: y^l = M_l y^{l-1} with M_l orthogonal keeps E[y²] = 1 and
+    E[(dE/dy)²] = 1 at every layer; it has none for ``var_dw``, given as NaN).
 
     Each record: label, block, init, branch_scale, ``recursion`` (statistic -> log10 per
     layer, in float64), ``montecarlo`` (statistic -> {"log10_mean", "log10_stderr"}),
@@ -350,9 +353,15 @@ def init_zoo_profiles(
 
     records = []
     for i, (label, block, init, branch_scale) in enumerate(setups):
-        with jax.enable_x64(True):
-            prof = profile(block, depth=depth, width=width, init=init, branch_scale=branch_scale)
-            rec_log = {s: np.asarray(getattr(prof, f"log10_{s}"), np.float64) for s in _ZOO}
+        if init == "risotto":  # unit inputs and unit loss weights: log10 1 = 0 throughout
+            flat = np.zeros(depth + 1)
+            rec_log = {"m2_z": flat, "m2_dz": flat, "var_dw": np.full(depth + 1, np.nan)}
+        else:
+            with jax.enable_x64(True):
+                prof = profile(
+                    block, depth=depth, width=width, init=init, branch_scale=branch_scale
+                )
+                rec_log = {s: np.asarray(getattr(prof, f"log10_{s}"), np.float64) for s in _ZOO}
         est = montecarlo.simulate(
             block,
             key=jax.random.fold_in(key, i),

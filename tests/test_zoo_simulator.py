@@ -2,9 +2,11 @@
 propagated by the recursion, against values derived by hand from the rule; a planted error
 (the wrong exponent, a forgotten branch scale, the wrong γ) must fail."""
 
+import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -217,3 +219,92 @@ def test_weight_norm_needs_the_explicit_engine_and_plain_zero_branches_are_refus
             montecarlo.simulate(plain, init=init, **kw)
         with pytest.raises(ValueError, match="plain network"):
             recursions.profile(plain, depth=3, width=16, init=init)
+
+
+# ------------------------------------------------------------------------------------------
+# RISOTTO: its own network, exact statement instead of a recursion
+
+
+def _risotto_per_network(depth=30, width=32, batch=4, networks=8, seed=0):
+    one = functools.partial(
+        montecarlo.network_statistics,
+        inits.RISOTTO_BLOCK,
+        depth,
+        width,
+        batch,
+        init=("risotto", 1.0, 1.0),
+    )
+    keys = jax.random.split(jax.random.key(seed), networks)
+    out = jax.jit(jax.vmap(one, in_axes=(None, 0)))(jnp.float32(1.0), keys)
+    return keys, {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+def test_risotto_signal_and_its_gradient_are_flat_in_every_network():
+    _, out = _risotto_per_network()
+    for name in ("log_m2_z", "log_m2_dz"):
+        drift = np.abs(out[name] - out[name][:, :1])
+        assert drift.max() < 1e-5, (name, drift.max())  # float32 rounding over 30 blocks
+    # Not flat because nothing moves: the weights get gradients at every layer.
+    assert np.all(np.isfinite(out["log_var_dw"][:, 1:]))
+    assert np.all(out["log_var_dw"][:, 1:] > np.log(1e-3))
+
+
+def _risotto_reference(key, depth, n, batch):
+    """log m2 of y^l and of dE/dy^l (l = 0..L) and log var_dw (l = 1..L) of one RISOTTO
+    network, written out plainly: E as a function of y^l (lifted to [relu(y); relu(-y)] and
+    run through the later blocks) differentiated by jax.grad, and jax.grad in the weights."""
+    key_x, key_g, key_w = jax.random.split(key, 3)
+    y0 = jax.random.normal(key_x, (batch, n))
+    g = jax.random.normal(key_g, (batch, n))
+    ws = [inits.risotto_type_c(jax.random.fold_in(key_w, l), n) for l in range(1, depth + 1)]
+
+    def signal_out(y, blocks):
+        h = jax.nn.relu(jnp.concatenate([y, -y], axis=-1))
+        for w1, w2 in blocks:
+            h = jax.nn.relu(jax.nn.relu(h @ w1.T) @ w2.T + h)
+        return h[:, :n] - h[:, n:]
+
+    ys = [y0]
+    for w in ws:
+        ys.append(signal_out(ys[-1], [w]))
+    m2_z = [np.mean(np.asarray(y) ** 2) for y in ys]
+    m2_dz = []
+    for l in range(depth + 1):
+        dy = jax.grad(lambda y, l=l: jnp.sum(g * signal_out(y, ws[l:])))(ys[l])
+        m2_dz.append(np.mean(np.asarray(dy) ** 2))
+    dws = jax.grad(lambda blocks: jnp.sum(g * signal_out(y0, blocks)))(ws)
+    var_dw = [
+        0.5 * sum(float(np.sum(np.asarray(d) ** 2)) for d in pair) / ((2 * n) ** 2 * batch)
+        for pair in dws
+    ]
+    return np.log(m2_z), np.log(m2_dz), np.log(var_dw)
+
+
+def test_risotto_statistics_equal_direct_autodiff_of_the_same_network():
+    depth, n, batch = 6, 16, 4
+    keys, out = _risotto_per_network(depth=depth, width=n, batch=batch, networks=3)
+    for r, key in enumerate(keys):
+        m2_z, m2_dz, var_dw = _risotto_reference(key, depth, n, batch)
+        np.testing.assert_allclose(out["log_m2_z"][r], m2_z, atol=1e-5)
+        np.testing.assert_allclose(out["log_m2_dz"][r], m2_dz, atol=1e-5)
+        np.testing.assert_allclose(out["log_var_dw"][r, 1:], var_dw, atol=1e-4)
+
+
+def test_risotto_without_the_minus_identity_is_not_flat(monkeypatch):
+    real = inits.risotto_type_c
+    monkeypatch.setattr(
+        inits, "risotto_type_c", lambda key, n, dtype: real(key, n, beta=0.0, dtype=dtype)
+    )
+    _, out = _risotto_per_network(depth=10)
+    assert np.abs(out["log_m2_z"] - out["log_m2_z"][:, :1]).max() > 0.5
+
+
+def test_risotto_simulate_and_its_errors():
+    kw = dict(init="risotto", key=jax.random.key(0), depth=5, width=16, networks=4, batch=4)
+    est = montecarlo.simulate(inits.RISOTTO_BLOCK, **kw)
+    assert_close(est.m2_z.mean, np.full(6, est.m2_z.mean[0]), rtol=1e-5)
+    assert_close(est.m2_dz.mean, np.full(6, est.m2_dz.mean[0]), rtol=1e-5)
+    with pytest.raises(ValueError, match="init='risotto' simulates RISOTTO's type-C network"):
+        montecarlo.simulate(Block("relu", "none", True), **kw)
+    with pytest.raises(ValueError, match="engine='weightfree'"):
+        montecarlo.simulate(inits.RISOTTO_BLOCK, engine="weightfree", **kw)
