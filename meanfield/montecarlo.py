@@ -28,12 +28,13 @@ How it is computed:
 * **Engines.** ``engine="explicit"`` draws every n x n weight matrix; ``"weightfree"`` samples
   only what a layer computes, U = A W ~ N(0, s2 A A^T) per column, and in the backward pass
   W^T D from the law of W given U (:func:`weightfree_linear`; docs/theory.md §7): exact, and
-  O(nB² + B³) per layer instead of O(n²B). ``"auto"`` takes it for Gaussian weights when
-  4B <= n.
+  O(nB² + B³) per layer instead of O(n²B); for Haar-orthogonal weights likewise
+  (:func:`weightfree_orthogonal`). ``"auto"`` takes it for both when 4B <= n.
 * **Branches and inits.** A block with ``shortcut`` = k draws k weights per branch, each from
   its own key; ``init`` names a branch rule of :func:`meanfield.inits.branch_init` (per-layer
   variance, law, branch scale β: Fixup, SkipInit, ReZero, weight norm besides the standard
-  schemes). Weight-normalized and orthogonal weights need the explicit engine.
+  schemes). Orthogonal weights have their own weight-free layer
+  (:func:`weightfree_orthogonal`); weight-normalized ones need the explicit engine.
 * **Precision.** Matrix products use ``Precision.HIGHEST`` by default (full float32 on GPUs,
   which otherwise use TF32); ``precision="default"`` is the fast setting.
 
@@ -97,6 +98,7 @@ __all__ = [
     "network_statistics",
     "simulate",
     "weightfree_linear",
+    "weightfree_orthogonal",
 ]
 
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
@@ -300,6 +302,74 @@ def _weightfree_bwd(precision, res, d):
 
 _weightfree_linear.defvjp(_weightfree_fwd, _weightfree_bwd)
 
+
+def _orthonormal_rows(g, precision):
+    """(g g^T)^{-1/2} g: orthonormal rows spanning those of g (B x n, B <= rank). For g
+    standard normal, or its projection onto a subspace, the rows are a uniformly (Haar)
+    distributed orthonormal B-frame of that space."""
+    vec, _, inv = _gram_factor(jnp.matmul(g, g.T, precision=precision))
+    inv_sqrt = jnp.matmul(vec * jnp.sqrt(inv)[None, :], vec.T, precision=precision)
+    return jnp.matmul(inv_sqrt, g, precision=precision)
+
+
+def weightfree_orthogonal(a: jax.Array, key: jax.Array, gain: jax.Array, precision) -> jax.Array:
+    """U = gain · A R for R a Haar-orthogonal n x n matrix, sampled without forming R.
+
+    Forward: with A A^T = V Λ V^T, the rows of A span a subspace with orthonormal basis
+    Q^T = Λ^{-1/2} V^T A, and R^T maps it to a uniformly random orthonormal frame F, so
+    U = gain · V Λ^{1/2} Φ with Φ = F^T (B x n, orthonormal rows, :func:`_orthonormal_rows` of
+    a Gaussian). Backward, for a cotangent D: R given R^T Q = F maps F to Q and the complement
+    of F to that of Q by an independent Haar isometry, so D R^T = (D F) Q^T + V_e Λ_e^{1/2} Ψ,
+    where E = D (I - F F^T) has E E^T = V_e Λ_e V_e^T and Ψ is a fresh uniform orthonormal
+    B-frame orthogonal to the rows of A. Needs n >= 2B (room for Ψ); cost O(nB² + B³).
+    ``key`` must be unique to this layer of this network.
+    """
+    gram = jax.lax.stop_gradient(jnp.matmul(a, a.T, precision=precision))
+    return _weightfree_orthogonal(a, gram, key, gain, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _weightfree_orthogonal(a, gram, key, gain, precision):
+    return _weightfree_orthogonal_forward(a, gram, key, gain, precision)[0]
+
+
+def _weightfree_orthogonal_forward(a, gram, key, gain, precision):
+    vec, lam, inv = _gram_factor(gram)
+    g = jax.random.normal(jax.random.fold_in(key, 0), a.shape, a.dtype)
+    phi = _orthonormal_rows(g, precision)
+    u = gain * jnp.matmul(vec * jnp.sqrt(lam)[None, :], phi, precision=precision)
+    return u, (vec, inv, phi)
+
+
+def _weightfree_orthogonal_fwd(a, gram, key, gain, precision):
+    u, res = _weightfree_orthogonal_forward(a, gram, key, gain, precision)
+    vec, inv, phi = (checkpoint_name(x, "weightfree") for x in res)
+    return u, (a, key, gain, vec, inv, phi)
+
+
+def _weightfree_orthogonal_bwd(precision, res, d):
+    a, key, gain, vec, inv, phi = res
+    matmul = functools.partial(jnp.matmul, precision=precision)
+    d_phi = matmul(d, phi.T) * (inv > 0)[None, :]  # D F, on the directions A spans
+    known = matmul(matmul(d_phi * jnp.sqrt(inv)[None, :], vec.T), a)  # (D F) Q^T
+    e = d - matmul(d_phi, phi)
+    vec_e, lam_e, _ = _gram_factor(matmul(e, e.T))
+    fresh = jax.random.normal(jax.random.fold_in(key, 1), a.shape, a.dtype)
+    pinv = matmul(vec * inv[None, :], vec.T)
+    psi = _orthonormal_rows(_project_off_rows(fresh, a, pinv, precision), precision)
+    rest = matmul(vec_e * jnp.sqrt(lam_e)[None, :], psi)
+    ct_gram = jnp.zeros((a.shape[0], a.shape[0]), a.dtype)
+    return gain * (known + rest), ct_gram, None, jnp.zeros_like(gain)
+
+
+def _project_off_rows(x, a, pinv, precision):
+    """X (I - A^T (A A^T)^+ A): the rows of X projected off the row space of A."""
+    xa = jnp.matmul(x, a.T, precision=precision)
+    return x - jnp.matmul(jnp.matmul(xa, pinv, precision=precision), a, precision=precision)
+
+
+_weightfree_orthogonal.defvjp(_weightfree_orthogonal_fwd, _weightfree_orthogonal_bwd)
+
 ENGINES = ("explicit", "weightfree", "auto")
 _SAVE_WEIGHTFREE = jax.checkpoint_policies.save_only_these_names("weightfree")
 
@@ -345,13 +415,18 @@ def _signal_probe_bwd(h, ct):
 _signal_probe.defvjp(_signal_probe_fwd, _signal_probe_bwd)
 
 
-def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype):
+def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, engine):
     """Per-layer statistics of one RISOTTO network (type C, :func:`inits.risotto_type_c`):
     h^0 = [relu(y^0); relu(-y^0)] on 2n channels, h^l = relu(W_2 relu(W_1 h^{l-1}) + h^{l-1}),
     loss E = Σ_b g_b · y^L with y = top - bottom half. The forward statistics and ``m2_dz``
     are those of the signal y^l (n units) and of dE/dy^l; ``var_dw`` is the mean over W_1, W_2
     of (1/((2n)² B)) Σ (dE/dW)². Every block maps y to M_l y with M_l orthogonal, so m2_z and
-    m2_dz are the same at every layer of every network."""
+    m2_dz are the same at every layer of every network.
+
+    ``engine="weightfree"`` uses the block's structure instead of its 2n x 2n matrices: W_1 h
+    = [t, -t] with t = top - bottom half of h, and W_2 a = [t' M^T - a_top, -t' M^T - a_bot]
+    with t' = a_top - a_bot, where t' M^T is :func:`weightfree_orthogonal` (M^T is Haar). The
+    cotangents at both weight outputs, and so the statistics, are those of the dense layers."""
     n, B, L = width, batch, depth
     key_x, key_g, key_w = jax.random.split(key, 3)
     y0 = input_std * jax.random.normal(key_x, (B, n), dtype)
@@ -365,12 +440,31 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype):
         y = jax.lax.stop_gradient(y)
         return jnp.stack([jnp.mean(y), jnp.mean(y**2), jnp.mean(jnp.var(y, axis=0))])
 
-    @jax.checkpoint  # the backward pass re-draws each block's weights
+    def dense(key):
+        w1, w2 = inits.risotto_type_c(key, n, dtype=dtype)
+        return (lambda x: matmul(x, w1.T)), (lambda a: matmul(a, w2.T))
+
+    def structured(key):
+        def first(x):
+            t = signal(x)
+            return jnp.concatenate([t, -t], axis=-1)
+
+        def second(a):
+            tm = weightfree_orthogonal(signal(a), key, jnp.ones((), dtype), precision)
+            return jnp.concatenate([tm - a[:, :n], -tm - a[:, n:]], axis=-1)
+
+        return first, second
+
+    layers_of = structured if engine == "weightfree" else dense
+
+    # The backward pass re-draws each block's weights (explicit) or keeps the weight-free
+    # layer's frame and Gram factors (weight-free).
+    @functools.partial(jax.checkpoint, policy=_SAVE_WEIGHTFREE)
     def layer_step(h, inputs):
         layer, probes, probe_y = inputs
-        w1, w2 = inits.risotto_type_c(jax.random.fold_in(key_w, layer), n, dtype=dtype)
-        a2 = jax.nn.relu(_gram_probe(matmul(h, w1.T), probes[0], precision))
-        h_new = jax.nn.relu(_gram_probe(matmul(a2, w2.T), probes[1], precision) + h)
+        first, second = layers_of(jax.random.fold_in(key_w, layer))
+        a2 = jax.nn.relu(_gram_probe(first(h), probes[0], precision))
+        h_new = jax.nn.relu(_gram_probe(second(a2), probes[1], precision) + h)
         grams = jax.lax.stop_gradient(jnp.stack([matmul(h, h.T), matmul(a2, a2.T)]))
         return _signal_probe(h_new, probe_y), (moments(signal(h_new)), grams)
 
@@ -423,7 +517,7 @@ def network_statistics(
     """
     dtype = jnp.result_type(float, var_w)
     if init is not None and init[0] == "risotto":
-        return _risotto_statistics(depth, width, batch, key, precision, input_std, dtype)
+        return _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, engine)
     n, B, L, K = width, batch, depth, block.shortcut
     key_x, key_g, key_w = jax.random.split(key, 3)
     x = jax.random.normal(key_x, (B, n), dtype)
@@ -439,13 +533,18 @@ def network_statistics(
         rule = rule._replace(scale=branch_scale)
     scale = jnp.asarray(rule.scale, dtype)
 
-    if engine == "weightfree":
-        if rule.law != "gaussian":
-            raise ValueError(f"engine='weightfree' needs Gaussian weights, got {init!r}")
+    if engine == "weightfree" and rule.law == "gaussian":
         stds = [jnp.sqrt(jnp.asarray(v, dtype)) for v in rule.var_w]
 
         def linear(a_hat, gram, k, i):
             return _weightfree_linear(a_hat, gram, k, stds[i], precision)
+    elif engine == "weightfree" and rule.law == "orthogonal":
+        gains = [jnp.sqrt(jnp.asarray(v, dtype) * n) for v in rule.var_w]
+
+        def linear(a_hat, gram, k, i):
+            return _weightfree_orthogonal(a_hat, gram, k, gains[i], precision)
+    elif engine == "weightfree":
+        raise ValueError(f"engine='weightfree' needs Gaussian or orthogonal weights, got {init!r}")
     else:
 
         def linear(a_hat, gram, k, i):
@@ -724,7 +823,8 @@ def simulate(
         engine: "explicit" draws every weight matrix; "weightfree" samples each layer's
             output U = A W and, in the backward pass, W^T D from their exact conditional laws
             (:func:`weightfree_linear`), O(nB² + B³) per layer instead of O(n²B) and n²
-            normals; "auto" (default) takes weight-free for Gaussian weights when 4B <= n.
+            normals; "auto" (default) takes weight-free for Gaussian and orthogonal weights
+            when 4B <= n (:func:`weightfree_orthogonal` samples Haar weights the same way).
             Both are exact: the same statistics in distribution, not the same numbers.
         progress: print a progress line per chunk to stderr.
         input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
@@ -754,12 +854,11 @@ def simulate(
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     risotto = init == "risotto"
     if risotto:
-        if block != inits.RISOTTO_BLOCK or branch_scale is not None or engine == "weightfree":
+        if block != inits.RISOTTO_BLOCK or branch_scale is not None:
             raise ValueError(
                 "init='risotto' simulates RISOTTO's type-C network (y -> relu(W2 relu(W1 h) + h) "
-                f"on 2n looks-linear channels): give block={inits.RISOTTO_BLOCK!r}, no "
-                f"branch_scale and an engine other than 'weightfree', got block={block!r}, "
-                f"branch_scale={branch_scale!r}, engine={engine!r}"
+                f"on 2n looks-linear channels): give block={inits.RISOTTO_BLOCK!r} and no "
+                f"branch_scale, got block={block!r}, branch_scale={branch_scale!r}"
             )
         rule = inits.BranchInit("risotto", "orthogonal", (1.0, 1.0), 1.0)
         init_key = ("risotto", 1.0, 1.0)
@@ -783,12 +882,18 @@ def simulate(
     if branch_scale is not None:
         branch_scale = float(branch_scale)
     inits.check_plain(block, rule)
-    gaussian = rule.law == "gaussian"
+    sampled = rule.law in ("gaussian", "orthogonal")  # laws the weight-free engine samples
     if engine == "auto":
-        engine = "weightfree" if gaussian and 4 * batch <= width else "explicit"
-    if engine == "weightfree" and not gaussian:
+        engine = "weightfree" if sampled and 4 * batch <= width else "explicit"
+    if engine == "weightfree" and not sampled:
         raise ValueError(
-            f"engine='weightfree' needs Gaussian weights; init={init!r} draws {rule.law} ones"
+            "engine='weightfree' needs Gaussian or orthogonal weights; "
+            f"init={init!r} draws {rule.law} ones"
+        )
+    if engine == "weightfree" and rule.law == "orthogonal" and 2 * batch > width:
+        raise ValueError(
+            "engine='weightfree' with orthogonal weights needs width >= 2 * batch (room for "
+            f"the fresh frame of the backward pass), got width={width}, batch={batch}"
         )
     if block.norm != "none" and batch < 2:
         raise ValueError(

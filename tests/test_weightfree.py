@@ -6,6 +6,7 @@ networks for all 12 blocks; and dropping the projection P (a planted error) is c
 """
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 import meanfield
-from meanfield import montecarlo
+from meanfield import inits, montecarlo
 from meanfield.architecture import Block
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -66,9 +67,51 @@ def test_joint_moments_with_singular_inputs_match_explicit_weights():
     assert np.all(u[:, 0] == 0) and np.allclose(u[:, 1], u[:, 2], atol=1e-5)
 
 
-def _per_network(block, engine, seed, *, depth=6, width=32, batch=8, networks=2000):
+def test_orthogonal_layer_is_exact_in_every_draw_and_in_law():
+    """Haar R: U = gain·A R and G = gain·D R^T keep U U^T = gain² A A^T, G G^T = gain² D D^T
+    and G A^T = D U^T in every draw; their joint moments up to fourth order equal those of
+    explicitly drawn Haar matrices (a two-sample comparison)."""
+    a, d = _singular_inputs()
+    n = a.shape[1] * 2  # room for the backward's fresh frame: n >= 2B
+    a = jnp.concatenate([a, a[:, ::-1]], axis=1)
+    d = jnp.concatenate([d, -d], axis=1)
+    gain = jnp.float32(1.3)
+    draws = 40_000
+
+    def weightfree(key):
+        u, vjp = jax.vjp(lambda x: montecarlo.weightfree_orthogonal(x, key, gain, HIGHEST), a)
+        return u, vjp(d)[0]
+
+    def explicit(key):
+        r = gain * inits.orthogonal(key, (n, n))
+        u, vjp = jax.vjp(lambda x: jnp.matmul(x, r, precision=HIGHEST), a)
+        return u, vjp(d)[0]
+
+    keys = jax.random.split(jax.random.key(0), draws)
+    u, g = (np.asarray(x, np.float64) for x in jax.jit(jax.vmap(weightfree))(keys))
+    u2, g2 = (np.asarray(x, np.float64) for x in jax.jit(jax.vmap(explicit))(keys))
+    a64, d64, s2 = np.asarray(a, np.float64), np.asarray(d, np.float64), float(gain) ** 2
+    assert np.abs(np.einsum("rbi,rci->rbc", u, u) - s2 * a64 @ a64.T).max() < 1e-3
+    assert np.abs(np.einsum("rbi,rci->rbc", g, g) - s2 * d64 @ d64.T).max() < 1e-3
+    assert np.abs(np.einsum("rbi,ci->rbc", g, a64) - np.einsum("bi,rci->rbc", d64, u)).max() < 1e-3
+    pairs = [
+        (np.einsum("rbj,rci->rbjci", u, g), np.einsum("rbj,rci->rbjci", u2, g2)),
+        (np.einsum("rbi,rck->rbick", g, g), np.einsum("rbi,rck->rbick", g2, g2)),
+        (np.einsum("rbj,rci->rbjci", u**2, g**2), np.einsum("rbj,rci->rbjci", u2**2, g2**2)),
+    ]
+    for x, y in pairs:
+        se = np.sqrt((x.var(0) + y.var(0)) / draws)
+        ok = se > 1e-6  # entries exactly 0 in both (the zero input) carry no test
+        assert np.all(np.abs(x.mean(0)[~ok] - y.mean(0)[~ok]) < 1e-5)
+        z = np.abs(x.mean(0) - y.mean(0))[ok] / se[ok]
+        # Thousands of entries: the max |z| of that many standard normals exceeds 5.5 with
+        # p < 1e-3 (the entries are correlated, which makes the max smaller).
+        assert z.max() < 5.5, z.max()
+
+
+def _per_network(block, engine, seed, *, depth=6, width=32, batch=8, networks=2000, init=None):
     one = functools.partial(
-        montecarlo.network_statistics, block, depth, width, batch, engine=engine
+        montecarlo.network_statistics, block, depth, width, batch, engine=engine, init=init
     )
     out = jax.jit(jax.vmap(one, in_axes=(None, 0)))(
         jnp.float32(1.5 / width), jax.random.split(jax.random.key(seed), networks)
@@ -80,11 +123,21 @@ def _per_network(block, engine, seed, *, depth=6, width=32, batch=8, networks=20
 
 
 def _max_z(a, b):
-    """Largest |z| of the difference of per-layer means and of per-layer variances."""
+    """Largest |z| of the difference of per-layer means and of per-layer variances. A value
+    that is the same in every network of both (to float32 rounding, e.g. m2_z of a BN block
+    with orthogonal weights, exactly 1) has no sampling error: there the two means must agree
+    to 1e-4, else the result is infinite."""
     worst = 0.0
     for k in a:
         x, y = a[k], b[k]
         r = x.shape[0]
+        scale = np.abs(x.mean(0)) + np.abs(y.mean(0))
+        fixed = (x.std(0) < 1e-5 * scale) & (y.std(0) < 1e-5 * scale)
+        if np.any(np.abs(x.mean(0) - y.mean(0))[fixed] > 1e-4 * scale[fixed]):
+            return math.inf
+        x, y = x[:, ~fixed], y[:, ~fixed]
+        if x.shape[1] == 0:
+            continue
         zm = (x.mean(0) - y.mean(0)) / np.sqrt((x.var(0, ddof=1) + y.var(0, ddof=1)) / r)
 
         def var_and_se(v):
@@ -103,6 +156,19 @@ def test_weightfree_matches_explicit_in_mean_and_spread(block):
     explicit = _per_network(block, "explicit", 1)
     weightfree = _per_network(block, "weightfree", 2)
     # 36 comparisons (3 statistics x 6 layers x mean and variance): 4.5 standard errors.
+    assert _max_z(explicit, weightfree) < 4.5
+
+
+ORTHOGONAL = ("orthogonal", 1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "name", ["relu-none-residual", "identity-bn_post-plain", "relu-bn_pre-residual"]
+)
+def test_weightfree_orthogonal_matches_explicit_in_mean_and_spread(name):
+    block = Block.from_name(name)
+    explicit = _per_network(block, "explicit", 1, init=ORTHOGONAL)
+    weightfree = _per_network(block, "weightfree", 2, init=ORTHOGONAL)
     assert _max_z(explicit, weightfree) < 4.5
 
 
@@ -134,5 +200,5 @@ def test_engine_choice_and_errors():
     np.testing.assert_array_equal(big_batch.m2_dz.mean, same.m2_dz.mean)
     with pytest.raises(ValueError, match="engine must be one of"):
         montecarlo.simulate(block, var_w=0.1, batch=4, engine="fast", **kw)
-    with pytest.raises(ValueError, match="needs Gaussian weights"):
-        montecarlo.simulate(block, init="orthogonal", batch=4, engine="weightfree", **kw)
+    with pytest.raises(ValueError, match="needs width >= 2 \\* batch"):
+        montecarlo.simulate(block, init="orthogonal", batch=9, engine="weightfree", **kw)

@@ -211,7 +211,8 @@ def test_weight_norm_grows_by_one_plus_one_over_b_forward_and_backward():
 
 def test_weight_norm_needs_the_explicit_engine_and_plain_zero_branches_are_refused():
     kw = dict(key=jax.random.key(0), depth=3, width=16, networks=4, batch=2)
-    with pytest.raises(ValueError, match="needs Gaussian weights; init='weight_norm'"):
+    message = "needs Gaussian or orthogonal weights; init='weight_norm'"
+    with pytest.raises(ValueError, match=message):
         montecarlo.simulate(LINEAR_LAST, init="weight_norm", engine="weightfree", **kw)
     plain = Block("relu", "none", False, shortcut=2)
     for init in ("fixup", "rezero"):
@@ -225,7 +226,7 @@ def test_weight_norm_needs_the_explicit_engine_and_plain_zero_branches_are_refus
 # RISOTTO: its own network, exact statement instead of a recursion
 
 
-def _risotto_per_network(depth=30, width=32, batch=4, networks=8, seed=0):
+def _risotto_per_network(depth=30, width=32, batch=4, networks=8, seed=0, engine="explicit"):
     one = functools.partial(
         montecarlo.network_statistics,
         inits.RISOTTO_BLOCK,
@@ -233,14 +234,16 @@ def _risotto_per_network(depth=30, width=32, batch=4, networks=8, seed=0):
         width,
         batch,
         init=("risotto", 1.0, 1.0),
+        engine=engine,
     )
     keys = jax.random.split(jax.random.key(seed), networks)
     out = jax.jit(jax.vmap(one, in_axes=(None, 0)))(jnp.float32(1.0), keys)
     return keys, {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
-def test_risotto_signal_and_its_gradient_are_flat_in_every_network():
-    _, out = _risotto_per_network()
+@pytest.mark.parametrize("engine", ["explicit", "weightfree"])
+def test_risotto_signal_and_its_gradient_are_flat_in_every_network(engine):
+    _, out = _risotto_per_network(engine=engine)
     for name in ("log_m2_z", "log_m2_dz"):
         drift = np.abs(out[name] - out[name][:, :1])
         assert drift.max() < 1e-5, (name, drift.max())  # float32 rounding over 30 blocks
@@ -290,6 +293,20 @@ def test_risotto_statistics_equal_direct_autodiff_of_the_same_network():
         np.testing.assert_allclose(out["log_var_dw"][r, 1:], var_dw, atol=1e-4)
 
 
+def test_risotto_weightfree_weight_gradients_match_the_dense_network():
+    """The weight-free RISOTTO (structured W_1, W_2; M^T applied by weightfree_orthogonal)
+    against the dense matrices: per-layer mean and spread of var_dw over networks."""
+    from tests.test_weightfree import _max_z
+
+    def per_network(engine, seed):
+        _, out = _risotto_per_network(
+            depth=6, width=16, batch=4, networks=2000, seed=seed, engine=engine
+        )
+        return {"var_dw": np.exp(out["log_var_dw"][:, 1:]), "m2_z": np.exp(out["log_m2_z"])}
+
+    assert _max_z(per_network("explicit", 1), per_network("weightfree", 2)) < 4.5
+
+
 def test_risotto_without_the_minus_identity_is_not_flat(monkeypatch):
     real = inits.risotto_type_c
     monkeypatch.setattr(
@@ -306,5 +323,5 @@ def test_risotto_simulate_and_its_errors():
     assert_close(est.m2_dz.mean, np.full(6, est.m2_dz.mean[0]), rtol=1e-5)
     with pytest.raises(ValueError, match="init='risotto' simulates RISOTTO's type-C network"):
         montecarlo.simulate(Block("relu", "none", True), **kw)
-    with pytest.raises(ValueError, match="engine='weightfree'"):
-        montecarlo.simulate(inits.RISOTTO_BLOCK, engine="weightfree", **kw)
+    with pytest.raises(ValueError, match="needs width >= 2 \\* batch"):
+        montecarlo.simulate(inits.RISOTTO_BLOCK, engine="weightfree", **{**kw, "batch": 9})
