@@ -415,6 +415,12 @@ def _signal_probe_bwd(h, ct):
 _signal_probe.defvjp(_signal_probe_fwd, _signal_probe_bwd)
 
 
+def _moments(z: jax.Array) -> jax.Array:
+    """(mean, mean square, mean over units of the variance over inputs) of z (B x n)."""
+    z = jax.lax.stop_gradient(z)
+    return jnp.stack([jnp.mean(z), jnp.mean(z**2), jnp.mean(jnp.var(z, axis=0))])
+
+
 def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, engine):
     """Per-layer statistics of one RISOTTO network (type C, :func:`inits.risotto_type_c`):
     h^0 = [relu(y^0); relu(-y^0)] on 2n channels, h^l = relu(W_2 relu(W_1 h^{l-1}) + h^{l-1}),
@@ -435,10 +441,6 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, e
 
     def signal(h):
         return h[:, :n] - h[:, n:]
-
-    def moments(y):
-        y = jax.lax.stop_gradient(y)
-        return jnp.stack([jnp.mean(y), jnp.mean(y**2), jnp.mean(jnp.var(y, axis=0))])
 
     def dense(key):
         w1, w2 = inits.risotto_type_c(key, n, dtype=dtype)
@@ -466,13 +468,13 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, e
         a2 = jax.nn.relu(_gram_probe(first(h), probes[0], precision))
         h_new = jax.nn.relu(_gram_probe(second(a2), probes[1], precision) + h)
         grams = jax.lax.stop_gradient(jnp.stack([matmul(h, h.T), matmul(a2, a2.T)]))
-        return _signal_probe(h_new, probe_y), (moments(signal(h_new)), grams)
+        return _signal_probe(h_new, probe_y), (_moments(signal(h_new)), grams)
 
     def loss(probes, probe_y):
         h0 = _signal_probe(jax.nn.relu(jnp.concatenate([y0, -y0], axis=-1)), probe_y[0])
         layers = jnp.arange(1, L + 1)
         h_last, (mom, grams) = jax.lax.scan(layer_step, h0, (layers, probes, probe_y[1:]))
-        return jnp.sum(g * signal(h_last)), (jnp.concatenate([moments(y0)[None], mom]), grams)
+        return jnp.sum(g * signal(h_last)), (jnp.concatenate([_moments(y0)[None], mom]), grams)
 
     probes = jnp.zeros((L, 2, B, B), dtype)
     probe_y = jnp.zeros((L + 1,), dtype)
@@ -575,11 +577,6 @@ def network_statistics(
         h = scale * x_i if block.norm == "none" else scale * x_i * jnp.exp(-log_s)
         return h, jnp.stack(grams)
 
-    def moments(z):
-        """(mean, mean square, mean over units of the variance over inputs) of z (B x n)."""
-        z = jax.lax.stop_gradient(z)
-        return jnp.stack([jnp.mean(z), jnp.mean(z**2), jnp.mean(jnp.var(z, axis=0))])
-
     # The backward pass recomputes each layer from its input (re-drawing explicit weights
     # instead of storing them); only the weight-free layers' outputs and Gram factors,
     # O(B·n + B²) each, are kept, so their normals are not drawn twice.
@@ -593,7 +590,7 @@ def network_statistics(
         rho = jnp.where(rho > 0, rho, 1.0)
         z_new = _grad_gate(z_new / rho, gate)
         log_s = log_s + jnp.log(rho)
-        return (z_new, log_s), (moments(z_new), log_s, gram_a)
+        return (z_new, log_s), (_moments(z_new), log_s, gram_a)
 
     def loss(probes, gates):
         z0 = _grad_gate(x, gates[0])
@@ -604,7 +601,7 @@ def network_statistics(
         )
         loss_hat = jnp.sum(g * z_last)
         aux = (
-            jnp.concatenate([moments(x)[None], mom]),
+            jnp.concatenate([_moments(x)[None], mom]),
             jnp.concatenate([log_s0[None], log_ss]),
             grams,
         )
