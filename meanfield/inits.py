@@ -73,6 +73,7 @@ from jax.typing import ArrayLike, DTypeLike
 
 from meanfield import architecture as arch
 from meanfield import theory
+from meanfield.sampling import standard_normal
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -567,12 +568,12 @@ def branch_weight(
     for a square weight). A zero variance gives zeros under every law."""
     v = jnp.asarray(rule.var_w[position], dtype)
     if rule.law == "gaussian":
-        return jnp.sqrt(v) * jax.random.normal(key, _shape(shape), dtype)
+        return jnp.sqrt(v) * standard_normal(key, _shape(shape), dtype)
     fan_in, _ = fan_in_out(shape)
     if rule.law == "orthogonal":
         n = _check_square(shape)
         return jnp.sqrt(v * n) * orthogonal(key, shape, dtype=dtype)
-    v_dir = jax.random.normal(key, _shape(shape), dtype)
+    v_dir = standard_normal(key, _shape(shape), dtype)
     flat = v_dir.reshape(fan_in, -1)
     norms = jnp.sqrt(jnp.sum(flat**2, axis=0, keepdims=True))
     return (jnp.sqrt(v * fan_in) * flat / norms).reshape(_shape(shape))

@@ -86,6 +86,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from meanfield import architecture as arch
 from meanfield import inits
 from meanfield.architecture import Block
+from meanfield.sampling import standard_normal
 
 __all__ = [
     "ENGINES",
@@ -246,7 +247,7 @@ def _gram_factor(k: jax.Array):
 def _gaussian_with_gram(key, vec, lam, std, shape, precision):
     """Columns i.i.d. N(0, std² K) for K = V diag(λ) V^T: C G with C = V diag(sqrt λ), G
     standard normal (B x m)."""
-    g = jax.random.normal(key, shape, vec.dtype)
+    g = standard_normal(key, shape, vec.dtype)
     return std * jnp.matmul(vec * jnp.sqrt(lam)[None, :], g, precision=precision)
 
 
@@ -335,7 +336,7 @@ def _weightfree_orthogonal(a, gram, key, gain, precision):
 
 def _weightfree_orthogonal_forward(a, gram, key, gain, precision):
     vec, lam, inv = _gram_factor(gram)
-    g = jax.random.normal(jax.random.fold_in(key, 0), a.shape, a.dtype)
+    g = standard_normal(jax.random.fold_in(key, 0), a.shape, a.dtype)
     phi = _orthonormal_rows(g, precision)
     u = gain * jnp.matmul(vec * jnp.sqrt(lam)[None, :], phi, precision=precision)
     return u, (vec, inv, phi)
@@ -354,7 +355,7 @@ def _weightfree_orthogonal_bwd(precision, res, d):
     known = matmul(matmul(d_phi * jnp.sqrt(inv)[None, :], vec.T), a)  # (D F) Q^T
     e = d - matmul(d_phi, phi)
     vec_e, lam_e, _ = _gram_factor(matmul(e, e.T))
-    fresh = jax.random.normal(jax.random.fold_in(key, 1), a.shape, a.dtype)
+    fresh = standard_normal(jax.random.fold_in(key, 1), a.shape, a.dtype)
     pinv = matmul(vec * inv[None, :], vec.T)
     psi = _orthonormal_rows(_project_off_rows(fresh, a, pinv, precision), precision)
     rest = matmul(vec_e * jnp.sqrt(lam_e)[None, :], psi)
@@ -435,8 +436,8 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, e
     cotangents at both weight outputs, and so the statistics, are those of the dense layers."""
     n, B, L = width, batch, depth
     key_x, key_g, key_w = jax.random.split(key, 3)
-    y0 = input_std * jax.random.normal(key_x, (B, n), dtype)
-    g = jax.random.normal(key_g, (B, n), dtype)
+    y0 = input_std * standard_normal(key_x, (B, n), dtype)
+    g = standard_normal(key_g, (B, n), dtype)
     matmul = functools.partial(jnp.matmul, precision=precision)
 
     def signal(h):
@@ -522,8 +523,8 @@ def network_statistics(
         return _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, engine)
     n, B, L, K = width, batch, depth, block.shortcut
     key_x, key_g, key_w = jax.random.split(key, 3)
-    x = jax.random.normal(key_x, (B, n), dtype)
-    g = jax.random.normal(key_g, (B, n), dtype)
+    x = standard_normal(key_x, (B, n), dtype)
+    g = standard_normal(key_g, (B, n), dtype)
     matmul = functools.partial(jnp.matmul, precision=precision)
     acts = block.activations()
     if init is None:

@@ -10,6 +10,7 @@ import pytest
 import meanfield
 from meanfield import inits
 from meanfield import jacobian as J
+from meanfield.sampling import standard_normal
 
 
 def _sv(init, **kw):
@@ -61,7 +62,7 @@ def test_bn_jacobian_holds_the_batch_statistics_fixed():
     x = jax.random.normal(kx, (batch, n))
     f = J.network("he", key=kw, depth=1, width=n, norm="bn_pre")
     jac = jax.jacfwd(lambda x0: f(x.at[0].set(x0))[0])(x[0])
-    w = jnp.sqrt(2.0 / n) * jax.random.normal(jax.random.fold_in(kw, 1), (n, n))
+    w = jnp.sqrt(2.0 / n) * standard_normal(jax.random.fold_in(kw, 1), (n, n))
     mean, std = x.mean(0), x.std(0)
     gate = ((x[0] - mean) / std > 0).astype(jnp.float32)
     expected = jnp.eye(n) + (w * (gate / std)[:, None]).T

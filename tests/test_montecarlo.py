@@ -18,6 +18,7 @@ import meanfield
 from meanfield import montecarlo, recursions
 from meanfield import theory as t
 from meanfield.architecture import Block
+from meanfield.sampling import standard_normal
 from tests.helpers import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,11 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def naive_statistics(block, depth, width, batch, var_w, key, input_std=1.0):
     """Plain float64 autodiff over explicit weight lists: no renormalization, no gates."""
     key_x, key_g, key_w = jax.random.split(key, 3)
-    x = input_std * jax.random.normal(key_x, (batch, width), jnp.float64)
-    g = jax.random.normal(key_g, (batch, width), jnp.float64)
+    x = input_std * standard_normal(key_x, (batch, width), jnp.float64)
+    g = standard_normal(key_g, (batch, width), jnp.float64)
     ws = [
-        jnp.sqrt(var_w)
-        * jax.random.normal(jax.random.fold_in(key_w, l), (width, width), jnp.float64)
+        jnp.sqrt(var_w) * standard_normal(jax.random.fold_in(key_w, l), (width, width), jnp.float64)
         for l in range(1, depth + 1)
     ]
     act = (lambda u: u) if block.activation == "identity" else jax.nn.relu
