@@ -3,8 +3,9 @@
 For each (R networks, B inputs, width n, depth L) row, measured after a warm-up call:
 
 * ``meanfield``: :func:`meanfield.montecarlo.simulate`, forward and backward, all statistics;
-* ``rng bound``: ``jax.random.normal`` alone drawing the same R·L·n² weights (jitted, chunked);
-  the engine draws every weight twice (forward, and again in the checkpointed backward);
+* ``rng bound``: the engine's sampler (:func:`meanfield.sampling.standard_normal`) alone
+  drawing the same R·L·n² weights (jitted, chunked); the engine draws every weight twice
+  (forward, and again in the checkpointed backward);
 * ``torch``: a straightforward PyTorch implementation of the same computation (weights drawn
   with torch.randn per layer for a chunk of networks, torch.bmm, autograd backward, the same
   statistics), skipped with a message where torch is not installed.
@@ -13,10 +14,15 @@ Printed: seconds, network-layers per second (R·L / s), weights per second (R·L
 ratios engine / rng bound and engine / torch (the explicit-weight engine). ``--scale``
 multiplies every R (use 1/16 on a laptop CPU). ``--engines`` instead compares the weight-free
 engine with the explicit engine and the PyTorch peer over a grid of widths and batch sizes
-(the peer only where one network's weights and gradients fit in ``--torch-gib``). Usage:
+(the peer only where one network's weights and gradients fit in ``--torch-gib``). ``--rng``
+measures the normal samplers alone, per network and layer as the engines draw them:
+``sampling.standard_normal`` against ``jax.random.normal`` (JAX's default counter layout and
+its original one, which gives the same numbers as the engine's sampler) and ``torch.randn``.
+Usage:
 
     python benchmarks/bench_montecarlo.py [--scale 0.0625] [--block relu-none-residual]
     python benchmarks/bench_montecarlo.py --engines --networks 4 --figure docs/weightfree.png
+    python benchmarks/bench_montecarlo.py --rng
 """
 
 from __future__ import annotations
@@ -32,18 +38,22 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from meanfield import Block, montecarlo  # noqa: E402
+from meanfield.sampling import standard_normal  # noqa: E402
 
 ROWS = ((1024, 1, 256, 100), (1024, 64, 256, 100), (4096, 16, 128, 100), (256, 256, 1024, 50))
 
 
-def time_call(fn, repeats: int = 1) -> float:
+def time_call(fn, repeats: int = 1, min_seconds: float = 1.0, max_repeats: int = 10) -> float:
+    """Best of timed runs after a warm-up run: at least ``repeats``, and more (up to
+    ``max_repeats``) until they add up to ``min_seconds``, so that short rows are not one
+    noisy sample."""
     fn()  # warm-up: compilation and first-touch allocations
-    best = float("inf")
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < max_repeats):
         start = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def bench_engine(block, R, B, n, L, chunk_size, precision):
@@ -75,7 +85,7 @@ def bench_rng(R, n, L, chunk_size):
 
         def one(k):
             def layer(acc, l):
-                w = jax.random.normal(jax.random.fold_in(k, l), (n, n), jnp.float32)
+                w = standard_normal(jax.random.fold_in(k, l), (n, n), jnp.float32)
                 # Consume every entry: with w[0, 0] alone XLA skips part of the generation.
                 return acc + jnp.sum(w), None
 
@@ -141,6 +151,83 @@ def bench_torch(block, R, B, n, L, chunk):
         return out
 
     return time_call(run)
+
+
+RNG_SHAPES = ((8, 4096), (16, 1024), (256, 256), (1024, 1024))
+
+
+def _jax_normal_original(key, shape, dtype):
+    with jax.threefry_partitionable(False):
+        return jax.random.normal(key, shape, dtype)
+
+
+def bench_samplers(shapes, networks, total, no_torch=False):
+    """Normals per second of each sampler, drawing ``shape`` per network and layer from
+    ``fold_in(network key, layer)`` inside a ``lax.scan``, vmapped over ``networks`` (the
+    engines' pattern), about ``total`` normals per timed call; every draw is consumed by a
+    sum so that XLA generates all of it."""
+    samplers = {
+        "meanfield": standard_normal,
+        "jax default": jax.random.normal,
+        "jax original": _jax_normal_original,
+    }
+    print(f"\nnormal samplers, {networks} networks vmapped, ~{total:.0e} normals per call")
+    print(
+        f"{'shape':>12} | "
+        + " ".join(f"{k + ' /s':>16}" for k in samplers)
+        + f" | {'torch /s':>10} | {'vs jax default':>14} {'vs torch':>9}"
+    )
+    for shape in shapes:
+        per = shape[0] * shape[1]
+        layers = max(1, int(total // (networks * per)))
+        rates = {}
+        for name, fn in samplers.items():
+
+            @jax.jit
+            def draw(keys, fn=fn, shape=shape, layers=layers):
+                def one(k):
+                    def layer(acc, l):
+                        return acc + jnp.sum(fn(jax.random.fold_in(k, l), shape, jnp.float32)), None
+
+                    return jax.lax.scan(layer, jnp.float32(0), jnp.arange(layers))[0]
+
+                return jax.vmap(one)(keys)
+
+            keys = jax.random.split(jax.random.key(0), networks)
+            rates[name] = (
+                networks
+                * layers
+                * per
+                / time_call(lambda draw=draw, keys=keys: draw(keys).block_until_ready(), repeats=3)
+            )
+        torch_rate = None if no_torch else _torch_randn_rate(shape, networks, layers)
+        torch_col = "n/a" if torch_rate is None else f"{torch_rate:.3e}"
+        vs_torch = "" if torch_rate is None else f"{rates['meanfield'] / torch_rate:9.2f}"
+        print(
+            f"{str(shape):>12} | "
+            + " ".join(f"{v:16.3e}" for v in rates.values())
+            + f" | {torch_col:>10} | {rates['meanfield'] / rates['jax default']:14.2f} {vs_torch}",
+            flush=True,
+        )
+
+
+def _torch_randn_rate(shape, networks, layers):
+    try:
+        import torch
+    except ImportError:
+        return None
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def run():
+        acc = torch.zeros((), device=dev)
+        for _ in range(layers):
+            acc += torch.randn((networks, *shape), generator=gen, device=dev).sum()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return acc
+
+    return networks * layers * shape[0] * shape[1] / time_call(run, repeats=3)
 
 
 def bench_engines(block, widths, batches, depth, networks, out_png=None, torch_gib=None):
@@ -234,8 +321,18 @@ def main(argv=None):
         default=8.0,
         help="--engines: memory the PyTorch peer may use for stored weights and gradients",
     )
+    p.add_argument(
+        "--rng", action="store_true", help="instead: the normal samplers alone (normals/s)"
+    )
+    p.add_argument(
+        "--rng-normals", type=float, default=1e8, help="--rng: normals drawn per timed call"
+    )
     args = p.parse_args(argv)
     block = Block.from_name(args.block)
+    if args.rng:
+        print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
+        bench_samplers(RNG_SHAPES, 32, args.rng_normals, no_torch=args.no_torch)
+        return
     if args.engines:
         torch_gib = None if args.no_torch else args.torch_gib
         bench_engines(

@@ -12,7 +12,7 @@ Command (defaults: width 256, profiles at depth 100, depth sweep up to 1000, Mon
     python experiments/variance_vs_depth.py [--out runs] [--width 256] [--depth 100]
 
 Runtime: about 30 s on a 2-core CPU (--networks 0 skips Monte-Carlo: 20 s). Monte-Carlo uses
-the weight-free engine when 4B <= n, so --width 4096 takes about 40 s.
+the weight-free engine when 4B <= n, so --width 4096 takes about 45 s.
 
 Expected result: exact closed forms lie on the recursion (identity without BN: (1+α)^l; BN:
 1 + lα and the Γ-ratio gradient law), and Monte-Carlo lies on both within its error bars where

@@ -565,7 +565,9 @@ def branch_weight(
     (..., fan_in, fan_out) with fan-in = fan-out for the orthogonal law. Gaussian: i.i.d.
     N(0, var_w); orthogonal: sqrt(var_w·n) times a Haar matrix; weight_norm: w = g v/||v|| per
     output unit (column) with g² = var_w · fan_in (Arpit et al.'s g = sqrt(γ fan_in/fan_out)
-    for a square weight). A zero variance gives zeros under every law."""
+    for a square weight). A zero variance gives zeros under every law. The Gaussian and
+    weight-norm draws use :func:`meanfield.sampling.standard_normal` (the Monte-Carlo engine's
+    sampler: ``jax.random.normal``'s numbers in JAX's original counter layout)."""
     v = jnp.asarray(rule.var_w[position], dtype)
     if rule.law == "gaussian":
         return jnp.sqrt(v) * standard_normal(key, _shape(shape), dtype)
