@@ -9,13 +9,15 @@ is JAX's; only how the threefry-2x32 hash is compiled differs:
 * XLA:CPU receives JAX's threefry as a rolled loop of five four-round steps
   (``jax._src.random.threefry2x32``), which writes the whole 2 x 32-bit state to memory
   between steps; here the 20 rounds are plain ``lax`` integer ops that XLA fuses into one
-  pass (2.7x the normals per second on a 2-core CPU, docs/performance.md);
+  pass (2.7-3.2x the normals per second on a 2-core CPU, docs/performance.md);
 * the original counter layout hashes one counter pair for every two 32-bit words, where the
   partitionable one (JAX's default) hashes a pair per word and XORs the halves.
 
-On GPUs JAX already unrolls the hash, so there the two cost the same. Keys of another
-implementation (``rbg``, ``unsafe_rbg``), draws of 2³² words or more and dtypes other than
-float32 and float64 fall back to ``jax.random.normal`` itself.
+On GPUs JAX already lowers the hash unrolled, so there only the layout should differ (not
+measured yet). Keys of another implementation (``rbg``, ``unsafe_rbg``), legacy ``uint32``
+keys, draws of 2³² - 1 words or more and dtypes other than float32 and float64 fall back to
+``jax.random.normal`` itself, in the original layout too, so the numbers never depend on
+which path a draw takes.
 
 Each draw must still get its own key (``fold_in`` or ``split``), as with ``jax.random``.
 """
@@ -35,7 +37,8 @@ __all__ = ["standard_normal", "threefry_2x32", "threefry_bits"]
 # Threefry-2x32 rotation constants (Salmon et al. 2011, Table 4; the constants JAX uses).
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
-# One call hashes at most this many counters (JAX's own limit per key, uint32 counters).
+# JAX's original layout hashes one key's uint32 counters up to this count; from there on it
+# splits the key into blocks (``divmod(words, 2**32 - 1)``), which the fallback leaves to it.
 _MAX_WORDS = int(np.iinfo(np.uint32).max)
 
 
@@ -75,7 +78,7 @@ def _fast_path(key: jax.Array, size: int, dtype) -> bool:
         and key.shape == ()
         and jax.random.key_impl(key) == "threefry2x32"
         and dtype in (jnp.float32, jnp.float64)
-        and 0 < size * jnp.dtype(dtype).itemsize // 4 <= _MAX_WORDS
+        and size * dtype.itemsize // 4 < _MAX_WORDS
     )
 
 
@@ -84,18 +87,20 @@ def standard_normal(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> 
     ``jax_threefry_partitionable=False``, bit for bit, from a hash that XLA compiles into one
     fused pass (module docstring).
 
-    ``key`` is one typed key (``jax.random.key``; vmap over keys for many); other key
-    implementations, float dtypes other than float32/float64 and draws of 2³² words or more
-    are passed on to ``jax.random.normal``.
+    ``key`` is one typed key (``jax.random.key``; vmap over keys for many). ``dtype`` is
+    canonicalized as JAX does (float64 means float32 unless x64 is enabled). Other keys, float
+    dtypes other than float32/float64 and draws of 2³² - 1 words or more are passed on to
+    ``jax.random.normal`` under the same original layout.
 
     The transform is JAX's: 23 (52) random mantissa bits give u uniform on [-1, 1) clipped
     to the next float above -1, and x = √2 erf⁻¹(u).
     """
     shape = tuple(int(d) for d in shape)
-    dtype = jnp.dtype(dtype)
+    dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
     size = math.prod(shape)
     if not _fast_path(key, size, dtype):
-        return jax.random.normal(key, shape, dtype)
+        with jax.threefry_partitionable(False):
+            return jax.random.normal(key, shape, dtype)
     data = jax.random.key_data(key)
     if dtype == jnp.float64:
         hi, lo = jnp.split(threefry_bits(data, 2 * size).astype(jnp.uint64), 2)
