@@ -29,7 +29,13 @@ How it is computed:
   only what a layer computes, U = A W ~ N(0, s2 A A^T) per column, and in the backward pass
   W^T D from the law of W given U (:func:`weightfree_linear`; docs/theory.md §7): exact, and
   O(nB² + B³) per layer instead of O(n²B); for Haar-orthogonal weights likewise
-  (:func:`weightfree_orthogonal`). ``"auto"`` takes it for both when 4B <= n.
+  (:func:`weightfree_orthogonal`). ``"auto"`` takes it for both when 4B <= n. Every factor
+  of a Gram matrix it uses is a function of that matrix alone (symmetric square roots, the
+  pseudo-inverse), never of the eigenvectors ``eigh`` happens to return, so a network's
+  numbers do not depend on the chunk size. Gram eigenvalues below λ_max·B·eps are treated as
+  zero; where that removes rank beyond what the inputs' structure implies (B - 1 after BN,
+  all-zero inputs or units), ``Estimate.rank_deficit`` says where and :func:`simulate` warns
+  (:class:`RankDeficitWarning`).
 * **Branches and inits.** A block with ``shortcut`` = k draws k weights per branch, each from
   its own key; ``init`` names a branch rule of :func:`meanfield.inits.branch_init` (per-layer
   variance, law, branch scale β: Fixup, SkipInit, ReZero, weight norm besides the standard
@@ -65,10 +71,12 @@ while the typical network sits far below it, and the standard error, itself esti
 those few networks, is not trustworthy. ``Estimate.spread`` therefore gives, per statistic and
 layer, the median, the 5-95% band and the mean and standard deviation over networks of the
 natural log (:class:`Spread`); ``heavy_tail`` marks layers where that standard deviation
-exceeds :data:`HEAVY_TAIL_SD_LN` = 1, and :func:`simulate` then warns
-(:class:`HeavyTailWarning`). For a log-normal with σ = 1 the mean is e^{σ²/2} = 1.65 times
-the median and the relative standard error of a sample mean, sqrt((e^{σ²} - 1)/R), needs R of
-order e^{σ²} networks to mean anything; at σ = 2 it is already 55/R.
+exceeds :data:`HEAVY_TAIL_SD_LN` = 1, or where the statistic is exactly zero in some networks
+and not in others (a ReLU layer dead in some networks: ``zero_fraction``, ``degenerate``), and
+:func:`simulate` then warns (:class:`HeavyTailWarning`). For a log-normal with σ = 1 the mean
+is e^{σ²/2} = 1.65 times the median and the relative standard error of a sample mean,
+sqrt((e^{σ²} - 1)/R), needs R of order e^{σ²} networks to mean anything; at σ = 2 it is
+already 55/R.
 """
 
 from __future__ import annotations
@@ -99,6 +107,8 @@ __all__ = [
     "PRECISIONS",
     "Estimate",
     "HeavyTailWarning",
+    "NetworkMemoryError",
+    "RankDeficitWarning",
     "Spread",
     "Stat",
     "network_statistics",
@@ -116,7 +126,18 @@ HEAVY_TAIL_SD_LN = 1.0
 
 
 class HeavyTailWarning(UserWarning):
-    """A Monte-Carlo mean is carried by a few networks; its standard error is not reliable."""
+    """A Monte-Carlo mean is carried by a few networks, or some networks' statistic is exactly
+    zero while others' is not; its standard error is not reliable."""
+
+
+class RankDeficitWarning(UserWarning):
+    """The weight-free engine treated as zero Gram eigenvalues that the structure of the
+    layer's inputs does not make zero (nearly parallel inputs in float32): in those directions
+    the backward pass samples W^T D afresh instead of from its law given U."""
+
+
+class NetworkMemoryError(MemoryError):
+    """One network does not fit in the device memory available to the simulation."""
 
 
 class Stat(NamedTuple):
@@ -129,11 +150,21 @@ class Stat(NamedTuple):
 class Spread(NamedTuple):
     """How one statistic is spread over the R networks, each an array over layers l = 0..L.
 
-    ``median``, ``q05`` and ``q95`` are the median and the 5% and 95% quantiles over networks
-    (``log10_`` versions stay finite where raw values overflow); ``mean_ln`` and ``sd_ln`` are
-    the mean and standard deviation (ddof = 1) over networks of the natural log of the
-    statistic, so exp(mean_ln) is the geometric mean, the typical network; ``heavy_tail`` is
-    ``sd_ln > HEAVY_TAIL_SD_LN``. For ``mean_z``, which can be negative, the log fields are NaN.
+    ``median``, ``q05`` and ``q95`` are the median and the 5% and 95% quantiles over all
+    networks (``log10_`` versions stay finite where raw values overflow; a network whose
+    statistic is exactly 0 counts as 0, log10 = -inf, so a layer where more than 5% of the
+    networks are exactly zero has ``q05`` = 0). ``mean_ln`` and ``sd_ln`` are the mean and
+    standard deviation (ddof = 1) of the natural log of the statistic over the networks where
+    it is positive, so exp(mean_ln) is the geometric mean of those, the typical live network
+    (where every network is 0: mean_ln = -inf and sd_ln = 0; with one positive network sd_ln
+    is NaN, and the layer is flagged). ``zero_fraction`` is the fraction of networks whose
+    statistic is exactly 0 (a dead ReLU layer, a gradient that an init makes exactly zero);
+    ``degenerate`` marks layers where 0 < ``zero_fraction`` < 1: an atom at zero besides a
+    continuous part, whose log has infinite spread. ``heavy_tail`` is ``sd_ln >
+    HEAVY_TAIL_SD_LN`` or ``degenerate``, so a NaN from zeros is never read as "not heavy".
+    For ``mean_z``, which can be negative, the log fields are NaN and ``degenerate`` and
+    ``heavy_tail`` are False (``zero_fraction`` still counts exact zeros). Where a statistic
+    is undefined in every network (``var_dw`` at l = 0) every field but the flags is NaN.
     """
 
     median: np.ndarray
@@ -145,6 +176,8 @@ class Spread(NamedTuple):
     mean_ln: np.ndarray
     sd_ln: np.ndarray
     heavy_tail: np.ndarray
+    zero_fraction: np.ndarray = None
+    degenerate: np.ndarray = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,9 +205,17 @@ class Estimate:
     seconds: float  # wall time of the simulation, compilation included
     # Statistic name (mean_z, m2_z, var_z, unitvar_z, m2_dz, var_dw) -> its spread over networks.
     spread: dict[str, Spread] = dataclasses.field(default_factory=dict)
+    # Per layer (0..L): the fraction of networks where a weight-free layer's pseudo-inverse
+    # dropped Gram eigenvalues beyond the structural rank of its inputs (B - 1 after BN, fewer
+    # with all-zero inputs or units), and the largest number dropped in one network (summed
+    # over the branch's k weights). Always 0 for the explicit engine; see RankDeficitWarning.
+    rank_deficit: np.ndarray | None = None
+    rank_deficit_max: np.ndarray | None = None
 
     def heavy_tails(self) -> dict[str, np.ndarray]:
-        """Statistic -> the layers where its sd over networks of ln exceeds HEAVY_TAIL_SD_LN."""
+        """Statistic -> the layers flagged ``heavy_tail`` in its :class:`Spread`: the sd over
+        the positive networks of ln exceeds HEAVY_TAIL_SD_LN, or the statistic is exactly
+        zero in some networks but not in all (``degenerate``)."""
         return {
             k: np.flatnonzero(v.heavy_tail) for k, v in self.spread.items() if v.heavy_tail.any()
         }
@@ -238,22 +279,51 @@ _gram_probe.defvjp(_gram_probe_fwd, _gram_probe_bwd)
 
 
 def _gram_factor(k: jax.Array):
-    """For a symmetric PSD B x B matrix K: (V, λ) with K = V diag(λ) V^T, λ clipped at 0, and
-    the reciprocal eigenvalues of the pseudo-inverse, zero below the cut-off
-    λ_max · B · eps (the rank tolerance of ``numpy.linalg.matrix_rank``)."""
+    """For a symmetric PSD B x B matrix K: (V, λ, λ^+) with K = V diag(λ) V^T, λ clipped at
+    0 and set to 0 below the cut-off λ_max · B · eps (the rank tolerance of
+    ``numpy.linalg.matrix_rank``), and λ^+ the reciprocal eigenvalues of the pseudo-inverse,
+    0 where λ is. V is not a function of K (eigh may return any sign or rotation of the
+    eigenvectors, and batched and unbatched calls do differ); only products V f(λ) V^T are
+    used, which are."""
     lam, vec = jnp.linalg.eigh(k)
     lam = jnp.maximum(lam, 0.0)
     cutoff = jnp.max(lam) * k.shape[0] * jnp.finfo(k.dtype).eps
     keep = lam > cutoff
+    lam = jnp.where(keep, lam, 0.0)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
     return vec, lam, inv
 
 
+def _sym(vec, values, precision):
+    """V diag(values) V^T: a function of the matrix alone, whatever basis eigh chose."""
+    return jnp.matmul(vec * values[None, :], vec.T, precision=precision)
+
+
+def _numerical_rank(inv: jax.Array) -> jax.Array:
+    """Number of eigenvalues kept by :func:`_gram_factor`, as a float (no integer cotangent)."""
+    return jnp.sum(inv > 0).astype(inv.dtype)
+
+
+def _structural_rank(a: jax.Array, centred: bool) -> jax.Array:
+    """The rank that the structure of A (B x n) allows: at most its number of nonzero rows
+    (inputs a ReLU did not zero entirely) and of nonzero columns (units), and one less than
+    its nonzero rows when they are centred over the batch (BN output, identity after it)."""
+    nonzero = a != 0
+    rows = jnp.sum(jnp.any(nonzero, axis=1))
+    cols = jnp.sum(jnp.any(nonzero, axis=0))
+    if centred:
+        rows = jnp.maximum(rows - 1, 0)
+    return jnp.minimum(rows, cols).astype(a.dtype)
+
+
 def _gaussian_with_gram(key, vec, lam, std, shape, precision):
-    """Columns i.i.d. N(0, std² K) for K = V diag(λ) V^T: C G with C = V diag(sqrt λ), G
-    standard normal (B x m)."""
+    """Columns i.i.d. N(0, std² K) for K = V diag(λ) V^T: K^{1/2} G with K^{1/2} = V diag(sqrt
+    λ) V^T, the symmetric square root, and G standard normal (B x m). Any C with C C^T = K
+    gives the same law; the symmetric root is the one that depends on K alone, so a network
+    draws the same numbers whichever eigenvectors eigh returned (they differ in sign between
+    batched and unbatched calls, i.e. between chunk sizes)."""
     g = standard_normal(key, shape, vec.dtype)
-    return std * jnp.matmul(vec * jnp.sqrt(lam)[None, :], g, precision=precision)
+    return std * jnp.matmul(_sym(vec, jnp.sqrt(lam), precision), g, precision=precision)
 
 
 def weightfree_linear(a: jax.Array, key: jax.Array, std: jax.Array, precision) -> jax.Array:
@@ -266,27 +336,29 @@ def weightfree_linear(a: jax.Array, key: jax.Array, std: jax.Array, precision) -
     B (n + m) normals instead of n m. ``key`` must be unique to this layer of this network.
     """
     gram = jax.lax.stop_gradient(jnp.matmul(a, a.T, precision=precision))
-    return _weightfree_linear(a, gram, key, std, precision)
+    return _weightfree_linear(a, gram, key, std, precision)[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _weightfree_linear(a, gram, key, std, precision):
     """:func:`weightfree_linear` given ``gram`` = A A^T (without gradient), which the caller
-    may have computed already; its eigendecomposition is kept for the backward pass."""
-    return _weightfree_forward(a, gram, key, std, precision)[0]
+    may have computed already; its pseudo-inverse is kept for the backward pass. Returns (U,
+    the numerical rank of ``gram`` that the pseudo-inverse keeps)."""
+    u, (pinv, rank) = _weightfree_forward(a, gram, key, std, precision)
+    return u, rank
 
 
 def _weightfree_forward(a, gram, key, std, precision):
     vec, lam, inv = _gram_factor(gram)
     m = a.shape[1]  # square branch weights: fan-out = fan-in
     u = _gaussian_with_gram(jax.random.fold_in(key, 0), vec, lam, std, (a.shape[0], m), precision)
-    return u, (vec, inv)
+    return u, (_sym(vec, inv, precision), _numerical_rank(inv))
 
 
 def _weightfree_fwd(a, gram, key, std, precision):
-    u, (vec, inv) = _weightfree_forward(a, gram, key, std, precision)
-    u, vec, inv = (checkpoint_name(x, "weightfree") for x in (u, vec, inv))
-    return u, (a, u, key, std, vec, inv)
+    u, (pinv, rank) = _weightfree_forward(a, gram, key, std, precision)
+    u, pinv = (checkpoint_name(x, "weightfree") for x in (u, pinv))
+    return (u, rank), (a, u, key, std, pinv)
 
 
 def _conditional_cotangent(d, u, x, a, pinv, precision):
@@ -297,9 +369,9 @@ def _conditional_cotangent(d, u, x, a, pinv, precision):
     return x + jnp.matmul(jnp.matmul(du - xa, pinv, precision=precision), a, precision=precision)
 
 
-def _weightfree_bwd(precision, res, d):
-    a, u, key, std, vec, inv = res
-    pinv = jnp.matmul(vec * inv[None, :], vec.T, precision=precision)
+def _weightfree_bwd(precision, res, cts):
+    a, u, key, std, pinv = res
+    d = cts[0]  # the rank output has no cotangent that matters
     vec_d, lam_d, _ = _gram_factor(jnp.matmul(d, d.T, precision=precision))
     x = _gaussian_with_gram(jax.random.fold_in(key, 1), vec_d, lam_d, std, a.shape, precision)
     ct_gram = jnp.zeros((a.shape[0], a.shape[0]), a.dtype)
@@ -314,8 +386,7 @@ def _orthonormal_rows(g, precision):
     standard normal, or its projection onto a subspace, the rows are a uniformly (Haar)
     distributed orthonormal B-frame of that space."""
     vec, _, inv = _gram_factor(jnp.matmul(g, g.T, precision=precision))
-    inv_sqrt = jnp.matmul(vec * jnp.sqrt(inv)[None, :], vec.T, precision=precision)
-    return jnp.matmul(inv_sqrt, g, precision=precision)
+    return jnp.matmul(_sym(vec, jnp.sqrt(inv), precision), g, precision=precision)
 
 
 def weightfree_orthogonal(a: jax.Array, key: jax.Array, gain: jax.Array, precision) -> jax.Array:
@@ -331,39 +402,49 @@ def weightfree_orthogonal(a: jax.Array, key: jax.Array, gain: jax.Array, precisi
     ``key`` must be unique to this layer of this network.
     """
     gram = jax.lax.stop_gradient(jnp.matmul(a, a.T, precision=precision))
-    return _weightfree_orthogonal(a, gram, key, gain, precision)
+    return _weightfree_orthogonal(a, gram, key, gain, precision)[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def _weightfree_orthogonal(a, gram, key, gain, precision):
-    return _weightfree_orthogonal_forward(a, gram, key, gain, precision)[0]
+    """:func:`weightfree_orthogonal` given ``gram`` = A A^T; returns (U, the numerical rank
+    of ``gram``), as :func:`_weightfree_linear`."""
+    u, (_, _, rank) = _weightfree_orthogonal_forward(a, gram, key, gain, precision)
+    return u, rank
 
 
 def _weightfree_orthogonal_forward(a, gram, key, gain, precision):
+    # With Φ~ = V^T Φ (a Haar frame too: the law of Φ is invariant under rotations of its
+    # rows), U = gain · V Λ^{1/2} Φ~ = gain · K^{1/2} Φ, and the backward pass below needs
+    # only K^{+1/2} and the projection onto the range of K: functions of K alone, so the
+    # numbers do not depend on the eigenvectors eigh returns.
     vec, lam, inv = _gram_factor(gram)
     g = standard_normal(jax.random.fold_in(key, 0), a.shape, a.dtype)
     phi = _orthonormal_rows(g, precision)
-    u = gain * jnp.matmul(vec * jnp.sqrt(lam)[None, :], phi, precision=precision)
-    return u, (vec, inv, phi)
+    u = gain * jnp.matmul(_sym(vec, jnp.sqrt(lam), precision), phi, precision=precision)
+    # K^+, K^{+1/2} and the projection onto the range of K.
+    factors = tuple(_sym(vec, f, precision) for f in (inv, jnp.sqrt(inv), (inv > 0) * 1.0))
+    return u, (factors, phi, _numerical_rank(inv))
 
 
 def _weightfree_orthogonal_fwd(a, gram, key, gain, precision):
-    u, res = _weightfree_orthogonal_forward(a, gram, key, gain, precision)
-    vec, inv, phi = (checkpoint_name(x, "weightfree") for x in res)
-    return u, (a, key, gain, vec, inv, phi)
+    u, (factors, phi, rank) = _weightfree_orthogonal_forward(a, gram, key, gain, precision)
+    u, factors, phi = jax.tree.map(lambda x: checkpoint_name(x, "weightfree"), (u, factors, phi))
+    return (u, rank), (a, key, gain, factors, phi)
 
 
-def _weightfree_orthogonal_bwd(precision, res, d):
-    a, key, gain, vec, inv, phi = res
+def _weightfree_orthogonal_bwd(precision, res, cts):
+    a, key, gain, (pinv, inv_sqrt, proj), phi = res
+    d = cts[0]
     matmul = functools.partial(jnp.matmul, precision=precision)
-    d_phi = matmul(d, phi.T) * (inv > 0)[None, :]  # D F, on the directions A spans
-    known = matmul(matmul(d_phi * jnp.sqrt(inv)[None, :], vec.T), a)  # (D F) Q^T
+    # F = Φ^T P_K in the row frame: D F on the directions A spans, (D F) Q^T = D Φ^T K^{+1/2} A.
+    d_phi = matmul(matmul(d, phi.T), proj)
+    known = matmul(matmul(matmul(d, phi.T), inv_sqrt), a)
     e = d - matmul(d_phi, phi)
     vec_e, lam_e, _ = _gram_factor(matmul(e, e.T))
     fresh = standard_normal(jax.random.fold_in(key, 1), a.shape, a.dtype)
-    pinv = matmul(vec * inv[None, :], vec.T)
     psi = _orthonormal_rows(_project_off_rows(fresh, a, pinv, precision), precision)
-    rest = matmul(vec_e * jnp.sqrt(lam_e)[None, :], psi)
+    rest = matmul(_sym(vec_e, jnp.sqrt(lam_e), precision), psi)
     ct_gram = jnp.zeros((a.shape[0], a.shape[0]), a.dtype)
     return gain * (known + rest), ct_gram, None, jnp.zeros_like(gain)
 
@@ -450,7 +531,7 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, e
 
     def dense(key):
         w1, w2 = inits.risotto_type_c(key, n, dtype=dtype)
-        return (lambda x: matmul(x, w1.T)), (lambda a: matmul(a, w2.T))
+        return (lambda x: matmul(x, w1.T)), (lambda a: (matmul(a, w2.T), jnp.zeros((), dtype)))
 
     def structured(key):
         def first(x):
@@ -458,8 +539,11 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, e
             return jnp.concatenate([t, -t], axis=-1)
 
         def second(a):
-            tm = weightfree_orthogonal(signal(a), key, jnp.ones((), dtype), precision)
-            return jnp.concatenate([tm - a[:, :n], -tm - a[:, n:]], axis=-1)
+            t = jax.lax.stop_gradient(signal(a))
+            gram = matmul(t, t.T)
+            tm, rank = _weightfree_orthogonal(signal(a), gram, key, jnp.ones((), dtype), precision)
+            deficit = jnp.maximum(_structural_rank(t, False) - rank, 0.0)
+            return jnp.concatenate([tm - a[:, :n], -tm - a[:, n:]], axis=-1), deficit
 
         return first, second
 
@@ -472,21 +556,26 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, e
         layer, probes, probe_y = inputs
         first, second = layers_of(jax.random.fold_in(key_w, layer))
         a2 = jax.nn.relu(_gram_probe(first(h), probes[0], precision))
-        h_new = jax.nn.relu(_gram_probe(second(a2), probes[1], precision) + h)
+        u2, deficit = second(a2)
+        h_new = jax.nn.relu(_gram_probe(u2, probes[1], precision) + h)
         grams = jax.lax.stop_gradient(jnp.stack([matmul(h, h.T), matmul(a2, a2.T)]))
-        return _signal_probe(h_new, probe_y), (_moments(signal(h_new)), grams)
+        return _signal_probe(h_new, probe_y), (_moments(signal(h_new)), grams, deficit)
 
     def loss(probes, probe_y):
         h0 = _signal_probe(jax.nn.relu(jnp.concatenate([y0, -y0], axis=-1)), probe_y[0])
         layers = jnp.arange(1, L + 1)
-        h_last, (mom, grams) = jax.lax.scan(layer_step, h0, (layers, probes, probe_y[1:]))
-        return jnp.sum(g * signal(h_last)), (jnp.concatenate([_moments(y0)[None], mom]), grams)
+        h_last, (mom, grams, deficit) = jax.lax.scan(layer_step, h0, (layers, probes, probe_y[1:]))
+        mom = jnp.concatenate([_moments(y0)[None], mom])
+        deficit = jnp.concatenate([jnp.zeros((1,), dtype), deficit])
+        return jnp.sum(g * signal(h_last)), (mom, grams, deficit)
 
     probes = jnp.zeros((L, 2, B, B), dtype)
     probe_y = jnp.zeros((L + 1,), dtype)
-    (gram_d, m2_dy), (mom, grams) = jax.grad(loss, argnums=(0, 1), has_aux=True)(probes, probe_y)
+    (gram_d, m2_dy), (mom, grams, deficit) = jax.grad(loss, argnums=(0, 1), has_aux=True)(
+        probes, probe_y
+    )
     mean, m2, unitvar = mom[:, 0], mom[:, 1], mom[:, 2]
-    sq_dw = jnp.mean(jnp.sum(gram_d * grams, axis=(2, 3)), axis=1) / ((2 * n) ** 2 * B)
+    sq_dw = jnp.mean(jnp.sum(gram_d * grams, axis=(2, 3)), axis=1) / (float(2 * n) ** 2 * B)
     return {
         "mean_z": mean,
         "log_m2_z": jnp.log(m2),
@@ -494,6 +583,7 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, e
         "log_unitvar_z": jnp.log(unitvar),
         "log_m2_dz": jnp.log(m2_dy),
         "log_var_dw": jnp.concatenate([jnp.full((1,), jnp.nan, dtype), jnp.log(sq_dw)]),
+        "rank_deficit": deficit,
     }
 
 
@@ -517,7 +607,9 @@ def network_statistics(
     and branch scale. ``branch_scale`` (static) multiplies every branch output, overriding the
     scheme's. ``engine="weightfree"`` samples what each layer computes instead
     (:func:`weightfree_linear`; Gaussian weights only). Returns ``mean_z`` and ``log_<name>``
-    (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``; with k > 1
+    (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``, and
+    ``rank_deficit``: per layer the number of Gram eigenvalues the weight-free layers dropped
+    beyond the structural rank of their inputs (0 at l = 0 and for explicit weights); with k > 1
     weight layers per branch, ``var_dw`` is the mean over the branch's k weights. Unbatched;
     :func:`simulate` vmaps it over networks. The inputs are ``input_std`` times standard normal
     (carried as the initial log-scale, so nothing else changes). ``init=("risotto", ...)``
@@ -556,7 +648,7 @@ def network_statistics(
     else:
 
         def linear(a_hat, gram, k, i):
-            return matmul(a_hat, inits.branch_weight(k, (n, n), rule, i, dtype))
+            return matmul(a_hat, inits.branch_weight(k, (n, n), rule, i, dtype)), None
 
     def branch(z_hat, log_s, layer, probes):
         """(branch output at the scale of z_hat, the Gram matrices a_hat a_hat^T of the k
@@ -566,7 +658,7 @@ def network_statistics(
         weight input is scale-free and h is brought to the scale of z_hat at the end. The
         probe on each weight output u reads the Gram matrix of its cotangent δ in the backward
         pass."""
-        x_i, grams = z_hat, []
+        x_i, grams, deficit = z_hat, [], jnp.zeros((), dtype)
         for i in range(K):
             # Unique per (layer, position); the same key as the one-layer engine when K = 1.
             k = jax.random.fold_in(key_w, (layer - 1) * K + i + 1)
@@ -577,11 +669,18 @@ def network_statistics(
             else:
                 a_hat = _act(acts[i], _batch_norm(x_i))
             gram = jax.lax.stop_gradient(matmul(a_hat, a_hat.T))
-            u = _gram_probe(linear(a_hat, gram, k, i), probes[i], precision)
+            u, rank = linear(a_hat, gram, k, i)
+            if rank is not None:  # weight-free: eigenvalues cut beyond what the structure implies
+                centred = block.norm == "bn_post" or (
+                    block.norm == "bn_pre" and acts[i] == "identity"
+                )
+                structural = _structural_rank(jax.lax.stop_gradient(a_hat), centred)
+                deficit = deficit + jnp.maximum(structural - rank, 0.0)
+            u = _gram_probe(u, probes[i], precision)
             x_i = u if block.norm == "bn_pre" else _act(acts[i], u)
             grams.append(gram)
         h = scale * x_i if block.norm == "none" else scale * x_i * jnp.exp(-log_s)
-        return h, jnp.stack(grams)
+        return h, jnp.stack(grams), deficit
 
     # The backward pass recomputes each layer from its input (re-drawing explicit weights
     # instead of storing them); only the weight-free layers' outputs and Gram factors,
@@ -590,19 +689,19 @@ def network_statistics(
     def layer_step(carry, inputs):
         z_hat, log_s = carry
         layer, probes, gate = inputs
-        h, gram_a = branch(z_hat, log_s, layer, probes)
+        h, gram_a, deficit = branch(z_hat, log_s, layer, probes)
         z_new = z_hat + h if block.residual else h
         rho = jax.lax.stop_gradient(_rms(z_new))
         rho = jnp.where(rho > 0, rho, 1.0)
         z_new = _grad_gate(z_new / rho, gate)
         log_s = log_s + jnp.log(rho)
-        return (z_new, log_s), (_moments(z_new), log_s, gram_a)
+        return (z_new, log_s), (_moments(z_new), log_s, gram_a, deficit)
 
     def loss(probes, gates):
         z0 = _grad_gate(x, gates[0])
         log_s0 = jnp.full((), math.log(input_std), dtype)
         layers = jnp.arange(1, L + 1)
-        (z_last, _), (mom, log_ss, grams) = jax.lax.scan(
+        (z_last, _), (mom, log_ss, grams, deficit) = jax.lax.scan(
             layer_step, (z0, log_s0), (layers, probes, gates[1:])
         )
         loss_hat = jnp.sum(g * z_last)
@@ -610,6 +709,7 @@ def network_statistics(
             jnp.concatenate([_moments(x)[None], mom]),
             jnp.concatenate([log_s0[None], log_ss]),
             grams,
+            jnp.concatenate([jnp.zeros((1,), dtype), deficit]),
         )
         return loss_hat, aux
 
@@ -617,7 +717,9 @@ def network_statistics(
     # (log r, mean square of dE_hat/dz_hat) and per weight the Gram matrix of δ_hat.
     probes = jnp.zeros((L, K, B, B), dtype)
     gates = jnp.zeros((L + 1, 2), dtype)
-    grads, (mom, log_s, grams) = jax.grad(loss, argnums=(0, 1), has_aux=True)(probes, gates)
+    grads, (mom, log_s, grams, deficit) = jax.grad(loss, argnums=(0, 1), has_aux=True)(
+        probes, gates
+    )
     gram_d, gate_ct = grads
     log_r, m2_dz_hat = gate_ct[:, 0], gate_ct[:, 1]
     # Forward statistics of z^l = s_l · z_hat^l.
@@ -630,7 +732,8 @@ def network_statistics(
     tail_incl = tail_excl + log_r
     log_sL = log_s[-1]
     log_m2_dz = jnp.log(m2_dz_hat) + 2 * (tail_excl + log_sL - log_s)
-    sq_dw = jnp.mean(jnp.sum(gram_d * grams, axis=(2, 3)), axis=1) / (n * n * B)
+    # A Python float: the int n² B passes int32 from width 4096 at batch 128 (OverflowError).
+    sq_dw = jnp.mean(jnp.sum(gram_d * grams, axis=(2, 3)), axis=1) / (float(n) * n * B)
     log_var_dw = jnp.log(jnp.maximum(sq_dw, 0.0)) + 2 * (tail_incl[1:] + log_sL)
     log_var_dw = jnp.concatenate([jnp.full((1,), jnp.nan, dtype), log_var_dw])
     two_log_s = 2 * log_s
@@ -641,6 +744,7 @@ def network_statistics(
         "log_unitvar_z": jnp.log(unitvar_hat) + two_log_s,
         "log_m2_dz": log_m2_dz,
         "log_var_dw": log_var_dw,
+        "rank_deficit": deficit,
     }
 
 
@@ -732,6 +836,34 @@ def auto_chunk_size(
     return int(max(1, min(networks, (_available_bytes() // 4) // per)))
 
 
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB ({int(nbytes):,} bytes)"
+
+
+def _check_one_network_fits(block, depth, width, batch, itemsize, engine) -> None:
+    """Raise :class:`NetworkMemoryError` before compiling when one network alone needs more
+    than the available device memory (by :func:`_bytes_per_network`'s estimate)."""
+    need = _bytes_per_network(depth, width, batch, itemsize, engine, block.shortcut)
+    have = _available_bytes()
+    if need <= have:
+        return
+    if engine == "explicit":
+        what = (
+            f"its {width} x {width} weight matrices ({_gib(4 * itemsize * width**2)} for the "
+            "few alive at once)"
+        )
+        hint = "engine='weightfree' (Gaussian or orthogonal weights; no n x n matrix) or "
+    else:
+        what = f"its stored activations (about {2 + block.shortcut} x (L + 1) x B x n values)"
+        hint = ""
+    raise NetworkMemoryError(
+        f"one network does not fit in memory: {block.name} at width {width}, depth {depth}, "
+        f"batch {batch}, engine={engine!r} needs about {_gib(need)} for {what} and the "
+        f"backward pass, but {_gib(have)} are available on {jax.devices()[0].device_kind}. "
+        f"Use {hint}a smaller width, depth or batch."
+    )
+
+
 def _aggregate(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(log mean, log stderr) over axis 0 of per-network values given as logs; NaN-safe."""
     ref = np.max(values, axis=0)
@@ -744,37 +876,100 @@ def _aggregate(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.log(mean) + ref, np.log(se) + ref
 
 
+# Stands for ln 0 = -inf inside the quantile interpolation (which gives NaN for -inf - -inf);
+# results below _LOG_ZERO_FLOOR are mapped back to -inf. Real logs are above -1e4.
+_LOG_ZERO = -1e300
+_LOG_ZERO_FLOOR = -1e200
+
+
+def _log_quantiles(values: np.ndarray, qs) -> list[np.ndarray]:
+    """Quantiles over axis 0 of natural logs that may be -inf (statistic exactly 0): -inf
+    where the interpolation touches a zero network, never NaN from -inf - -inf."""
+    safe = np.where(values == -np.inf, _LOG_ZERO, values)
+    out = np.quantile(safe, qs, axis=0)
+    return [np.where(q < _LOG_ZERO_FLOOR, -np.inf, q) for q in out]
+
+
 def _spread(values: np.ndarray, logs: bool) -> Spread:
-    """Spread over axis 0 (networks) of per-network values, given as natural logs if ``logs``."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        q05, median, q95 = np.quantile(values, [0.05, 0.5, 0.95], axis=0)
+    """Spread over axis 0 (networks) of per-network values, given as natural logs if ``logs``
+    (-inf for a statistic exactly 0). See :class:`Spread` for the fields."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if logs:
-            mean_ln, sd_ln = np.mean(values, axis=0), np.std(values, axis=0, ddof=1)
+            undefined = np.all(np.isnan(values), axis=0)
+            zero = values == -np.inf
+            zero_fraction = np.where(undefined, np.nan, zero.mean(axis=0))
+            q05, median, q95 = _log_quantiles(values, [0.05, 0.5, 0.95])
+            positive = np.where(zero, np.nan, values)
+            count = np.sum(~np.isnan(positive), axis=0)
+            mean_ln = np.nansum(positive, axis=0) / np.where(count > 0, count, 1)
+            mean_ln = np.where(count > 0, mean_ln, -np.inf)
+            dev = np.where(np.isnan(positive), 0.0, positive - mean_ln)
+            sd_ln = np.sqrt(np.sum(dev**2, axis=0) / np.where(count > 1, count - 1, 1))
+            sd_ln = np.where(count > 1, sd_ln, np.where(count == 0, 0.0, np.nan))
+            mean_ln = np.where(undefined, np.nan, mean_ln)
+            sd_ln = np.where(undefined, np.nan, sd_ln)
+            degenerate = (zero_fraction > 0) & (zero_fraction < 1)
+            heavy = (np.nan_to_num(sd_ln) > HEAVY_TAIL_SD_LN) | degenerate
             log10 = [q / _LN10 for q in (median, q05, q95)]
             raw = [np.exp(q) for q in (median, q05, q95)]
         else:
+            q05, median, q95 = np.quantile(values, [0.05, 0.5, 0.95], axis=0)
+            zero_fraction = np.mean(values == 0, axis=0)
             mean_ln = sd_ln = np.full(values.shape[1:], np.nan)
             log10 = [mean_ln] * 3
             raw = [median, q05, q95]
-    return Spread(*raw, *log10, mean_ln, sd_ln, np.nan_to_num(sd_ln) > HEAVY_TAIL_SD_LN)
+            degenerate = heavy = np.zeros(values.shape[1:], bool)
+    return Spread(*raw, *log10, mean_ln, sd_ln, heavy, zero_fraction, degenerate)
 
 
 def _heavy_tail_message(block: Block, spread: dict[str, Spread]) -> str | None:
-    parts = []
+    parts, degenerate = [], []
     for name, s in spread.items():
-        layers = np.flatnonzero(s.heavy_tail)
+        tails = s.heavy_tail & ~s.degenerate
+        layers = np.flatnonzero(tails)
         if layers.size:
             parts.append(
                 f"{name} at {layers.size} layer(s) from l = {layers[0]} "
                 f"(sd of ln up to {np.nanmax(s.sd_ln[layers]):.3g})"
             )
-    if not parts:
+        layers = np.flatnonzero(s.degenerate)
+        if layers.size:
+            degenerate.append(
+                f"{name} at {layers.size} layer(s) from l = {layers[0]} (exactly 0 in up to "
+                f"{100 * np.max(s.zero_fraction[layers]):.3g}% of the networks)"
+            )
+    if not parts and not degenerate:
+        return None
+    out = []
+    if parts:
+        out.append(
+            f"heavy tail over networks for {block.name}: " + "; ".join(parts) + f". Above "
+            f"sd(ln) = {HEAVY_TAIL_SD_LN:g} the mean is carried by a few networks and its "
+            "standard error is not reliable; read Estimate.spread (median, 5-95% band) for the "
+            "typical network."
+        )
+    if degenerate:
+        out.append(
+            f"statistic exactly zero in some networks but not in others for {block.name}: "
+            + "; ".join(degenerate)
+            + ". The spread there is an atom at 0 plus the live networks: Spread.zero_fraction "
+            "gives the atom, mean_ln and sd_ln describe the networks where it is positive."
+        )
+    return " ".join(out)
+
+
+def _rank_deficit_message(block: Block, fraction: np.ndarray, largest: np.ndarray) -> str | None:
+    layers = np.flatnonzero(fraction > 0)
+    if not layers.size:
         return None
     return (
-        f"heavy tail over networks for {block.name}: " + "; ".join(parts) + f". Above "
-        f"sd(ln) = {HEAVY_TAIL_SD_LN:g} the mean is carried by a few networks and its standard "
-        "error is not reliable; read Estimate.spread (median, 5-95% band) for the typical "
-        "network."
+        f"weight-free engine, {block.name}: at {layers.size} layer(s) from l = {layers[0]}, in "
+        f"up to {100 * np.max(fraction):.3g}% of the networks, the Gram matrix of a layer's "
+        f"inputs had up to {int(np.max(largest))} eigenvalue(s) below the cut-off "
+        "λ_max · B · eps that the structure of the inputs does not make zero (nearly parallel "
+        "inputs at this precision); the backward pass samples those directions afresh instead "
+        "of conditioning on the layer's output. Estimate.rank_deficit gives the fraction per "
+        "layer; use float64 (jax_enable_x64) or engine='explicit' there."
     )
 
 
@@ -833,7 +1028,9 @@ def simulate(
         input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
             the stem of a real network starts (:mod:`meanfield.initcheck`).
         warn: issue a :class:`HeavyTailWarning` when some statistic's standard deviation over
-            networks of its log exceeds :data:`HEAVY_TAIL_SD_LN` at some layer.
+            networks of its log exceeds :data:`HEAVY_TAIL_SD_LN` at some layer, or it is
+            exactly zero in some networks but not in all; and a :class:`RankDeficitWarning`
+            when a weight-free layer lost rank beyond its structure (``Estimate.rank_deficit``).
         branch_scale: β >= 0, the scalar multiplying every branch, z^l = z^{l-1} + β h
             (default: the scheme's, 0 for skipinit and rezero, else 1; SkipInit's small
             variant needs β < 1/sqrt(depth)).
@@ -844,6 +1041,10 @@ def simulate(
     Returns:
         :class:`Estimate` with per-layer :class:`Stat` (mean over networks, standard error)
         and, in ``spread``, each statistic's :class:`Spread` over networks.
+
+    Raises:
+        NetworkMemoryError: (a ``MemoryError``) before compiling, when one network alone needs
+            more memory than is available, with both byte counts.
     """
     if not isinstance(block, Block):
         raise ValueError(f"block must be a meanfield.Block, got {block!r}")
@@ -914,6 +1115,9 @@ def simulate(
 
     dtype = jnp.result_type(float)
     n_devices = jax.device_count()
+    _check_one_network_fits(
+        block, depth, 2 * width if risotto else width, batch, jnp.dtype(dtype).itemsize, engine
+    )
     if chunk_size is None:
         chunk_size = auto_chunk_size(
             depth,
@@ -950,7 +1154,9 @@ def simulate(
         chunk = keys[i * chunk_size : (i + 1) * chunk_size]
         real = chunk.shape[0]
         if real < chunk_size:  # pad the last chunk with repeated keys; their results are dropped
-            chunk = jnp.concatenate([chunk, keys[: chunk_size - real]])
+            # (cyclically: with networks < chunk_size - real, e.g. 2 networks on 8 devices,
+            # keys[:chunk_size - real] alone is too short)
+            chunk = jnp.concatenate([chunk, keys[np.arange(chunk_size - real) % networks]])
         out = fn(var_w, jax.device_put(chunk, sharded))
         parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
         if progress:
@@ -983,9 +1189,15 @@ def simulate(
             se = np.exp(log_se).astype(dtype)
         overflow |= np.isinf(mean) & np.isfinite(log_mean)
         fields[name] = Stat(mean, se)
+    deficit = per["rank_deficit"]
+    rank_deficit = np.mean(deficit > 0, axis=0)
+    rank_deficit_max = np.max(deficit, axis=0).astype(int)
     message = _heavy_tail_message(block, spread) if warn else None
     if message:
         warnings.warn(message, HeavyTailWarning, stacklevel=2)
+    message = _rank_deficit_message(block, rank_deficit, rank_deficit_max) if warn else None
+    if message:
+        warnings.warn(message, RankDeficitWarning, stacklevel=2)
     return Estimate(
         **fields,
         overflow=overflow,
@@ -993,4 +1205,6 @@ def simulate(
         batch=batch,
         seconds=seconds,
         spread=spread,
+        rank_deficit=rank_deficit,
+        rank_deficit_max=rank_deficit_max,
     )

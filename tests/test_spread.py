@@ -210,3 +210,86 @@ def test_mean_z_spread_has_quantiles_but_no_logs(single_input_estimates):
     assert np.all(np.isnan(s.sd_ln)) and not np.any(s.heavy_tail)
     # mean_z of one input is (1/n) Σ_j z_j: symmetric about 0 for the identity network.
     assert np.all(np.abs(s.q05 + s.q95) < 0.2 * (s.q95 - s.q05))
+
+
+def test_exactly_zero_networks_are_counted_not_nan():
+    # Per layer (columns) the natural logs over 6 networks: a layer where every network is 0
+    # (a gradient an init makes exactly zero), one where some are (a dead ReLU layer in some
+    # networks), an ordinary one, and one undefined everywhere (var_dw at l = 0).
+    ninf, nan = -np.inf, np.nan
+    logs = np.array(
+        [
+            [ninf, ninf, 0.1, nan],
+            [ninf, 0.5, -0.2, nan],
+            [ninf, 0.7, 0.3, nan],
+            [ninf, ninf, 0.0, nan],
+            [ninf, 0.6, 0.2, nan],
+            [ninf, 0.4, -0.1, nan],
+        ]
+    )
+    s = montecarlo._spread(logs, logs=True)
+    np.testing.assert_allclose(s.zero_fraction[:3], [1.0, 2 / 6, 0.0])
+    assert np.isnan(s.zero_fraction[3])
+    np.testing.assert_array_equal(s.degenerate, [False, True, False, False])
+    np.testing.assert_array_equal(s.heavy_tail, [False, True, False, False])
+    # All zero: no spread, the typical network is 0.
+    assert s.mean_ln[0] == -np.inf and s.sd_ln[0] == 0.0 and s.median[0] == 0.0
+    # Some zero: the log moments are those of the positive networks; the band reaches 0.
+    np.testing.assert_allclose(s.mean_ln[1], 0.55)
+    np.testing.assert_allclose(s.sd_ln[1], np.std([0.5, 0.7, 0.6, 0.4], ddof=1))
+    assert s.q05[1] == 0.0 and s.log10_q05[1] == -np.inf and s.q95[1] > 0
+    np.testing.assert_allclose(
+        s.log10_median[1], np.median([ninf, ninf, 0.4, 0.5, 0.6, 0.7]) / math.log(10)
+    )
+    # None zero: as before.
+    np.testing.assert_allclose(s.sd_ln[2], np.std(logs[:, 2], ddof=1))
+    for field in (
+        "median",
+        "q05",
+        "q95",
+        "log10_median",
+        "log10_q05",
+        "log10_q95",
+        "mean_ln",
+        "sd_ln",
+    ):
+        values = getattr(s, field)
+        assert not np.any(np.isnan(values[:3])), field
+        assert np.isnan(values[3]), field
+
+
+def test_dead_relu_layers_are_flagged_with_the_fraction_of_dead_networks():
+    # Plain ReLU, one input, n = 4: given z^{l-1} != 0 the n units of W z^{l-1} are independent
+    # symmetric, so the layer dies (z^l = 0, and every layer above) with probability 2^-n, and
+    # P(z^l = 0) = 1 - (1 - 2^-n)^l. The input gradient vanishes wherever z^L does.
+    n, depth, networks = 4, DEPTH, 400
+    with pytest.warns(
+        montecarlo.HeavyTailWarning, match="m2_z at 10 layer\\(s\\) from l = 1 \\(exactly 0"
+    ):
+        est = montecarlo.simulate(
+            Block("relu", "none", False),
+            key=jax.random.key(11),
+            depth=depth,
+            width=n,
+            var_w=2.0 / n,
+            networks=networks,
+            batch=1,
+        )
+    layers = np.arange(depth + 1)
+    dead = 1 - (1 - 2.0**-n) ** layers
+    se = np.sqrt(dead[-1] * (1 - dead[-1]) / networks)
+    s = est.spread["m2_z"]
+    assert np.max(np.abs(s.zero_fraction - dead)) < 4 * se, s.zero_fraction
+    assert np.max(np.abs(s.zero_fraction - (1 - (1 - 2.0 ** -(n + 1)) ** layers))) > 4 * se
+    np.testing.assert_array_equal(s.degenerate, s.zero_fraction > 0)
+    assert np.all(s.heavy_tail[1:]) and np.all(s.degenerate[1:])
+    assert np.all(np.isfinite(s.mean_ln)) and np.all(np.isfinite(s.sd_ln))
+    assert not np.any(np.isnan(s.median)) and not np.any(np.isnan(s.log10_q05))
+    assert np.all(s.log10_q05[dead > 0.05 + 4 * se] == -np.inf)
+    g = est.spread["m2_dz"]
+    assert np.max(np.abs(g.zero_fraction[:-1] - s.zero_fraction[-1])) == 0
+    assert g.zero_fraction[-1] == 0 and not g.degenerate[-1]
+    np.testing.assert_array_equal(est.heavy_tails()["m2_z"], layers[1:])
+    # The raw mean averages the dead networks in as zeros, not as NaN.
+    assert np.all(np.isfinite(est.m2_z.mean)) and np.all(est.m2_z.mean > 0)
+    assert not est.rank_deficit.any()  # a zero input is structural, not a lost rank

@@ -202,3 +202,68 @@ def test_engine_choice_and_errors():
         montecarlo.simulate(block, var_w=0.1, batch=4, engine="fast", **kw)
     with pytest.raises(ValueError, match="needs width >= 2 \\* batch"):
         montecarlo.simulate(block, init="orthogonal", batch=9, engine="weightfree", **kw)
+
+
+def _flip_eigenvector_signs(eigh):
+    """eigh with every other eigenvector negated: as valid a decomposition as eigh's own."""
+
+    def flipped(k, *args, **kwargs):
+        lam, vec = eigh(k, *args, **kwargs)
+        signs = jnp.where(jnp.arange(k.shape[-1]) % 2 == 0, -1.0, 1.0).astype(vec.dtype)
+        return lam, vec * signs[None, :]
+
+    return flipped
+
+
+@pytest.mark.parametrize("layer", ["linear", "orthogonal"])
+def test_layer_numbers_depend_on_the_gram_matrix_not_on_its_eigenvectors(layer, monkeypatch):
+    """eigh fixes eigenvectors only up to sign (and rotation within repeated eigenvalues), and
+    batched and unbatched calls choose differently, i.e. networks in chunks of different sizes
+    did. For the same key the layer must give the same U and D W^T for any valid choice."""
+    a, d = _singular_inputs()
+    a = jnp.concatenate([a, a[:, ::-1]], axis=1)  # n = 12 >= 2B
+    d = jnp.concatenate([d, -d], axis=1)
+    fn = {"linear": montecarlo.weightfree_linear, "orthogonal": montecarlo.weightfree_orthogonal}
+    key = jax.random.key(5)
+
+    def both():
+        u, vjp = jax.vjp(lambda x: fn[layer](x, key, jnp.float32(0.7), HIGHEST), a)
+        return np.asarray(u), np.asarray(vjp(d)[0])
+
+    u, g = both()
+    monkeypatch.setattr(jnp.linalg, "eigh", _flip_eigenvector_signs(jnp.linalg.eigh))
+    u2, g2 = both()
+    scale = np.abs(u).max(), np.abs(g).max()
+    assert np.abs(u2 - u).max() < 1e-5 * scale[0] and np.abs(g2 - g).max() < 1e-5 * scale[1]
+
+
+def test_rank_removed_beyond_the_structure_is_counted():
+    a, _ = _singular_inputs()  # a zero input (structural) and a duplicated one (not)
+    gram = a @ a.T
+    _, rank = montecarlo._weightfree_linear(a, gram, jax.random.key(0), jnp.float32(1), HIGHEST)
+    assert float(rank) == 2
+    assert float(montecarlo._structural_rank(a, centred=False)) == 3
+    # BN output: rows centred, rank B - 1 by structure, and B - 1 kept.
+    x = jax.random.normal(jax.random.key(1), (8, 32))
+    bn = (x - x.mean(0, keepdims=True)) / x.std(0, keepdims=True)
+    _, rank = montecarlo._weightfree_linear(bn, bn @ bn.T, jax.random.key(0), 1.0, HIGHEST)
+    assert float(rank) == float(montecarlo._structural_rank(bn, centred=True)) == 7
+    # More inputs than units (weight-free forced): rank n by structure.
+    assert float(montecarlo._structural_rank(x.T[:16, :8], centred=False)) == 8
+
+
+def test_batch_larger_than_width_is_structure_not_a_lost_rank():
+    # engine="weightfree" with B > n: A A^T has rank n < B, which is not reported (warnings
+    # are errors in the tests).
+    est = montecarlo.simulate(
+        Block("relu", "none", True),
+        key=jax.random.key(0),
+        depth=3,
+        width=8,
+        var_w=0.1,
+        networks=4,
+        batch=16,
+        engine="weightfree",
+    )
+    assert est.rank_deficit.shape == (4,) and not est.rank_deficit.any()
+    assert np.all(np.isfinite(est.log10_var_dw.mean[1:]))
