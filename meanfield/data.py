@@ -139,13 +139,38 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+def _check_member(member: tarfile.TarInfo, dest: Path, archive: Path) -> None:
+    """Refuse a member that is not a plain file or folder, or whose path leaves ``dest``."""
+    name = member.name
+    target = (dest / name).resolve()
+    inside = target == dest or dest in target.parents
+    escapes = os.path.isabs(name) or ".." in Path(name).parts or not inside
+    if escapes or not (member.isfile() or member.isdir()):
+        raise DataError(f"refusing to unpack {name!r} from {archive}")
+
+
 def _safe_extract(archive: Path, dest: Path) -> None:
+    """Unpack ``archive`` into ``dest``: plain files and folders inside ``dest`` only.
+
+    Every member is checked first (nothing is written when one fails), then tarfile's "data"
+    filter (Python 3.11.4+) unpacks them, which also drops modes such as setuid and rejects
+    what it finds unsafe; Python 3.12+ warns when no filter is named. Where the filter does
+    not exist (3.11.0 to 3.11.3), the checks here are the safeguard.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    dest = dest.resolve()
     with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
-            target = (dest / member.name).resolve()
-            if not (member.isfile() or member.isdir()) or dest.resolve() not in target.parents:
-                raise DataError(f"refusing to unpack {member.name!r} from {archive}")
-        tar.extractall(dest)
+        members = tar.getmembers()
+        for member in members:
+            _check_member(member, dest, archive)
+        if hasattr(tarfile, "data_filter"):
+            try:
+                tar.extractall(dest, members=members, filter="data")
+            except tarfile.FilterError as err:
+                raise DataError(f"refusing to unpack {archive}: {err}") from err
+        else:  # Python 3.11.0 to 3.11.3
+            tar.extractall(dest, members=members)
 
 
 def download(

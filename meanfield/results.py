@@ -1,8 +1,10 @@
 """Save and load results with their full configuration, package versions and git revision.
 
 Every write is atomic: the file is written to a temporary name in the same folder, flushed to
-disk, then renamed over the target, so a crash leaves either the old file or the new one.
-No science module is imported here.
+disk, then renamed over the target, so a crash leaves either the old file or the new one. The
+file gets the permissions of a plain ``open(path, "w")`` (0o666 less the umask, so 0o644 under
+the usual umask 0o022), not the owner-only 0o600 of the temporary file. No science module is
+imported here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +27,12 @@ from typing import Any
 
 import numpy as np
 
-_PACKAGES = ("meanfield", "jax", "jaxlib", "numpy", "flax", "optax", "matplotlib")
+# Name in the record -> distribution name (the distribution of `meanfield` is meanfield-resnet;
+# the index's `meanfield` is an unrelated project).
+_PACKAGES = {
+    "meanfield": "meanfield-resnet",
+    **{name: name for name in ("jax", "jaxlib", "numpy", "scipy", "flax", "optax", "matplotlib")},
+}
 
 
 def git_revision(path: str | os.PathLike | None = None) -> str | None:
@@ -51,9 +59,9 @@ def git_revision(path: str | os.PathLike | None = None) -> str | None:
 def environment() -> dict[str, Any]:
     """Versions of Python and the packages that produced a result, the device and git revision."""
     versions = {}
-    for name in _PACKAGES:
+    for name, dist in _PACKAGES.items():
         try:
-            versions[name] = metadata.version(name)
+            versions[name] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[name] = None
     env = {
@@ -61,7 +69,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": versions,
         "git_revision": git_revision(),
-        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if "jax" in sys.modules:
         jax = sys.modules["jax"]
@@ -89,8 +97,34 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where the system allows.
+
+    Linux reports it in /proc/self/status; elsewhere the only way is to set a value and put the
+    old one back (``os.umask``), done under a lock so that two writers here cannot interleave.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)  # the most restrictive value while it is held
+        os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    The file's mode is 0o666 less the umask, as for a file opened for writing; the temporary
+    file from :func:`tempfile.mkstemp` would otherwise carry its 0o600 to the target.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -99,6 +133,7 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -3,8 +3,11 @@ checksum-verified download (from a local file), shuffling, and published facts o
 data set when it is present."""
 
 import hashlib
+import io
 import os
+import stat
 import tarfile
+import warnings
 
 import numpy as np
 import pytest
@@ -141,3 +144,62 @@ def test_real_cifar10_matches_its_published_facts():
     full = data.load(_real_folder(), download_missing=False)
     np.testing.assert_allclose(full.mean, [0.4913996786, 0.4821584084, 0.4465309144], rtol=1e-9)
     np.testing.assert_allclose(full.std, [0.2470322325, 0.2434851280, 0.2615878417], rtol=1e-9)
+
+
+def _tar_with(path, members):
+    """A .tar.gz holding ``members``: (TarInfo, bytes or None) pairs."""
+    with tarfile.open(path, "w:gz") as tar:
+        for info, payload in members:
+            if payload is not None:
+                info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
+    return path
+
+
+def _file(name, payload=b"x", mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.mode = mode
+    return info, payload
+
+
+@pytest.mark.parametrize("name", ["../evil", "cifar-10-batches-py/../../evil", "/abs/evil"])
+def test_a_member_escaping_the_folder_is_refused_and_nothing_is_written(tmp_path, name):
+    archive = _tar_with(tmp_path / "a.tar.gz", [_file("cifar-10-batches-py/ok"), _file(name)])
+    dest = tmp_path / "out" / "unpacked"
+    with pytest.raises(data.DataError, match="refusing to unpack"):
+        data._safe_extract(archive, dest)
+    assert not (tmp_path / "out" / "evil").exists() and not (tmp_path / "evil").exists()
+    assert not (dest / "cifar-10-batches-py" / "ok").exists()  # checked before any write
+
+
+def test_links_are_refused(tmp_path):
+    link = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    link.type, link.linkname = tarfile.SYMTYPE, "/outside"
+    archive = _tar_with(tmp_path / "a.tar.gz", [(link, None)])
+    with pytest.raises(data.DataError, match="refusing to unpack"):
+        data._safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "cifar-10-batches-py" / "data_batch_1").is_symlink()
+
+
+def test_without_tarfiles_data_filter_the_own_checks_still_refuse(tmp_path, monkeypatch):
+    # Python 3.11.0 to 3.11.3 have no tarfile.data_filter: the checks here must do the job.
+    monkeypatch.delattr(tarfile, "data_filter")
+    archive = _tar_with(tmp_path / "a.tar.gz", [_file("../evil")])
+    with pytest.raises(data.DataError, match="refusing to unpack"):
+        data._safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "evil").exists()
+
+
+def test_unpacking_uses_the_data_filter_and_warns_nothing(cifar, tmp_path):
+    folder, x, *_ = cifar
+    archive, _ = _archive(folder, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Python 3.12+ warns when extractall names no filter
+        data._safe_extract(archive, tmp_path / "out")
+    got = data.load(tmp_path / "out", download_missing=False)
+    np.testing.assert_array_equal(got.x_train, x)
+    # The "data" filter drops setuid and group/other write bits that an archive asks for.
+    risky = _tar_with(tmp_path / "r.tar.gz", [_file("cifar-10-batches-py/f", mode=0o4777)])
+    data._safe_extract(risky, tmp_path / "risky")
+    mode = stat.S_IMODE((tmp_path / "risky" / "cifar-10-batches-py" / "f").stat().st_mode)
+    assert not mode & (stat.S_ISUID | stat.S_IWGRP | stat.S_IWOTH), oct(mode)

@@ -1,5 +1,7 @@
 import json
 import math
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -50,3 +52,23 @@ def test_new_run_dir_is_fresh(tmp_path):
     a = results.new_run_dir(tmp_path, "exp")
     b = results.new_run_dir(tmp_path, "exp")
     assert a != b and a.is_dir() and b.is_dir()
+
+
+@pytest.mark.parametrize(
+    "umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"]
+)
+def test_written_files_honour_the_umask_like_a_plain_open(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        paths = [
+            results.save_json(tmp_path / "r.json", {"a": 1}),
+            results.save_jsonl(tmp_path / "r.jsonl", [{"a": 1}]),
+            results.save_csv(tmp_path / "r.csv", [{"a": 1}]),
+        ]
+        with open(tmp_path / "plain.txt", "w") as f:  # what the results files must match
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == mode
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
