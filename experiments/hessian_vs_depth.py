@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,7 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lanczos-steps", type=int, default=80, help="beyond the exact limit")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (optional; not fetched)")
     p.add_argument("--no-cifar", action="store_true", help="synthetic data only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="of the synthetic data and the Lanczos starts"
+    )
     p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
     args = p.parse_args(argv)
     if min(args.depths) < 1 or min(args.shortcuts) < 1:
@@ -55,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _sweep(name, x, y, args) -> dict:
+def _sweep(name, x, y, args, key) -> dict:
     rows = []
     for k in args.shortcuts:
         # tanh only changes anything where an activation sits at a point with a second-order
@@ -64,7 +67,13 @@ def _sweep(name, x, y, args) -> dict:
             for L in args.depths:
                 t0 = time.perf_counter()
                 spec = hessian.spectrum(
-                    x, y, depth=L, shortcut=k, activation=act, steps=args.lanczos_steps
+                    x,
+                    y,
+                    depth=L,
+                    shortcut=k,
+                    activation=act,
+                    steps=args.lanczos_steps,
+                    key=jax.random.fold_in(jax.random.fold_in(key, k), L),
                 )
                 rows.append(
                     {
@@ -93,13 +102,14 @@ def main(argv=None) -> Path:
     sets = []
     x, y = hessian.whitened_data(args.width, args.samples, seed=args.seed)
     print(f"[1] synthetic whitened data, d = {args.width}, N = {args.samples}", flush=True)
-    sets.append(_sweep(f"synthetic whitened, d = {args.width}", x, y, args))
+    key = jax.random.key(args.seed)  # the Lanczos starts (above hessian.MAX_EXACT_PARAMS)
+    sets.append(_sweep(f"synthetic whitened, d = {args.width}", x, y, args, key))
     folder = None if args.no_cifar else data.find(args.data_dir)
     if folder is not None:
         print(f"[2] CIFAR-10 from {folder}: 10 principal components, N = {args.samples}")
         cifar = data.load(folder, train_size=args.samples, test_size=1, download_missing=False)
         x, y = hessian.principal_component_data(cifar.x_train, cifar.y_train, 10)
-        sets.append(_sweep("CIFAR-10, 10 principal components", x, y, args))
+        sets.append(_sweep("CIFAR-10, 10 principal components", x, y, args, key))
     else:
         print("[2] CIFAR-10 not found locally; synthetic data only (see --data-dir)")
     results.save_json(

@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=32, help="n")
     p.add_argument("--networks", type=int, default=16, help="sampled networks per point")
     p.add_argument("--batch", type=int, default=16, help="inputs per network (BN's batch)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="jax.random.key(seed) of the networks")
     p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
     args = p.parse_args(argv)
     if min(args.depths) < 1 or args.width < 1:

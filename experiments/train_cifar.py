@@ -52,6 +52,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 # Runnable as `python experiments/train_cifar.py` from a checkout without installing.
@@ -82,6 +83,8 @@ SETUPS = {
     "risotto": (RISOTTO_BLOCK, "risotto", "RISOTTO type C, looks-linear"),
 }
 PAPER_SETUPS = ["he-none", "depth_scaled-none", "he-bn_post"]
+# Seed of the sampled dense networks of the Jacobian prediction (initcheck.init_predictions).
+PREDICTION_SEED = 0
 
 PRESETS = {
     "fig2": dict(setups=PAPER_SETUPS, seeds=3, epochs=20, depth=100),
@@ -362,7 +365,7 @@ def main(argv=None) -> Path:
         curves.append({"name": name, "label": label, "rows": rows})
         if check is not None:
             checks.append({"label": label, "check": check})
-        predictions = initcheck.init_predictions(config.model)
+        predictions = initcheck.init_predictions(config.model, key=jax.random.key(PREDICTION_SEED))
         summary.append(summarize(name, label, rows, check, predictions))
 
     results.save_csv(out / "summary.csv", summary)

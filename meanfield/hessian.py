@@ -46,8 +46,10 @@ __all__ = [
     "ACTIVATIONS",
     "MAX_EXACT_PARAMS",
     "Spectrum",
+    "check_key",
     "data_correlation",
     "hessian_at_zero",
+    "lanczos_ritz_values",
     "lanczos_spectrum",
     "loss",
     "principal_component_data",
@@ -62,6 +64,15 @@ MAX_EXACT_PARAMS = 4096
 _CHUNK_BYTES = 2**28
 # |λ| below this fraction of max|λ| counts as zero (float64 rounding of the products above).
 _ZERO = 1e-10
+
+
+def check_key(key) -> jax.Array:
+    """``key`` if it is one typed PRNG key (``jax.random.key(seed)``), else ValueError (the
+    message of :func:`meanfield.montecarlo.simulate`)."""
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if not (typed and key.shape == ()):
+        raise ValueError(f"key must be a typed PRNG key from jax.random.key(seed), got {key!r}")
+    return key
 
 
 def _check(depth: int, shortcut: int, activation: str, x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -154,9 +165,11 @@ def hessian_at_zero(x, y, *, depth: int, shortcut: int, activation: str = "linea
     return _summary(eig, float(np.linalg.norm(grad)), p, "exact", zero_fraction)
 
 
-def _lanczos(matvec, p: int, steps: int, key) -> np.ndarray:
-    """Ritz values of a symmetric operator after ``steps`` Lanczos steps with full
-    reorthogonalization (float64, NumPy loop around a jitted matvec)."""
+def lanczos_ritz_values(matvec, p: int, steps: int, *, key: jax.Array) -> np.ndarray:
+    """Ritz values of a symmetric operator on R^p after ``steps`` Lanczos steps with full
+    reorthogonalization (float64, NumPy loop around a jitted matvec), from the start vector
+    ``normal(key, (p,))`` (call inside ``jax.enable_x64(True)`` for a float64 start)."""
+    check_key(key)
     q = np.array(jax.random.normal(key, (p,), jnp.float64))
     q /= np.linalg.norm(q)
     basis, alphas, betas = [q], [], []
@@ -184,12 +197,14 @@ def lanczos_spectrum(
     shortcut: int,
     activation: str = "linear",
     steps: int = 80,
-    seed: int = 0,
+    key: jax.Array,
 ) -> Spectrum:
     """Extreme eigenvalues and condition number of the Hessian at zero from Hessian-vector
     products, without forming it: ``steps`` Lanczos steps on H give its Ritz values (the
     largest |λ| converges first) and as many on H² give the smallest |λ|. ``eigenvalues``
-    holds the Ritz values of H. Memory O(steps·P)."""
+    holds the Ritz values of H. Memory O(steps·P). ``key`` (typed, ``jax.random.key``) is
+    split into the two Lanczos starts; once converged the result does not depend on it."""
+    check_key(key)
     x, y = _check(depth, shortcut, activation, x, y)
     steps = arch.static_int("steps", steps)
     d = x.shape[1]
@@ -205,8 +220,9 @@ def lanczos_spectrum(
         grad_norm = float(jnp.linalg.norm(jax.grad(flat)(zero)))
         hvp = jax.jit(lambda v: jax.jvp(jax.grad(flat), (zero,), (v,))[1])
         steps = min(steps, p)
-        ritz = _lanczos(hvp, p, steps, jax.random.key(seed))
-        ritz2 = _lanczos(lambda v: hvp(hvp(v)), p, steps, jax.random.key(seed + 1))
+        key_h, key_h2 = jax.random.split(key)
+        ritz = lanczos_ritz_values(hvp, p, steps, key=key_h)
+        ritz2 = lanczos_ritz_values(lambda v: hvp(hvp(v)), p, steps, key=key_h2)
     spec = _summary(ritz, grad_norm, p, "lanczos")
     if spec.max_abs == 0.0:
         return spec
@@ -252,13 +268,28 @@ def whitened_data(d: int, n: int, *, seed: int = 0, noise: float = 0.1) -> tuple
     return x, y
 
 
-def spectrum(x, y, *, depth: int, shortcut: int, activation: str = "linear", steps: int = 80):
-    """:func:`hessian_at_zero` when P <= MAX_EXACT_PARAMS, else :func:`lanczos_spectrum`."""
+def spectrum(
+    x,
+    y,
+    *,
+    depth: int,
+    shortcut: int,
+    activation: str = "linear",
+    steps: int = 80,
+    key: jax.Array | None = None,
+) -> Spectrum:
+    """:func:`hessian_at_zero` when P <= MAX_EXACT_PARAMS, else :func:`lanczos_spectrum` with
+    ``key`` (a typed key; required there, unused by the exact method)."""
     p = depth * shortcut * np.shape(x)[1] ** 2
     if p <= MAX_EXACT_PARAMS:
         return hessian_at_zero(x, y, depth=depth, shortcut=shortcut, activation=activation)
+    if key is None:
+        raise ValueError(
+            f"key is required above MAX_EXACT_PARAMS = {MAX_EXACT_PARAMS} parameters (got {p}): "
+            "the Lanczos starts are drawn from it; pass key=jax.random.key(seed)"
+        )
     return lanczos_spectrum(
-        x, y, depth=depth, shortcut=shortcut, activation=activation, steps=steps
+        x, y, depth=depth, shortcut=shortcut, activation=activation, steps=steps, key=key
     )
 
 

@@ -12,7 +12,8 @@ without BN, z^100 ~ 1e23 is a float32 number but its square is not):
 ``mean_z``         mean of z^l
 ``log_unitvar_z``  variance over the batch of each (position, channel), averaged
 ``log_m2_dz``      mean of (dE/dz^l)² (through the taps of :class:`~meanfield.models.ResNet`)
-``log_var_dw``     mean of (dE/dW^l)² over the entries of block l's kernel (NaN at l = 0)
+``log_var_dw``     mean over block l's k kernels (k = ``shortcut``) of the mean of (dE/dW)²
+                   over each kernel's entries, as the recursion defines it (NaN at l = 0)
 =================  ================================================================
 
 :func:`predict` runs :func:`meanfield.recursions.profile` with the fan-in of the convolution
@@ -30,6 +31,11 @@ What the recursion can and cannot promise here (docs/training.md):
   spatially averaged second moments follow the recursion exactly in expectation (at any
   width); with zero padding the border positions see fewer inputs and the effective n·Var[w]
   is smaller (by ~12% on average for 8x8 on 32x32).
+* Fixup starts the head at zero, so at its initialization no gradient reaches any block:
+  the measured ``log_m2_dz`` and ``log_var_dw`` are -inf (exactly zero gradients) and their
+  rows relative to layer L are NaN, a comparison that is undefined rather than failed. After
+  the first step (which trains the head) the gradients flow, and with W_2 = 0 the recursion's
+  flat var_dw profile is exact in expectation (tests/test_initcheck.py).
 * BN here normalizes over the batch and all positions of a channel, the recursion per unit;
   the weight gradient of a convolution sums products over positions, so it also depends on
   spatial correlations that the recursion does not carry. These rows are approximate.
@@ -78,13 +84,27 @@ def _measure_one(model: ResNet, variables: dict, x: jax.Array, y: jax.Array) -> 
     (g_params, g_taps), stats = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)(
         params, jnp.zeros((depth + 1,), jnp.float32)
     )
-    kernel_grad = g_params["blocks"]["Conv_0"]["kernel"]  # (L, k, k, C, C)
-    log_var_dw = jax.vmap(log_mean_square)(kernel_grad)
+    log_var_dw = _log_var_dw(g_params["blocks"], model.config.block.shortcut)
     return {
         **stats,
         "log_m2_dz": g_taps,
         "log_var_dw": jnp.concatenate([jnp.full((1,), jnp.nan, log_var_dw.dtype), log_var_dw]),
     }
+
+
+def _log_var_dw(block_grads: dict, shortcut: int) -> jax.Array:
+    """log of var_dw per block (L,): the mean over the branch's ``shortcut`` kernels
+    ``Conv_0`` ... ``Conv_{k-1}`` of the mean of (dE/dW)² over each kernel's entries, the
+    quantity of :func:`meanfield.recursions.profile` and :func:`meanfield.montecarlo.simulate`
+    for k > 1 (a mean of per-kernel means, so each weight layer counts once)."""
+    names = [f"Conv_{i}" for i in range(shortcut)]
+    missing = [n for n in names if n not in block_grads]
+    if missing:
+        raise ValueError(f"the block parameters lack the kernels {missing} of shortcut={shortcut}")
+    # Per kernel (k, L): log mean of squares, scaled so 1e20-sized gradients do not overflow.
+    log_ms = jnp.stack([jax.vmap(log_mean_square)(block_grads[n]["kernel"]) for n in names])
+    # -inf where every kernel's gradient is zero (a zero head, as Fixup's at init).
+    return jax.nn.logsumexp(log_ms, axis=0) - math.log(shortcut)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "seed_map"))
@@ -139,12 +159,13 @@ def toy_montecarlo(
     config: ResNetConfig,
     start: dict[str, float],
     *,
+    key: jax.Array,
     batch: int,
     networks: int = 256,
-    seed: int = 0,
 ) -> montecarlo.Estimate:
     """Monte-Carlo of the dense toy network with the conv network's block, n·Var[w] and
-    depth, at width C (the channels), from inputs with the measured second moment of z^0.
+    depth, at width C (the channels), from inputs with the measured second moment of z^0;
+    ``key`` is the typed key of :func:`meanfield.montecarlo.simulate` (``jax.random.key``).
 
     Finite-width effects follow the number of units per position, C, not the fan-in k·k·C:
     this is the prediction that includes them (docs/training.md).
@@ -156,7 +177,7 @@ def toy_montecarlo(
         weights = dict(var_w=alpha / config.channels, branch_scale=config.branch_scale)
     return montecarlo.simulate(
         config.block,
-        key=jax.random.key(seed),
+        key=key,
         depth=config.depth,
         width=config.channels,
         **weights,
@@ -199,16 +220,22 @@ def compare(
     *,
     toy_networks: int = 256,
     toy_batch: int | None = None,
+    key: jax.Array | None = None,
 ) -> dict[str, Any]:
     """Measured (K networks) against predicted, as a JSON-able record.
 
     ``statistics[name]`` holds the measured summaries (:func:`_across`), ``predicted_log10``
     (the recursion) and ``toy_log10`` (:func:`toy_montecarlo` with ``toy_networks`` networks of
-    ``toy_batch`` inputs; 0 networks skips it) per layer, for ``m2_z`` and ``unitvar_z``
-    (absolute) and ``m2_dz``, ``var_dw`` (relative to layer L). ``summary`` gives, per
+    ``toy_batch`` inputs, keyed by ``key``; 0 networks skips it) per layer, for ``m2_z`` and
+    ``unitvar_z`` (absolute) and ``m2_dz``, ``var_dw`` (relative to layer L). ``summary`` gives, per
     statistic, measured and predicted log10 at the layer farthest from the normalization
     (L for the forward, 1 for the backward).
+
+    ``key`` is a typed key (``jax.random.key``) for the toy Monte-Carlo. ``None`` stands for
+    ``jax.random.key(0)``, the key of the checks written so far; callers should pass their own.
     """
+    if key is None:  # the fixed key of earlier results files (the trainer passes none yet)
+        key = jax.random.key(0)
     start = {
         "m2_z": float(np.mean(np.exp(measured["log_m2_z"][:, 0]))),
         "mean_z": float(np.mean(measured["mean_z"][:, 0])),
@@ -217,7 +244,7 @@ def compare(
     prof = predict(config, start)
     toy = None
     if toy_networks:
-        toy = toy_montecarlo(config, start, batch=toy_batch or 128, networks=toy_networks)
+        toy = toy_montecarlo(config, start, key=key, batch=toy_batch or 128, networks=toy_networks)
         toy_log = {
             "m2_z": np.asarray(toy.log10_m2_z.mean, np.float64),
             "unitvar_z": np.asarray(toy.log10_unitvar_z.mean, np.float64),
@@ -296,9 +323,9 @@ def compare(
 def init_predictions(
     config: ResNetConfig,
     *,
+    key: jax.Array,
     jacobian_width: int = 64,
     networks: int = 8,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """What theory says about ``config`` at initialization, for the training comparison:
 
@@ -311,13 +338,16 @@ def init_predictions(
       standard deviation of ln σ_i and of log10 σ_max/σ_min of dz^L/dx
       (:mod:`meanfield.jacobian`; BN statistics held fixed over a batch of 8). None where
       the Jacobian is not defined (a learned branch scale other than SkipInit's).
+
+    ``key`` is the typed key (``jax.random.key``) of the sampled networks
+    (:func:`meanfield.jacobian.singular_values`).
     """
     from meanfield import jacobian
 
     if config.init == "risotto":  # exact: every block maps y to M_l y, |h^l| = |h^0| per pixel
         sv = jacobian.singular_values(
             "risotto",
-            key=jax.random.key(seed),
+            key=key,
             depth=config.depth,
             width=jacobian_width,
             networks=networks,
@@ -349,7 +379,7 @@ def init_predictions(
         return out
     sv = jacobian.singular_values(
         config.init,
-        key=jax.random.key(seed),
+        key=key,
         depth=config.depth,
         width=jacobian_width,
         networks=networks,

@@ -190,7 +190,11 @@ def singular_values(
 ) -> np.ndarray:
     """Singular values (networks x width, descending) of dz^L/dx for the first of ``batch``
     inputs x ~ N(0, I_n) of each of ``networks`` sampled networks (network r uses
-    ``split(key, networks)[r]``). Exact: ``jax.jacfwd`` and an SVD, vmapped over networks."""
+    ``split(key, networks)[r]``; ``key`` a typed key from ``jax.random.key``). Exact:
+    ``jax.jacfwd`` and an SVD, vmapped over networks."""
+    from meanfield.hessian import check_key
+
+    check_key(key)
     _check(init, norm, depth, width, batch, block)
     networks = arch.static_int("networks", networks)
     if width > MAX_EXACT_WIDTH:
@@ -228,9 +232,13 @@ def extreme_singular_values(
     """(σ_max, σ_min) of one network's Jacobian at any width, by Lanczos (full
     reorthogonalization, float64 NumPy loop) on JᵀJ applied through ``jax.jvp`` and
     ``jax.vjp``: exact once ``steps`` reaches the number of distinct singular values, an
-    estimate (σ_max converges first) otherwise."""
-    from meanfield.hessian import _lanczos
+    estimate (σ_max converges first) otherwise.
 
+    ``key`` is a typed key: ``split(key)`` gives the inputs and the weights (the network
+    :func:`singular_values` draws from the same key), ``fold_in(key, 1)`` the Lanczos start."""
+    from meanfield.hessian import check_key, lanczos_ritz_values
+
+    check_key(key)
     _check(init, norm, depth, width, batch, block)
     steps = arch.static_int("steps", steps)
     kx, kw = jax.random.split(key)
@@ -248,7 +256,7 @@ def extreme_singular_values(
         return vjp(jv)[0].astype(jnp.float64)
 
     with jax.enable_x64(True):
-        ritz = _lanczos(gram, width, min(steps, width), jax.random.key(1))
+        ritz = lanczos_ritz_values(gram, width, min(steps, width), key=jax.random.fold_in(key, 1))
     ritz = np.clip(ritz, 0.0, None)
     return float(math.sqrt(ritz.max())), float(math.sqrt(ritz.min()))
 

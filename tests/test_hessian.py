@@ -4,6 +4,7 @@ and a Hessian whose spread grows with depth; Lanczos agrees with the exact spect
 
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -61,7 +62,7 @@ def test_shortcut1_spread_grows_with_depth(data):
 def test_lanczos_matches_the_exact_spectrum(data, shortcut):
     x, y = data
     exact = h.hessian_at_zero(x, y, depth=6, shortcut=shortcut)
-    approx = h.lanczos_spectrum(x, y, depth=6, shortcut=shortcut, steps=60)
+    approx = h.lanczos_spectrum(x, y, depth=6, shortcut=shortcut, steps=60, key=jax.random.key(0))
     assert approx.max_abs == pytest.approx(exact.max_abs, rel=1e-8)
     assert approx.gradient_norm == pytest.approx(exact.gradient_norm, rel=1e-10)
     if shortcut == 2:  # 4 distinct |λ|: Lanczos on H² is exact in 4 steps
@@ -71,10 +72,20 @@ def test_lanczos_matches_the_exact_spectrum(data, shortcut):
 
 def test_spectrum_switches_to_lanczos_above_the_exact_limit():
     x, y = h.whitened_data(8, 200)
-    spec = h.spectrum(x, y, depth=40, shortcut=2, steps=20)  # 5120 parameters
+    spec = h.spectrum(x, y, depth=40, shortcut=2, steps=20, key=jax.random.key(0))  # P = 5120
     assert spec.method == "lanczos" and spec.parameters == 5120
     s = np.linalg.svd(h.data_correlation(x, y), compute_uv=False)
     assert spec.condition == pytest.approx(s[0] / s[-1], rel=1e-6)
+    # Converged, the result does not depend on the Lanczos starts drawn from the key.
+    other = h.spectrum(x, y, depth=40, shortcut=2, steps=20, key=jax.random.key(7))
+    assert other.condition == pytest.approx(spec.condition, rel=1e-6)
+    assert not np.array_equal(other.eigenvalues, spec.eigenvalues)  # another start, though
+    # Lanczos needs a key, typed; the exact method none.
+    with pytest.raises(ValueError, match="key is required above MAX_EXACT_PARAMS"):
+        h.spectrum(x, y, depth=40, shortcut=2, steps=20)
+    with pytest.raises(ValueError, match="typed PRNG key"):
+        h.lanczos_spectrum(x, y, depth=1, shortcut=2, key=0)
+    assert h.spectrum(x[:, :4], y[:, :4], depth=1, shortcut=2).method == "exact"
 
 
 def test_principal_component_data_is_whitened_with_centred_one_hot_targets():

@@ -3,15 +3,18 @@
 For linear blocks with circular padding, E over the block kernels of the second moment of z^l
 given z^0 is exact at any width (each output position sees a full k x k window, and
 E|W * z|² = k·k·C·Var[w] |z|²): the mean over sampled networks must match it within a few
-standard errors, and the same test must reject a wrong prediction and zero padding."""
+standard errors, and the same test must reject a wrong prediction and zero padding. With
+k = 2 weights per branch, var_dw is the mean over both kernels, as the recursion defines it."""
 
 import json
 
 import jax
 import numpy as np
+import optax
 import pytest
 
-from meanfield import Block, initcheck, results
+import meanfield
+from meanfield import Block, initcheck, montecarlo, results
 from meanfield.models import ResNetConfig
 from meanfield.train import TrainConfig, Trainer
 
@@ -78,18 +81,142 @@ def test_identity_bn_forward_matches_the_recursion_from_the_measured_start():
     assert np.abs(z_wrong[-1]) > 4, z_wrong
 
 
-def test_compare_writes_measured_predicted_and_toy_montecarlo(linear):
+def test_compare_summarizes_the_measurements_and_predicts_the_linear_growth(linear):
     cfg, m = linear
-    record = initcheck.compare(cfg, m, toy_networks=16, toy_batch=8)
+    record = initcheck.compare(cfg, m, toy_networks=0)
     json.dumps(results.to_jsonable(record), allow_nan=False)  # storable as it is
     s = record["statistics"]
-    start = record["start"]["m2_z"]
-    assert s["m2_z"]["predicted_log10"][0] == pytest.approx(np.log10(start), rel=1e-6)
-    assert s["m2_z"]["toy_log10"][0] == pytest.approx(np.log10(start), abs=0.1)
-    for name in ("m2_dz", "var_dw"):  # relative to layer L
-        assert s[name]["predicted_log10"][-1] == pytest.approx(0.0, abs=1e-9)
-        assert s[name]["log10_of_mean"][-1] == pytest.approx(0.0, abs=1e-9)
-    assert len(s["m2_z"]["per_seed_log10"]) == NETWORKS
-    assert record["summary"]["m2_z"]["layer"] == cfg.depth
-    assert record["toy"] == {"width": cfg.channels, "networks": 16, "batch": 8}
+    # The recursion from the measured q_0 with the conv's fan-in k·k·C: q_l = q_0 (1 + α)^l
+    # (a fan-in of C, or Var[w] of another init, gives another slope).
+    alpha = cfg.fan_in * cfg.var_w
+    q0 = np.mean(np.exp(m["log_m2_z"][:, 0]))
+    layers = np.arange(cfg.depth + 1)
+    np.testing.assert_allclose(
+        s["m2_z"]["predicted_log10"], np.log10(q0) + layers * np.log10(1 + alpha), rtol=1e-9
+    )
+    # The measured summaries, recomputed here from the per-network natural logs.
+    log10_q = m["log_m2_z"] / np.log(10)
+    np.testing.assert_allclose(
+        s["m2_z"]["log10_of_mean"], np.log10(np.mean(10**log10_q, axis=0)), rtol=1e-9
+    )
+    np.testing.assert_allclose(s["m2_z"]["mean_log10"], log10_q.mean(0), rtol=1e-9)
+    se = log10_q.std(0, ddof=1) / np.sqrt(NETWORKS)
+    np.testing.assert_allclose(s["m2_z"]["stderr_log10"], se, rtol=1e-9)
+    rel = (m["log_m2_dz"] - m["log_m2_dz"][:, -1:]) / np.log(10)
+    np.testing.assert_allclose(s["m2_dz"]["per_seed_log10"], rel, rtol=1e-9, atol=1e-12)
+    # The summary reads layer L forward and layer 1 backward.
+    assert record["summary"]["m2_z"]["predicted_log10"] == s["m2_z"]["predicted_log10"][-1]
+    assert record["summary"]["m2_dz"]["measured_log10_of_mean"] == s["m2_dz"]["log10_of_mean"][1]
+    assert record["toy"] is None and "toy_log10" not in s["m2_z"]
     assert {f["source"] for f in record["closed_forms"]} == {"paper"}
+
+
+def test_toy_montecarlo_runs_the_dense_network_of_the_same_alpha(linear):
+    cfg, _ = linear
+    start = {"m2_z": 1.7, "mean_z": 0.0, "unitvar_z": 1.7}
+    key = jax.random.key(5)
+    est = initcheck.toy_montecarlo(cfg, start, key=key, batch=8, networks=64)
+    # Dense linear blocks at width C with n·Var[w] = α of the conv: E q_L = q_0 (1 + α)^L
+    # exactly, at any width; a fan-in mix-up (Var[w] of the conv at width C) gives ~q_0.
+    alpha = cfg.fan_in * cfg.var_w
+    mean, se = float(est.m2_z.mean[-1]), float(est.m2_z.stderr[-1])
+    assert abs(mean - 1.7 * (1 + alpha) ** cfg.depth) < 4 * se, (mean, se)
+    assert abs(mean - 1.7 * (1 + alpha / 2) ** cfg.depth) > 4 * se, (mean, se)
+    # The key decides the draw: compare passes its key on (the same numbers), another differs.
+    record = initcheck.compare(
+        cfg, _measured_small(cfg, 1.7), toy_networks=64, toy_batch=8, key=key
+    )
+    toy = np.asarray(record["statistics"]["m2_z"]["toy_log10"])
+    np.testing.assert_array_equal(toy, np.asarray(est.log10_m2_z.mean, np.float64))
+    other = initcheck.toy_montecarlo(
+        cfg, start, key=jax.random.fold_in(key, 1), batch=8, networks=64
+    )
+    assert not np.array_equal(np.asarray(other.m2_z.mean), np.asarray(est.m2_z.mean))
+    assert record["toy"] == {"width": cfg.channels, "networks": 64, "batch": 8}
+    with pytest.raises(ValueError, match="typed PRNG key"):
+        initcheck.toy_montecarlo(cfg, start, key=0, batch=8, networks=4)
+
+
+def _measured_small(cfg, m2_start):
+    """Two networks' statistics (plain arrays) whose z^0 has second moment ``m2_start``."""
+    rng = np.random.default_rng(0)
+    shape = (2, cfg.depth + 1)
+    log_m2 = rng.normal(0, 0.1, shape)
+    log_m2[:, 0] = np.log(m2_start)
+    return {
+        "mean_z": np.zeros(shape),
+        "log_m2_z": log_m2,
+        "log_unitvar_z": log_m2,
+        "log_m2_dz": rng.normal(0, 0.1, shape),
+        "log_var_dw": np.concatenate(
+            [np.full((2, 1), np.nan), rng.normal(0, 0.1, shape)[:, 1:]], 1
+        ),
+    }
+
+
+# Fixup on its own block z + W_2 relu(W_1 z): W_2 = 0, so the gradient of W_1 is exactly zero
+# and var_dw, the mean over both kernels, is carried by W_2's.
+FIXUP_K2 = ResNetConfig(
+    block=Block("relu", "none", True, shortcut=2, final_activation=False),
+    depth=3,
+    channels=4,
+    kernel_size=3,
+    init="fixup",
+)
+
+
+@pytest.fixture(scope="module")
+def fixup_k2():
+    config = TrainConfig(model=FIXUP_K2, seeds=tuple(range(NETWORKS)), seed_map="vmap")
+    trainer = Trainer(config, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    params = trainer.init_state().params
+    # Fixup also starts the head at zero, so no gradient reaches a block at init; a random
+    # head (as after the first step, which trains the head only) lets the gradients through.
+    head = params["head"]["kernel"]
+    head = jax.random.normal(jax.random.key(1), head.shape, head.dtype)
+    params = {**params, "head": {**params["head"], "kernel": head}}
+    x = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
+    y = np.arange(8) % 10
+    m = initcheck.measure(trainer.model, {"params": params}, x, y, seed_map="vmap")
+    return trainer.model, params, x, y, m
+
+
+def test_var_dw_is_the_mean_over_the_branch_kernels(fixup_k2):
+    model, params, x, y, m = fixup_k2
+
+    def loss(p):  # the training loss, with jax.grad on the model itself (no taps)
+        logits = model.apply({"params": p}, x, train=True)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = jax.jit(jax.vmap(jax.grad(loss)))(params)["blocks"]
+    # (K, L) mean over each kernel's entries of (dE/dW)², then the mean over the two kernels.
+    per_kernel = [
+        np.mean(np.asarray(grads[f"Conv_{i}"]["kernel"], np.float64) ** 2, axis=(2, 3, 4, 5))
+        for i in range(2)
+    ]
+    assert np.all(per_kernel[0] == 0.0) and np.all(per_kernel[1] > 0.0)  # W_2 = 0 at init
+    expected = (per_kernel[0] + per_kernel[1]) / 2
+    assert np.all(np.isnan(m["log_var_dw"][:, 0]))
+    np.testing.assert_allclose(np.exp(m["log_var_dw"][:, 1:]), expected, rtol=1e-5)
+
+
+def test_fixup_var_dw_agrees_with_the_recursion(fixup_k2):
+    *_, m = fixup_k2
+    s = initcheck.compare(FIXUP_K2, m, toy_networks=0)["statistics"]["var_dw"]
+    # With W_2 = 0 every block passes z^0 forward and dE/dz^L backward unchanged, and the W_1
+    # are i.i.d. over blocks: var_dw^l / var_dw^L is 1 in law, the recursion's flat profile.
+    predicted = np.asarray(s["predicted_log10"], np.float64)
+    np.testing.assert_allclose(predicted[1:], 0.0, atol=1e-9)
+    mean = np.asarray(s["mean_log10"], np.float64)[1:-1]  # layer L is 0 by construction
+    se = np.asarray(s["stderr_log10"], np.float64)[1:-1]
+    assert np.all(np.isfinite(mean)) and np.all(se > 0), (mean, se)
+    assert np.all(np.abs(mean - predicted[1:-1]) < 4 * se), (mean, se)
+    # A prediction off by a factor 2 per layer must be rejected.
+    assert np.all(np.abs(mean - predicted[1:-1] - np.log10(2)) > 4 * se), (mean, se)
+
+
+def test_simulate_is_exported_beside_profile():
+    # toy_montecarlo runs the Monte-Carlo engine, also reachable as meanfield.simulate.
+    assert meanfield.simulate is montecarlo.simulate
+    assert meanfield.profile is meanfield.recursions.profile
+    assert {"simulate", "profile"} <= set(meanfield.__all__)

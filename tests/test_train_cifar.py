@@ -1,9 +1,12 @@
 """Smoke test of experiments/train_cifar.py: a tiny run from a folder in the real CIFAR-10
 format writes its metrics, checks, figures and summary, and --resume trains it further."""
 
+import jax
 import numpy as np
+import pytest
 
-from meanfield import results
+from meanfield import data, results
+from meanfield.train import TrainConfig, Trainer, restore_checkpoint
 from tests.helpers import load_script, write_cifar_folder
 
 TINY = [
@@ -48,12 +51,19 @@ def test_smoke_run_writes_everything_and_resumes(tmp_path):
     assert [s["setup"] for s in summary] == ["he-none", "depth_scaled-none", "he-bn_post"]
     for s in summary:
         assert s["seeds"] == 2 and s["last_epoch"] == 1
-        assert 0 <= s["val_accuracy_last_mean"] <= 1
         rows = results.load_jsonl(out / s["setup"] / "metrics.jsonl")
         assert sorted((r["epoch"], r["seed"]) for r in rows) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        last = [r["val_accuracy"] for r in sorted(rows, key=lambda r: r["seed"]) if r["epoch"] == 1]
+        assert s["val_accuracy_last_mean"] == pytest.approx(np.mean(last), abs=1e-12)
         check = results.load_json(out / s["setup"] / "initcheck.json")
         assert check["networks"] == 2 and check["batch"] == 16
         assert np.isfinite(check["summary"]["m2_z"]["predicted_log10"])
+    # The reported accuracy is correct/total of the saved networks' logits on the test images.
+    setup = out / "he-bn_post"
+    accuracy = _accuracy_from_checkpoint(setup, folder, epoch=1)
+    rows = results.load_jsonl(setup / "metrics.jsonl")
+    reported = [r["val_accuracy"] for r in sorted(rows, key=lambda r: r["seed"]) if r["epoch"] == 1]
+    np.testing.assert_allclose(reported, accuracy, atol=1e-12)
     # The run goes on from its checkpoints with the saved settings, one epoch more.
     again = script.main(
         [
@@ -74,8 +84,26 @@ def test_smoke_run_writes_everything_and_resumes(tmp_path):
     assert results.load_json(out / "summary.json")["summary"][0]["last_epoch"] == 2
 
 
+def _accuracy_from_checkpoint(setup, folder, *, epoch):
+    """Per seed, the fraction of test images whose largest logit is the label, from the
+    checkpoint of ``epoch`` and the model applied here (BN with its running averages)."""
+    config = TrainConfig.from_dict(results.load_json(setup / "config.json")["train"])
+    dataset = data.load(folder, train_size=64, test_size=32, download_missing=False)
+    trainer = Trainer(config, dataset.mean, dataset.std)
+    path = setup / "checkpoints" / f"epoch_{epoch:04d}.msgpack"
+    state, saved_epoch, _ = restore_checkpoint(path, trainer.init_state())
+    assert saved_epoch == epoch
+    x = data.normalize(dataset.x_test, dataset.mean, dataset.std)
+
+    def logits(params, batch_stats):
+        variables = {"params": params, "batch_stats": batch_stats}
+        return trainer.model.apply(variables, x, train=False)
+
+    out = np.asarray(jax.vmap(logits)(state.params, state.batch_stats))  # (seeds, N, 10)
+    return np.mean(np.argmax(out, axis=-1) == dataset.y_test[None], axis=1)
+
+
 def test_bad_flags_are_refused(tmp_path, capsys):
-    import pytest
 
     script = load_script("train_cifar")
     with pytest.raises(SystemExit):
