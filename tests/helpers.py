@@ -83,3 +83,44 @@ def write_cifar_folder(root, *, per_batch=40, test=40, seed=0):
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch}, f, 2)
     return folder, np.concatenate(xs), np.concatenate(ys), x_test, y_test
+
+
+def closed_forms_over(block, *, depth, width, var_w, max_depth):
+    """``theory.closed_forms`` at several settings in one compiled program.
+
+    ``depth``, ``width`` and ``var_w`` are 1-D arrays of equal length (one entry per setting).
+    Returns a list of (statistic, label, kind, values) with values of shape
+    (settings, max_depth + 1): the same numbers as one eager call per setting, compiled once
+    instead of op by op.
+    """
+    import jax
+
+    from meanfield import theory
+
+    meta = []
+
+    def values(L, n, v):
+        forms = theory.closed_forms(block, depth=L, width=n, var_w=v, max_depth=max_depth)
+        meta[:] = [(f.statistic, f.label, f.kind) for f in forms]  # static, recorded at trace
+        return [f.values for f in forms]
+
+    out = jax.jit(jax.vmap(values))(np.asarray(depth), np.asarray(width), np.asarray(var_w))
+    return [(*m, np.asarray(v)) for m, v in zip(meta, out, strict=True)]
+
+
+def closed_form_labels(block):
+    """(statistic, label, kind) of each closed form of ``block``, traced abstractly (no
+    compile, no arithmetic): cheap enough to parametrize tests at collection."""
+    import jax
+
+    from meanfield import theory
+
+    meta = []
+
+    def values():
+        forms = theory.closed_forms(block, depth=3, width=4.0, var_w=0.1)
+        meta[:] = [(f.statistic, f.label, f.kind) for f in forms]
+        return [f.values for f in forms]
+
+    jax.eval_shape(values)
+    return meta

@@ -9,7 +9,7 @@ import pytest
 from meanfield import montecarlo, recursions
 from meanfield import theory as t
 from meanfield.architecture import Block
-from tests.helpers import assert_close
+from tests.helpers import assert_close, closed_form_labels, closed_forms_over
 
 SHORTCUT_BLOCKS = [
     Block(a, norm, residual, k, final)
@@ -19,25 +19,32 @@ SHORTCUT_BLOCKS = [
     for residual in (True, False)
     for final in ((True, False) if norm != "bn_pre" else (True,))
 ]
+# The blocks with closed forms: residual branches that end linear without normalization, and
+# every normalized residual branch (its BN forward). The others are checked by Monte-Carlo below.
+FORM_BLOCKS = [b for b in SHORTCUT_BLOCKS if closed_form_labels(b)]
+SIZES = [(256, 1 / 256, 30), (64, 2 / 64, 20), (8, 0.7, 7)]  # (width, var_w, depth)
 
 
-@pytest.mark.parametrize("block", SHORTCUT_BLOCKS, ids=lambda b: b.name)
-@pytest.mark.parametrize("width, var_w, depth", [(256, 1 / 256, 30), (64, 2 / 64, 20), (8, 0.7, 7)])
-def test_branch_closed_forms_equal_the_composed_recursion(block, width, var_w, depth, x64):
-    prof = recursions.profile(block, depth=depth, width=width, var_w=var_w)
-    forms = t.closed_forms(block, depth=depth, width=width, var_w=var_w)
-    linear_last = block.norm == "none" and block.activations()[-1] == "identity"
-    if block.residual and (linear_last or block.norm != "none"):
-        assert forms, f"{block.name} has closed forms"
-    for f in forms:
-        assert f.kind == "exact"
-        val = np.asarray(f.values)
-        ok = np.isfinite(val)
-        assert ok.sum() >= depth
-        rec = np.asarray(getattr(prof, f.statistic))
-        assert_close(val[ok], rec[ok], rtol=1e-10, err_msg=f"{block.name}: {f.label}")
-    for name in recursions.STATISTICS:
-        assert np.all(np.isfinite(np.asarray(getattr(prof, name))[1:])), name
+def test_exactly_the_expected_blocks_have_closed_forms():
+    for block in SHORTCUT_BLOCKS:
+        linear_last = block.norm == "none" and block.activations()[-1] == "identity"
+        expected = block.residual and (linear_last or block.norm != "none")
+        assert (block in FORM_BLOCKS) == expected, block.name
+    assert all(kind == "exact" for b in FORM_BLOCKS for _, _, kind in closed_form_labels(b))
+
+
+@pytest.mark.parametrize("block", FORM_BLOCKS, ids=lambda b: b.name)
+def test_branch_closed_forms_equal_the_composed_recursion(block, x64):
+    width, var_w, depth = (np.array(col) for col in zip(*SIZES))
+    max_depth = int(depth.max())
+    profs = recursions.profile(block, depth=depth, width=width, var_w=var_w, max_depth=max_depth)
+    forms = closed_forms_over(block, depth=depth, width=width, var_w=var_w, max_depth=max_depth)
+    for statistic, label, _, values in forms:
+        rec = np.asarray(getattr(profs, statistic))
+        for i, L in enumerate(depth):
+            ok = np.isfinite(values[i])
+            assert ok.sum() >= L
+            assert_close(values[i][ok], rec[i][ok], rtol=1e-10, err_msg=f"{block.name}: {label}")
 
 
 def test_one_layer_forms_do_not_describe_deeper_branches(x64):
