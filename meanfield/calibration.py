@@ -241,7 +241,9 @@ def calibrate(
                     reasons.append("finite batch")
                 if not (by_width[layer] or by_batch[layer] or by_both[layer]):
                     reasons.append("unexplained")
-            if spread.heavy_tail[layer]:
+            if spread.degenerate[layer]:
+                reasons.append(f"exactly zero in {spread.zero_fraction[layer]:.0%} of networks")
+            elif spread.heavy_tail[layer]:
                 reasons.append("heavy tail")
             rows.append(
                 {
@@ -266,6 +268,7 @@ def calibrate(
                     "log10_mc_stderr": float(ls[layer]),
                     "log10_mc_median": float(spread.log10_median[layer]),
                     "sd_ln": float(spread.sd_ln[layer]),
+                    "zero_fraction": float(spread.zero_fraction[layer]),
                     "z": float(z[layer]),
                     "rel_error": float(gap[layer]),
                     "paper_rel_error": float(paper_rel),

@@ -93,7 +93,8 @@ def _montecarlo_point(est: montecarlo.Estimate, stat: str, layer: int | None) ->
         "log10_mc_median": float(spread.log10_median[layer]),
         "log10_mc_q05": float(spread.log10_q05[layer]),
         "log10_mc_q95": float(spread.log10_q95[layer]),
-        "sd_ln": float(spread.sd_ln[layer]),
+        "sd_ln": float(spread.sd_ln[layer]),  # over the networks where it is positive
+        "zero_fraction": float(spread.zero_fraction[layer]),
         "heavy_tail": bool(spread.heavy_tail[layer]),
     }
 

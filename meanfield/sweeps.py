@@ -291,7 +291,8 @@ def montecarlo_discrepancy_rows(profiles: Sequence[dict], mc: Sequence[dict]) ->
                 }
                 spread = rec.get("spread", {}).get(stat)
                 if spread is not None:
-                    for field in ("log10_median", "log10_q05", "log10_q95", "sd_ln"):
+                    fields = ("log10_median", "log10_q05", "log10_q95", "sd_ln", "zero_fraction")
+                    for field in fields:
                         row[f"mc_{field}"] = float(np.asarray(spread[field], float)[layer])
                     row["heavy_tail"] = bool(np.asarray(spread["heavy_tail"])[layer])
                 for source in ("paper", "corrected"):
