@@ -13,8 +13,13 @@ Command:
 Runtime: about 40 s on a 2-core CPU (--networks 0 skips Monte-Carlo: 5 s).
 
 Expected result: for identity blocks at He init L/l is close (lα >> 1 except at small l); for
-ReLU the recursion and the corrected form fall off with slope -1.47 on the log-log plot, steeper
-than the paper's -1; at finite batch Monte-Carlo lies slightly above (O(1/B) per layer).
+ReLU the recursion and the corrected form fall off more steeply than the paper's slope -1 on
+the log-log plot, towards -π/(π-1) = -1.47 at large l (a line through L = 100 at He init has
+slope -1.29; docs/theory.md §4). Monte-Carlo does not follow the recursion for ReLU-BN at
+this width: at L = 100, n = 128 the gradient at l = 1 is about 10x the recursion's, with a
+wide spread over networks. That is the unit-common mode of the ReLU mean that per-unit BN
+cannot remove at finite width (docs/theory.md §8, named per layer by experiments/report.py),
+on top of BN's O(1/B) finite-batch excess; identity blocks stay close.
 Writes gradient_vs_layer.{png,pdf}, results.json and gradient_discrepancy.csv into a new folder
 under --out and prints its path.
 """
