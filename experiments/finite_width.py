@@ -53,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    results.add_out_argument(p)
     p.add_argument(
         "--widths",
         type=int,
@@ -73,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=1.0, help="α = n·var_w of every sweep")
     p.add_argument("--networks", type=int, default=512, help="sampled networks per point")
     p.add_argument("--seed", type=int, default=0, help="seed of jax.random.key")
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    plots.add_formats_argument(p)
     args = p.parse_args(argv)
     if min(args.widths) < 1:
         p.error(f"--widths must all be >= 1, got {args.widths}")

@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    results.add_out_argument(p)
     p.add_argument(
         "--depths", type=int, nargs="+", default=[10, 50, 100, 500], help="depths L to compare"
     )
@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--mc-max-depth", type=int, default=100, help="run Monte-Carlo only for depths up to this"
     )
     p.add_argument("--seed", type=int, default=0, help="Monte-Carlo seed")
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    plots.add_formats_argument(p)
     args = p.parse_args(argv)
     if min(args.depths) < 1:
         p.error(f"--depths must all be >= 1, got {args.depths}")

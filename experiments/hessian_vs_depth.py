@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    results.add_out_argument(p)
     p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--shortcuts", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--width", type=int, default=4, help="d of the synthetic data")
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--seed", type=int, default=0, help="of the synthetic data and the Lanczos starts"
     )
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    plots.add_formats_argument(p)
     args = p.parse_args(argv)
     if min(args.depths) < 1 or min(args.shortcuts) < 1:
         p.error(f"--depths and --shortcuts must be >= 1, got {args.depths}, {args.shortcuts}")

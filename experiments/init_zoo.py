@@ -56,13 +56,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    results.add_out_argument(p)
     p.add_argument("--width", type=int, default=256, help="n")
     p.add_argument("--depth", type=int, default=100, help="L")
     p.add_argument("--networks", type=int, default=64, help="sampled networks per setup")
     p.add_argument("--batch", type=int, default=8, help="inputs per network (BN's batch)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    plots.add_formats_argument(p)
     args = p.parse_args(argv)
     if args.width < 1 or args.depth < 1:
         p.error(f"--width and --depth must be >= 1, got {args.width}, {args.depth}")

@@ -53,13 +53,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    results.add_out_argument(p)
     p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     p.add_argument("--width", type=int, default=32, help="n")
     p.add_argument("--networks", type=int, default=16, help="sampled networks per point")
     p.add_argument("--batch", type=int, default=16, help="inputs per network (BN's batch)")
     p.add_argument("--seed", type=int, default=0, help="jax.random.key(seed) of the networks")
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    plots.add_formats_argument(p)
     args = p.parse_args(argv)
     if min(args.depths) < 1 or args.width < 1:
         p.error(f"--depths and --width must be >= 1, got {args.depths}, {args.width}")

@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    results.add_out_argument(p)
     p.add_argument("--width", type=int, default=256, help="fan-in n of every branch weight")
     p.add_argument("--depth", type=int, default=100, help="depth L")
     p.add_argument("--c", type=float, default=1.0, help="coefficient of var_w = c/(nL)")
@@ -62,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scale", type=int, default=4, help="size factor of the diagnostic runs")
     p.add_argument("--z-max", type=float, default=4.0, help="|z| above which a point disagrees")
     p.add_argument("--seed", type=int, default=0, help="seed of jax.random.key")
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    plots.add_formats_argument(p)
     args = p.parse_args(argv)
     for name in ("width", "depth"):
         if getattr(args, name) < 1:

@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    results.add_out_argument(p)
     p.add_argument("--depth", type=int, default=100, help="residual blocks L")
     p.add_argument("--kernel-size", type=int, default=8, help="k: the fan-in is n = k·k·C")
     p.add_argument("--channels", type=int, default=16, help="C: the fan-in is n = k·k·C")
@@ -59,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--networks", type=int, default=64, help="Monte-Carlo networks (0: none)")
     p.add_argument("--batch", type=int, default=64, help="Monte-Carlo inputs per network")
     p.add_argument("--seed", type=int, default=0, help="Monte-Carlo seed")
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    plots.add_formats_argument(p)
     args = p.parse_args(argv)
     for name in ("depth", "kernel_size", "channels", "batch"):
         if getattr(args, name) < 1:

@@ -34,6 +34,7 @@ statistic and layer with the reason for every disagreement, run experiments/repo
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
+    results.add_out_argument(p)
     p.add_argument("--width", type=int, default=256, help="fan-in n of every branch weight")
     p.add_argument("--depth", type=int, default=100, help="depth L of the per-layer profiles")
     p.add_argument("--max-depth", type=int, default=1000, help="largest L of the depth sweep")
@@ -93,14 +94,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="Monte-Carlo: networks per compiled call (default: from free memory)",
     )
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    plots.add_formats_argument(p)
     p.add_argument("--x64", action="store_true", help="compute in float64 instead of float32")
     args = p.parse_args(argv)
     for name in ("width", "depth", "max_depth", "num_depths"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not args.c > 0:
-        p.error(f"--c must be > 0, got {args.c}")
+    if not (math.isfinite(args.c) and args.c > 0):
+        p.error(f"--c must be a finite number > 0, got {args.c}")
     if args.networks != 0 and args.networks < 2:
         p.error(f"--networks must be 0 (no Monte-Carlo) or >= 2, got {args.networks}")
     if args.batch < 2:

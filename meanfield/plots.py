@@ -291,8 +291,34 @@ def gradient_figure(
     return fig
 
 
+def figure_formats() -> tuple[str, ...]:
+    """The file formats :func:`save_figure` can write: matplotlib's, by file extension."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(sorted(FigureCanvasBase.get_supported_filetypes()))
+
+
+def add_formats_argument(parser) -> None:
+    """The experiments' ``--formats`` flag, checked by argparse when the command line is read,
+    so that a bad format stops a run before it computes anything."""
+    formats = figure_formats()
+    parser.add_argument(
+        "--formats",
+        nargs="+",
+        default=["png", "pdf"],
+        choices=formats,
+        metavar="FORMAT",
+        help=f"figure formats, any of {' '.join(formats)} (default: png pdf)",
+    )
+
+
 def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``stem.<fmt>`` for each format (written to a temp name, then renamed)."""
+    """Save ``fig`` as ``stem.<fmt>`` for each format (written to a temp name, then renamed).
+    Every format is checked before anything is written."""
+    known = figure_formats()
+    bad = [f for f in formats if f not in known]
+    if isinstance(formats, str) or bad:
+        raise ValueError(f"formats must be a sequence of {', '.join(known)}; got {formats!r}")
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -181,6 +181,36 @@ def save_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path
     return atomic_write_text(path, buf.getvalue())
 
 
+def output_folder(value: str | os.PathLike) -> Path:
+    """``value`` as the folder under which run folders are made, checked before any work: it
+    must be a folder or not exist yet, and the nearest existing folder on its path must be
+    writable. The experiments use it as the argparse type of ``--out``
+    (:func:`add_out_argument`), so a bad ``--out`` is one line and exit code 2, not a traceback
+    after the computation. Raises ``argparse.ArgumentTypeError``."""
+    import argparse
+
+    path = Path(value)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is" if existing == path else f"lies under {str(existing)!r}, which is"
+        raise argparse.ArgumentTypeError(f"{str(path)!r} {what} not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r}")
+    return path
+
+
+def add_out_argument(parser) -> None:
+    """The experiments' ``--out`` flag (:func:`output_folder`)."""
+    parser.add_argument(
+        "--out",
+        type=output_folder,
+        default="runs",
+        help="folder under which a new run folder is made",
+    )
+
+
 def new_run_dir(base: str | os.PathLike, name: str) -> Path:
     """A fresh folder ``base/name-YYYYmmdd-HHMMSS[-k]`` for one run's outputs."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
