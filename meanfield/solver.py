@@ -13,11 +13,14 @@ inside the band (the network tends to the identity as Var[w] -> 0) but learns th
 branches; the solution is the strongest branch the band allows, the role c plays in the
 paper's c/(nL).
 
-How: both statistics of a grid of Var[w] (log-spaced, ``grid`` points between
-``1e-6 / (nL)`` and ``10 / n``) come from one vmapped recursion; the first grid interval in
-which a bound is crossed brackets the answer, and a safeguarded Newton iteration on
-log Var[w] (derivatives by ``jax.grad`` through the recursion, bisection when a step leaves
-the bracket) solves log(statistic) = log(bound) there to ``rtol``. No sampling.
+How: both statistics of a grid of Var[w] (log-spaced, ``grid`` >= 2 points from
+``1e-6 / (nL)`` to ``10 / n``, both ends included) come from one vmapped recursion; the first
+grid interval in which a bound is crossed brackets the answer, and a safeguarded Newton
+iteration on log Var[w] solves log(statistic) = log(bound) there: derivatives by forward-mode
+differentiation through the recursion, each evaluation narrowing the bracket, bisection when
+a Newton step would leave it or stops halving it, and the rest of each batch of ``grid``
+points spread evenly over the bracket. The binding statistic ends within a relative ``rtol``
+of its bound. No sampling.
 
 Example:
     >>> import meanfield
@@ -113,6 +116,20 @@ def _check_bound(name: str, value) -> float:
     return float(value)
 
 
+def _check_grid(grid) -> int:
+    message = (
+        "grid must be a Python integer >= 2 (the number of Var[w] from 1e-6/(nL) to 10/n, "
+        f"both ends included), got {grid!r}"
+    )
+    try:
+        grid = arch.static_int("grid", grid)
+    except ValueError:
+        raise ValueError(message) from None
+    if grid < 2:
+        raise ValueError(message)
+    return grid
+
+
 def solve_init(
     block: Block,
     *,
@@ -122,104 +139,255 @@ def solve_init(
     max_gradient_spread: float = 10.0,
     grid: int = 256,
     rtol: float = 1e-6,
+    max_depth: int | None = None,
 ) -> InitSolution:
     """The largest Var[w] keeping forward growth and gradient spread within the bounds (module
     docstring). Computed in float64.
 
-    Raises ValueError when even 10/n stays inside both bounds (the band does not constrain
-    this block: e.g. BN keeps the growth linear) or when the bounds are not ratios > 1.
+    The binding statistic is returned within a relative ``rtol`` of its bound
+    (``|statistic / bound - 1| <= rtol``; in practice far closer, since the iteration runs on
+    to rtol / 1000), and the other one inside its bound (to ``rtol``, should both roots
+    coincide). ``grid`` (an integer >= 2) is the
+    number of log-spaced Var[w] from ``1e-6 / (nL)`` to ``10 / n`` that bracket the first
+    crossing, both ends included; it is also the batch of points each refining step evaluates.
+
+    One compiled program per (block, grid, max_depth) serves every call: depth, width and the
+    bounds are its traced inputs, so calls that pass the same ``max_depth`` (default
+    ``depth``; it must be >= ``depth``) compile once for all of their depths, widths and
+    bounds.
+
+    Raises ValueError when the largest variance, 10/n, stays inside both bounds at every grid
+    point (the band does not constrain this block: e.g. BN keeps the growth linear), when the
+    smallest one, 1e-6/(nL), is already outside them, when the arguments are out of range
+    (bounds must be ratios > 1), or when ``rtol`` is finer than float64 can resolve.
     """
     if not isinstance(block, Block):
         raise ValueError(f"block must be a meanfield.Block, got {block!r}")
     depth = arch.static_int("depth", depth)
+    max_depth = depth if max_depth is None else arch.static_int("max_depth", max_depth)
+    if max_depth < depth:
+        raise ValueError(f"max_depth must be >= depth={depth}, got {max_depth!r}")
     arch.check_width(width)
     growth_max = _check_bound("max_forward_growth", max_forward_growth)
     spread_max = _check_bound("max_gradient_spread", max_gradient_spread)
-    grid = arch.static_int("grid", grid)
+    grid = _check_grid(grid)
     arch.check_positive("rtol", rtol)
-    logs_max = np.log10([growth_max, spread_max])
-    with jax.enable_x64(True):
-        lo, hi = math.log(1e-6 / (width * depth)), math.log(10.0 / width)
-        log_v = np.linspace(lo, hi, grid)
-        growth, spread = jax.jit(
-            jax.vmap(lambda v: log10_band_statistics(block, depth, float(width), jnp.exp(v)))
-        )(jnp.asarray(log_v))
-        over = np.stack([np.asarray(growth), np.asarray(spread)]) > logs_max[:, None]
-        if over[:, 0].any():
-            raise ValueError(
-                f"the bounds are exceeded already at var_w = {math.exp(lo):.3g}: "
-                f"max_forward_growth={growth_max}, max_gradient_spread={spread_max}"
-            )
-        crossed = np.flatnonzero(over.any(axis=0))
-        if crossed.size == 0:
-            raise ValueError(
-                f"block {block.name} stays within the bounds up to var_w = 10/n "
-                f"(growth {10 ** float(growth[-1]):.3g}, spread {10 ** float(spread[-1]):.3g}): "
-                "the band does not constrain it"
-            )
-        i = int(crossed[0])
-        # The statistic that crosses first in this interval binds; solve it exactly.
-        candidates = []
-        for which in np.flatnonzero(over[:, i]):
-            root = _newton_bisect(
+    if not rtol < 1:
+        raise ValueError(f"rtol must be < 1 (a relative tolerance), got {rtol!r}")
+    width = float(width)
+    log_bounds = np.log10([growth_max, spread_max])
+
+    def evaluate(log_v):
+        with jax.enable_x64(True):
+            values, slopes = _evaluate(
                 block,
-                depth,
-                float(width),
-                int(which),
-                logs_max[which],
-                log_v[i - 1],
-                log_v[i],
-                rtol,
+                max_depth,
+                jnp.asarray(depth, jnp.int32),
+                jnp.asarray(width, jnp.float64),
+                jnp.asarray(log_v, jnp.float64),
             )
-            candidates.append((root, int(which)))
-        root, which = min(candidates)
-        g, s = log10_band_statistics(block, depth, float(width), jnp.exp(root))
-        return InitSolution(
-            block=block,
-            depth=depth,
-            width=float(width),
-            var_w=float(math.exp(root)),
-            forward_growth=float(10**g),
-            gradient_spread=float(10**s),
-            binding=("forward_growth", "gradient_spread")[which],
-            max_forward_growth=growth_max,
-            max_gradient_spread=spread_max,
+            return np.asarray(values), np.asarray(slopes)
+
+    log_v = np.linspace(math.log(1e-6 / (width * depth)), math.log(10.0 / width), grid)
+    values, slopes = evaluate(log_v)
+    over = ~(values <= log_bounds)  # NaN counts as outside
+    if over[0].any():
+        first = 10.0 ** values[0]
+        raise ValueError(
+            f"the bounds are exceeded already at var_w = {math.exp(log_v[0]):.3g} "
+            f"(growth {first[0]:.3g}, spread {first[1]:.3g}): "
+            f"max_forward_growth={growth_max}, max_gradient_spread={spread_max}"
+        )
+    crossed = np.flatnonzero(over.any(axis=1))
+    if crossed.size == 0:
+        last = 10.0 ** values[-1]
+        raise ValueError(
+            f"block {block.name} stays within the bounds at all {grid} grid points up to "
+            f"var_w = 10/n (growth {last[0]:.3g}, spread {last[1]:.3g} there): the band does "
+            "not constrain it"
+        )
+    i = int(crossed[0])
+    # Every statistic that crosses in this interval is solved; the first root binds.
+    brackets = [
+        _Bracket(k, log_bounds[k], *(arr[[i - 1, i]] for arr in (log_v, values, slopes)))
+        for k in np.flatnonzero(over[i])
+    ]
+    _refine(evaluate, grid, brackets, rtol)
+    sol = min(brackets, key=lambda br: br.root)
+    if not sol.converged:
+        raise ValueError(
+            f"rtol={rtol!r} is finer than float64 resolves for {_STATISTICS[sol.which]} "
+            f"(relative error {sol.error:.3g} at the narrowest bracket): use a larger rtol"
+        )
+    g, s = (float(10.0**v) for v in sol.root_values)
+    return InitSolution(
+        block=block,
+        depth=depth,
+        width=width,
+        var_w=float(math.exp(sol.root)),
+        forward_growth=g,
+        gradient_spread=s,
+        binding=_STATISTICS[sol.which],
+        max_forward_growth=growth_max,
+        max_gradient_spread=spread_max,
+    )
+
+
+_STATISTICS = ("forward_growth", "gradient_spread")
+_MAX_STEPS = 200  # bisection alone narrows a grid interval to float64 resolution in ~60
+
+
+def _log10_statistics(block: Block, max_depth: int, depth, width, log_v) -> jax.Array:
+    """[log10 q_L/q_0, log10 gradient spread] at Var[w] = exp(log_v) for a network of a traced
+    ``depth`` <= ``max_depth`` blocks (the layers past ``depth`` are masked out)."""
+    prof = recursions.profile(
+        block, depth=depth, width=width, var_w=jnp.exp(log_v), max_depth=max_depth
+    )
+    growth = prof.log10_m2_z[depth] - prof.log10_m2_z[0]
+    layer = jnp.arange(max_depth + 1)
+    inside = (layer >= 1) & (layer <= depth)
+    dw = prof.log10_var_dw
+    spread = jnp.max(jnp.where(inside, dw, -jnp.inf)) - jnp.min(jnp.where(inside, dw, jnp.inf))
+    return jnp.stack([growth, spread])
+
+
+@functools.partial(jax.jit, static_argnames=("block", "max_depth"))
+def _evaluate(block: Block, max_depth: int, depth, width, log_v) -> tuple[jax.Array, jax.Array]:
+    """Both log10 statistics and their derivatives in log Var[w] (forward mode) at each of the
+    points ``log_v`` (P,): two (P, 2) arrays. The grid and every refining step of a solve
+    evaluate P = ``grid`` points, so a solve compiles this once."""
+
+    def point(x):
+        return jax.jvp(
+            lambda y: _log10_statistics(block, max_depth, depth, width, y),
+            (x,),
+            (jnp.ones_like(x),),
         )
 
+    return jax.vmap(point)(log_v)
 
-def _newton_bisect(block, depth, width, which, target, a, b, rtol) -> float:
-    """Root of log10 statistic(exp(x)) = target on [a, b] (f(a) <= target < f(b))."""
 
-    def f(x):
-        return log10_band_statistics(block, depth, width, jnp.exp(x))[which] - target
+class _Bracket:
+    """The root of f(x) = log10 statistic_k(e^x) - log10 bound_k on [a, b], f(a) <= 0 < f(b),
+    with f, f' and both statistics known at the two ends."""
 
-    value_and_grad = jax.jit(jax.value_and_grad(f))
-    x = 0.5 * (a + b)
-    for _ in range(100):
-        fx, dfx = (float(v) for v in value_and_grad(x))
-        if fx > 0:
-            b = x
-        else:
-            a = x
-        step = x - fx / dfx if dfx > 0 else None
-        x = step if step is not None and a < step < b else 0.5 * (a + b)
-        if b - a < rtol or abs(fx) < rtol * 1e-3:
+    def __init__(self, which, log_bound, x, values, slopes):
+        self.which, self.log_bound = int(which), float(log_bound)
+        self.x = np.asarray(x, np.float64)  # [a, b]
+        self.values = np.asarray(values, np.float64)  # (2, 2): both statistics at a and b
+        self.f = self.values[:, self.which] - self.log_bound
+        self.df = np.asarray(slopes, np.float64)[:, self.which]
+        self.halved = True  # whether the last step at least halved the bracket
+        self.done = False  # no further step: tolerance met or bracket exhausted
+        self.converged = False  # set at the end: |statistic / bound - 1| <= rtol at the root
+
+    @property
+    def _best(self) -> int:
+        """The end nearer the root by |f| (ties to a, the end inside the bound)."""
+        return int(_error(self.f[1]) < _error(self.f[0]))
+
+    @property
+    def error(self) -> float:
+        return _error(self.f[self._best])
+
+    @property
+    def root(self) -> float:
+        return float(self.x[self._best])
+
+    @property
+    def root_values(self) -> np.ndarray:
+        return self.values[self._best]
+
+    def points(self, m: int) -> np.ndarray:
+        """The m >= 1 points to evaluate next: the Newton step from the better end when it lies
+        strictly inside the bracket (and, when it is the only point, the last step halved the
+        bracket; otherwise this is bisection), and evenly spaced points filling the rest."""
+        a, b = self.x
+        j = self._best
+        newton = self.x[j] - self.f[j] / self.df[j] if self.df[j] > 0 else np.nan
+        use_newton = bool(a < newton < b) and (m > 1 or self.halved)
+        n_even = m - int(use_newton)
+        even = a + (b - a) * np.arange(1, n_even + 1) / (n_even + 1)
+        pts = np.concatenate([[newton] if use_newton else [], even])
+        return pts[(pts > a) & (pts < b)]  # none when no float64 lies between a and b
+
+    def update(self, x, values, slopes) -> None:
+        """Narrow to the first sign change among the ends and the newly evaluated points."""
+        x = np.concatenate([self.x[:1], x, self.x[1:]])
+        order = np.argsort(x, kind="stable")
+        x = x[order]
+        values = np.concatenate([self.values[:1], values, self.values[1:]])[order]
+        df = np.concatenate([self.df[:1], slopes[:, self.which], self.df[1:]])[order]
+        f = values[:, self.which] - self.log_bound
+        hi = int(np.argmax(~(f <= 0)))  # the first point outside the bound (b at the latest)
+        keep = [hi - 1, hi]
+        self.halved = x[hi] - x[hi - 1] <= 0.5 * (self.x[1] - self.x[0])
+        self.x, self.values, self.f, self.df = x[keep], values[keep], f[keep], df[keep]
+
+
+def _error(f: float) -> float:
+    """|statistic / bound - 1| from f = log10(statistic / bound)."""
+    return abs(math.expm1(f * _LN10)) if math.isfinite(f) else math.inf
+
+
+def _refine(evaluate, batch: int, brackets: list[_Bracket], rtol: float) -> None:
+    """Safeguarded Newton iteration in every bracket at once, ``batch`` points a step shared
+    among the brackets still open; each stops at |statistic / bound - 1| <= rtol / 1000 at an
+    end, or when no float64 is left inside it, and is ``converged`` if <= rtol."""
+    tight = 1e-3 * rtol
+    for br in brackets:
+        br.done = br.error <= tight
+    for _ in range(_MAX_STEPS):
+        todo = [br for br in brackets if not br.done]
+        if not todo:
             break
-    return x
+        shares = [batch // len(todo) + (j < batch % len(todo)) for j in range(len(todo))]
+        pts = [br.points(m) for br, m in zip(todo, shares, strict=True)]
+        for br, p in zip(todo, pts, strict=True):
+            br.done = p.size == 0
+        x = np.concatenate(pts)
+        if x.size == 0:
+            break
+        values, slopes = evaluate(np.pad(x, (0, batch - x.size), mode="edge"))
+        start = 0
+        for br, p in zip(todo, pts, strict=True):
+            if p.size:
+                stop = start + p.size
+                br.update(p, values[start:stop], slopes[start:stop])
+                br.done = br.error <= tight
+                start = stop
+    for br in brackets:
+        br.converged = br.error <= rtol
 
 
-def band_curves(block: Block, depth: int, width: float, var_ws) -> dict[str, np.ndarray]:
-    """log10 forward growth and gradient spread (recursion) over an array of Var[w]."""
+def band_curves(
+    block: Block, depth: int, width: float, var_ws, *, max_depth: int | None = None
+) -> dict[str, np.ndarray]:
+    """log10 forward growth and gradient spread (recursion) over an array of Var[w] > 0.
+
+    Evaluated by the program that :func:`solve_init` compiles: one per (block, max_depth
+    (default ``depth``), number of points), reused by later calls and by the solver."""
+    depth = arch.static_int("depth", depth)
+    max_depth = depth if max_depth is None else arch.static_int("max_depth", max_depth)
+    if max_depth < depth:
+        raise ValueError(f"max_depth must be >= depth={depth}, got {max_depth!r}")
+    arch.check_width(width)
+    v = np.asarray(var_ws, np.float64)
+    arch.check_var_w(v)
     with jax.enable_x64(True):
-        v = jnp.asarray(var_ws, jnp.float64)
-        growth, spread = jax.jit(
-            jax.vmap(lambda x: log10_band_statistics(block, depth, float(width), x))
-        )(v)
-        return {
-            "var_w": np.asarray(v),
-            "log10_forward_growth": np.asarray(growth),
-            "log10_gradient_spread": np.asarray(spread),
-        }
+        values, _ = _evaluate(
+            block,
+            max_depth,
+            jnp.asarray(depth, jnp.int32),
+            jnp.asarray(float(width), jnp.float64),
+            jnp.log(jnp.asarray(v.ravel(), jnp.float64)),
+        )
+        values = np.asarray(values).reshape(v.shape + (2,))
+    return {
+        "var_w": v,
+        "log10_forward_growth": values[..., 0],
+        "log10_gradient_spread": values[..., 1],
+    }
 
 
 def montecarlo_band_statistics(

@@ -1,7 +1,13 @@
 """solve_init: exact where closed forms exist, the largest variance inside the band, and
-verified by Monte-Carlo; a wrong solution must fail the same check."""
+verified by Monte-Carlo; a wrong solution must fail the same check.
 
+Every solve here passes ``max_depth=MAX_DEPTH`` and the default grid, so that all of them, and
+the band-curve checks padded to the same number of points, share one compiled program per
+block."""
+
+import itertools
 import math
+import re
 
 import jax
 import numpy as np
@@ -10,12 +16,28 @@ import pytest
 import meanfield
 from meanfield import montecarlo
 from meanfield.architecture import Block
-from meanfield.solver import log10_band_statistics, solve_init
+from meanfield.solver import band_curves, log10_band_statistics, solve_init
+
+MAX_DEPTH = 100
+GRID = 256  # solve_init's default
+RTOL = 1e-6  # solve_init's default
+
+
+def _log10_statistics(block, depth, width, var_ws) -> np.ndarray:
+    """(points, 2): log10 growth and spread from band_curves, padded to GRID points so that it
+    runs the solver's compiled program."""
+    v = np.asarray(var_ws, np.float64)
+    padded = np.pad(v, (0, GRID - v.size), mode="edge")
+    c = band_curves(block, depth, width, padded, max_depth=MAX_DEPTH)
+    stats = np.stack([c["log10_forward_growth"], c["log10_gradient_spread"]], axis=-1)
+    return stats[: v.size]
 
 
 def test_identity_without_bn_meets_the_exact_forward_law():
     # (1 + α)^L = G  =>  α = G^(1/L) - 1; the gradient profile is flat (spread 1).
-    sol = solve_init(Block("identity", "none"), depth=50, width=128, max_forward_growth=5.0)
+    sol = solve_init(
+        Block("identity", "none"), depth=50, width=128, max_forward_growth=5.0, max_depth=MAX_DEPTH
+    )
     assert sol.binding == "forward_growth"
     np.testing.assert_allclose(sol.alpha, 5.0 ** (1 / 50) - 1, rtol=1e-6)
     np.testing.assert_allclose(sol.c, sol.var_w * 128 * 50, rtol=1e-12)
@@ -36,22 +58,43 @@ def test_identity_bn_meets_the_exact_forward_and_gradient_laws():
 def test_solution_is_the_largest_variance_inside_the_band(block):
     try:
         sol = solve_init(
-            block, depth=30, width=100, max_forward_growth=4.0, max_gradient_spread=4.0
+            block,
+            depth=30,
+            width=100,
+            max_forward_growth=4.0,
+            max_gradient_spread=4.0,
+            max_depth=MAX_DEPTH,
         )
     except ValueError as err:  # BN keeps some blocks inside any such band up to 10/n
         assert "does not constrain" in str(err)
         return
     bounds = np.log10([4.0, 4.0])
-    with jax.enable_x64(True):
-        below = np.asarray(log10_band_statistics(block, 30, 100.0, sol.var_w * 0.999))
-        above = np.asarray(log10_band_statistics(block, 30, 100.0, sol.var_w * 1.001))
+    below, above = _log10_statistics(block, 30, 100.0, sol.var_w * np.array([0.999, 1.001]))
     assert np.all(below <= bounds + 1e-9)
     assert np.any(above > bounds)
 
 
+def test_the_statistics_below_max_depth_are_those_of_the_network_of_that_depth():
+    # The solver masks the layers past depth; the recursion at a concrete depth must agree.
+    block = Block("relu", "bn_pre")  # its gradient spread binds
+    sol = solve_init(
+        block,
+        depth=30,
+        width=100,
+        max_forward_growth=100.0,
+        max_gradient_spread=4.0,
+        max_depth=MAX_DEPTH,
+    )
+    assert sol.binding == "gradient_spread"
+    with jax.enable_x64(True):
+        exact = np.asarray(log10_band_statistics(block, 30, 100.0, sol.var_w))
+    np.testing.assert_allclose(10.0**exact, [sol.forward_growth, sol.gradient_spread], rtol=1e-12)
+    np.testing.assert_allclose(sol.gradient_spread, 4.0, rtol=RTOL)
+
+
 def test_monte_carlo_confirms_the_solved_growth_and_rejects_a_wrong_one():
     block = Block("relu", "none")
-    sol = solve_init(block, depth=20, width=512, max_forward_growth=4.0)
+    sol = solve_init(block, depth=20, width=512, max_forward_growth=4.0, max_depth=MAX_DEPTH)
 
     def z_score(var_w):
         est = montecarlo.simulate(
@@ -79,8 +122,99 @@ def test_initializer_draws_the_solved_variance():
         (dict(max_forward_growth=1.0), "max_forward_growth must be > 1"),
         (dict(max_gradient_spread=-2.0), "max_gradient_spread must be a finite number > 0"),
         (dict(max_forward_growth=1e9, max_gradient_spread=1e9), "does not constrain"),
+        (dict(max_depth=5), "max_depth must be >= depth=10, got 5"),
+        (dict(rtol=1.0), "rtol must be < 1"),
     ],
 )
 def test_bad_or_vacuous_bands_are_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        solve_init(Block("identity", "bn_post"), depth=10, width=32, **kwargs)
+        solve_init(
+            Block("identity", "bn_post"), depth=10, width=32, **{"max_depth": MAX_DEPTH, **kwargs}
+        )
+
+
+# The grid every solution is checked on: 12 blocks x depth x width x bound (both bounds equal).
+DEPTHS, WIDTHS, BOUNDS = (10, 100), (64, 1024), (2.0, 10.0, 100.0)
+# α = n·Var[w] where q_L/q_0 = G has a closed form (and binds): (1 + α)^L, α^L, (α/2)^L,
+# 1 + Lα (BN: the branch adds α to q each block) and α (plain BN: q_L = α).
+CLOSED_FORMS = {
+    "identity-none-residual": lambda g, L: g ** (1 / L) - 1,
+    "identity-none-plain": lambda g, L: g ** (1 / L),
+    "relu-none-plain": lambda g, L: 2 * g ** (1 / L),
+    "identity-bn_post-residual": lambda g, L: (g - 1) / L,
+    "identity-bn_pre-residual": lambda g, L: (g - 1) / L,
+    "identity-bn_post-plain": lambda g, L: g,
+    "identity-bn_pre-plain": lambda g, L: g,
+}
+
+
+@pytest.mark.parametrize("block", meanfield.all_blocks(), ids=lambda b: b.name)
+def test_every_solution_of_the_grid_meets_its_binding_bound(block):
+    solved = 0
+    for depth, width, bound in itertools.product(DEPTHS, WIDTHS, BOUNDS):
+        setting = f"{block.name}, L={depth}, n={width}, bound={bound}"
+        log_bound = math.log10(bound)
+        try:
+            sol = solve_init(
+                block,
+                depth=depth,
+                width=width,
+                max_forward_growth=bound,
+                max_gradient_spread=bound,
+                max_depth=MAX_DEPTH,
+            )
+        except ValueError as err:
+            # At a grid limit: check what the error claims, on the solver's own grid.
+            lo, hi = math.log(1e-6 / (width * depth)), math.log(10.0 / width)
+            stats = _log10_statistics(block, depth, width, np.exp(np.linspace(lo, hi, GRID)))
+            if "does not constrain" in str(err):
+                assert np.all(stats <= log_bound + 1e-12), setting
+            else:
+                assert "exceeded already" in str(err), f"{setting}: {err}"
+                assert np.any(stats[0] > log_bound - 1e-12), setting
+            continue
+        solved += 1
+        which = ("forward_growth", "gradient_spread").index(sol.binding)
+        reported = np.array([sol.forward_growth, sol.gradient_spread])
+        v = sol.var_w
+        at, below, above = _log10_statistics(block, depth, width, [v, v * 0.999, v * 1.001])
+        np.testing.assert_allclose(10.0**at, reported, rtol=1e-12, err_msg=setting)
+        assert abs(reported[which] / bound - 1) <= RTOL, (setting, sol)
+        assert reported[1 - which] <= bound * (1 + RTOL), (setting, sol)
+        assert np.all(below <= log_bound), setting  # smaller variances stay inside
+        assert above[which] > log_bound, setting  # and a larger one leaves through this bound
+        if block.name in CLOSED_FORMS:
+            assert sol.binding == "forward_growth", setting
+            np.testing.assert_allclose(
+                sol.alpha, CLOSED_FORMS[block.name](bound, depth), rtol=1e-8, err_msg=setting
+            )
+        if block.activation == "identity" and block.norm != "none" and block.residual:
+            # Var[dE/dW^1] / Var[dE/dW^L] = (1 + Lα)/(1 + α), below G = 1 + Lα.
+            spread = (1 + depth * sol.alpha) / (1 + sol.alpha)
+            np.testing.assert_allclose(sol.gradient_spread, spread, rtol=1e-10, err_msg=setting)
+    assert block.norm != "none" or solved == 12  # without BN every setting has a solution
+
+
+def test_a_plain_relu_network_meets_the_forward_bound_it_reports():
+    sol = solve_init(Block("relu", "none", False), depth=100, width=256)
+    assert sol.binding == "forward_growth"
+    np.testing.assert_allclose(sol.forward_growth, 10.0, rtol=RTOL)
+    np.testing.assert_allclose(sol.alpha, 2 * 10.0 ** (1 / 100), rtol=1e-8)
+
+
+@pytest.mark.parametrize("grid", [1, 0, -4, 2.5, True])
+def test_a_grid_of_fewer_than_two_points_is_refused(grid):
+    message = (
+        "grid must be a Python integer >= 2 (the number of Var[w] from 1e-6/(nL) to 10/n, "
+        f"both ends included), got {grid!r}"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        solve_init(Block("identity", "none"), depth=50, width=128, grid=grid)
+
+
+def test_a_grid_of_two_points_brackets_the_whole_range_and_still_solves():
+    # The smallest grid: its one interval is the whole range, and each step evaluates a single
+    # point, so this is the plain safeguarded Newton / bisection iteration.
+    sol = solve_init(Block("identity", "none"), depth=50, width=128, max_forward_growth=5.0, grid=2)
+    np.testing.assert_allclose(sol.forward_growth, 5.0, rtol=RTOL)
+    np.testing.assert_allclose(sol.alpha, 5.0 ** (1 / 50) - 1, rtol=1e-8)
