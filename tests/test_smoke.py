@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import meanfield
-from meanfield import Block, data, montecarlo, recursions, results, train
+from meanfield import Block, data, montecarlo, recursions, results, theory, train
 from meanfield.models import ResNetConfig
 from meanfield.train import TrainConfig, Trainer
 
@@ -31,6 +31,13 @@ def test_one_recursion():
     prof = recursions.profile(BLOCK, depth=10, width=64, var_w=1 / 64)
     assert prof.m2_z.shape == (11,)
     assert np.all(np.isfinite(np.asarray(prof.m2_z)))
+    # The exact closed forms of this block (BN's forward and the Γ-ratio backward) agree.
+    forms = theory.closed_forms(BLOCK, depth=10, width=64, var_w=1 / 64)
+    exact = [f for f in forms if f.kind == "exact"]
+    assert len(exact) >= 2
+    for f in exact:
+        want = np.asarray(getattr(prof, f.statistic))
+        np.testing.assert_allclose(np.asarray(f.values)[1:], want[1:], rtol=1e-4, err_msg=f.label)
 
 
 @pytest.mark.parametrize("engine", ["explicit", "weightfree"])
