@@ -78,10 +78,15 @@ class Block:
             raise ValueError(f"Block.norm must be one of {NORMS}, got {self.norm!r}")
         if not isinstance(self.residual, (bool, np.bool_)):
             raise ValueError(f"Block.residual must be True or False, got {self.residual!r}")
-        if isinstance(self.shortcut, bool) or self.shortcut not in SHORTCUTS:
+        # An integer (not bool, not float: 2.0 == 2 would pass ``in`` but name the block
+        # '-k2.0', which from_name cannot read back, and break the engines' range(k)).
+        integral = isinstance(self.shortcut, numbers.Integral) and not isinstance(
+            self.shortcut, (bool, np.bool_)
+        )
+        if not integral or self.shortcut not in SHORTCUTS:
             raise ValueError(
-                f"Block.shortcut must be one of {SHORTCUTS} (weight layers per branch; 1 is "
-                f"the paper's block), got {self.shortcut!r}"
+                f"Block.shortcut must be an integer in {SHORTCUTS} (weight layers per branch; "
+                f"1 is the paper's block; not a bool or float), got {self.shortcut!r}"
             )
         if not isinstance(self.final_activation, (bool, np.bool_)):
             raise ValueError(
@@ -93,6 +98,7 @@ class Block:
                 "with its weight, h = W_k f(BN(...))), got False"
             )
         object.__setattr__(self, "residual", bool(self.residual))
+        object.__setattr__(self, "shortcut", int(self.shortcut))
         object.__setattr__(self, "final_activation", bool(self.final_activation))
 
     def activations(self) -> tuple[str, ...]:

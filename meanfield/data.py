@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import pickle
 import shutil
 import tarfile
 import tempfile
@@ -39,6 +38,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from meanfield import batchfile
 
 __all__ = [
     "ARCHIVE_MD5",
@@ -213,31 +214,60 @@ def download(
     return target
 
 
+_DAMAGED = (
+    f"The file is truncated or damaged; delete the folder and get the data set again. {_HOW_TO}"
+)
+
+
+def _unpickle(path: Path):
+    """The object pickled in ``path``, read with :func:`meanfield.batchfile.load`; any failure (a
+    refused global, truncation, garbage, memory) becomes a :class:`DataError` naming the file."""
+    try:
+        return batchfile.load(path.read_bytes())
+    except Exception as err:
+        size = path.stat().st_size if path.is_file() else 0
+        raise DataError(
+            f"cannot read {path} ({size} bytes): {type(err).__name__}: {str(err)[:200]}. {_DAMAGED}"
+        ) from err
+
+
+def _batch_arrays(batch: dict) -> tuple[np.ndarray | None, np.ndarray | list]:
+    """(data, labels) of an unpickled batch; (None, its keys) when one is missing."""
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        return None, sorted(map(str, batch))
+    data, labels = batch["data"], batch["labels"]
+    if not isinstance(data, batchfile.ArraySpec):
+        raise DataError(f"'data' must be a uint8 array, got {type(data).__name__}")
+    if isinstance(labels, batchfile.ArraySpec):
+        labels = labels.array()
+    if not isinstance(labels, (list, tuple, np.ndarray)):
+        raise DataError(f"'labels' must be a list of integers, got {type(labels).__name__}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+        raise DataError("'labels' must be a list of integers")
+    return data.array(), np.asarray(labels, dtype=np.int64)
+
+
 def read_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """One batch file: images (N, 32, 32, 3) uint8 NHWC and labels (N,) int32.
 
-    Raises :class:`DataError` naming the file when it is missing, truncated or not a CIFAR-10
-    batch.
+    Raises :class:`DataError` naming the file when it is missing, truncated, damaged or not a
+    CIFAR-10 batch. The pickle is read by an unpickler that admits only what a batch holds
+    (protocol 2; NumPy's array reconstruction, ``ndarray`` and ``dtype`` of plain numeric
+    types; latin-1 byte strings), so a malicious file cannot import or run anything.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing CIFAR-10 batch file {path}. {_HOW_TO}")
-    try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        size = path.stat().st_size
-        raise DataError(
-            f"cannot read {path} ({size} bytes): {type(err).__name__}: {err}. The file is "
-            f"truncated or damaged; delete the folder and get the data set again. {_HOW_TO}"
-        ) from err
+    batch = _unpickle(path)
     if not isinstance(batch, dict):
         raise DataError(f"{path} is not a CIFAR-10 batch (a pickled dict), got {type(batch)}")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-    if "data" not in batch or "labels" not in batch:
-        raise DataError(f"{path} has no 'data' or 'labels' entry (keys: {sorted(batch)})")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"], dtype=np.int64)
+    try:
+        data, labels = _batch_arrays(batch)
+    except Exception as err:  # a damaged file can hold anything the unpickler admits
+        raise DataError(f"{path} is not a CIFAR-10 batch: {str(err)[:200]}. {_DAMAGED}") from err
+    if data is None:
+        raise DataError(f"{path} has no 'data' or 'labels' entry (keys: {labels})")
     n = labels.shape[0] if labels.ndim == 1 else -1
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape != (n, 3072):
         raise DataError(
@@ -254,13 +284,14 @@ def _read_classes(folder: Path) -> tuple[str, ...]:
     path = folder / META
     if not path.is_file():
         return tuple(str(i) for i in range(NUM_CLASSES))
+    meta = _unpickle(path)
+    names = meta.get(b"label_names", meta.get("label_names", [])) if isinstance(meta, dict) else 0
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (bytes, str)) for n in names):
+        raise DataError(f"{path} is not CIFAR-10's batches.meta (a dict with 'label_names')")
     try:
-        with open(path, "rb") as f:
-            meta = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise DataError(f"cannot read {path}: {err}. {_HOW_TO}") from err
-    names = meta.get(b"label_names", meta.get("label_names", []))
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+        return tuple(n.decode() if isinstance(n, bytes) else n for n in names)
+    except UnicodeDecodeError as err:
+        raise DataError(f"cannot read the class names in {path}: {err}. {_DAMAGED}") from err
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -31,17 +31,16 @@ with g_l = α E f'^2, divided by u_{l-1} under BN (population statistics: the ba
 BN's backward are O(1/B)).
 
 Numerics: identity and ReLU blocks are positively homogeneous, so the state is carried as
-(m/√q, log(v/q), log(u/q), log q), v = q - m², and log p is accumulated; every log is a sum
-of per-layer increments with Kahan compensation, the forward increments formed from O(1)
-terms (never as a difference of the large logs themselves, nor v/q as 1 - (m/√q)², which deep
-relu-bn_post makes ~1e-4). Depth 10,000 at He init gives finite ``log10_`` values, and the raw values are
-``inf`` exactly where they exceed the float range, flagged in ``Profile.overflow``. ReLU
-without BN drives u/q to 1e-8 by L = 50 and below the float range by L = 10,000 (log(u/q)
-~ -3700 at α = 2). In float32 at depth 10,000 and α from 0.01 to 5 every field keeps a
-relative error (for a ``log10_`` value, its error times ln 10) below ~10 ulps of its natural
-log plus ~√L ulps, checked against float64 for every preset block; the ulps of the log grow
-with |log α| in plain BN networks, whose backward step log(α/u) is a difference of two logs of
-that size.
+(m/√q, log(v/q), log(u/q), log q), v = q - m², and log p is accumulated; every log is a sum of
+per-layer increments with Kahan compensation, the forward increments formed from O(1) terms
+(never as a difference of the large logs themselves, nor v/q as 1 - (m/√q)², which deep
+relu-bn_post makes ~1e-4). Depth 10,000 at He init gives finite ``log10_`` values, and the raw
+values are ``inf`` exactly where they exceed the float range, flagged in ``Profile.overflow``.
+ReLU without BN drives u/q to 1e-8 by L = 50 and below the float range by L = 10,000 (log(u/q)
+~ -3700 at α = 2). In float32 at depth 10,000 and α from 0.01 to 5 every field keeps a relative
+error (for a ``log10_`` value, its error times ln 10) below ~10 ulps of its natural log plus
+~√L ulps, checked against float64 for every preset block; the ulps of the log grow with |log α|
+in plain BN networks, whose backward step log(α/u) is a difference of two logs of that size.
 
 Example:
     >>> import meanfield
@@ -79,7 +78,8 @@ class Profile:
     """Per-layer statistics, each an array of shape (..., L + 1); index l is layer l (0 = input).
 
     Leading axes, if any, are the broadcast shape of ``width``, ``var_w`` and ``depth``. Entries
-    past ``depth`` (when ``max_depth > depth``) and ``var_dw[..., 0]`` are NaN.
+    past ``depth`` (when ``max_depth > depth``) and ``var_dw[..., 0]`` are NaN; so is every entry
+    of a profile whose traced ``depth`` exceeds ``max_depth``.
     """
 
     mean_z: jax.Array
@@ -343,9 +343,10 @@ def _profile(
         overflow |= jnp.isinf(out[name])
     out["overflow"] = overflow
     nan = jnp.asarray(jnp.nan, dtype)
-    out = {
-        k: (jnp.where(active, v, nan) if k != "overflow" else v & active) for k, v in out.items()
-    }
+    # A (traced) depth past max_depth cannot be refused under vmap: its whole profile is NaN,
+    # not one silently cut at max_depth.
+    keep = active & (depth <= max_depth)
+    out = {k: (jnp.where(keep, v, nan) if k != "overflow" else v & keep) for k, v in out.items()}
     # Layer axis last, so that leading axes match the inputs (and jax.vmap's convention).
     return Profile(**{k: jnp.moveaxis(v, 0, -1) for k, v in out.items()})
 
@@ -376,7 +377,9 @@ def profile(
         var_w: variance of one weight entry. Scalars or arrays; ``width``, ``var_w`` and
             ``depth`` broadcast against each other. Give either ``var_w`` or ``init``.
         max_depth: length - 1 of the returned arrays; defaults to ``depth`` (which must then be
-            concrete). Layers past ``depth`` are NaN.
+            concrete). Layers past ``depth`` are NaN. A concrete ``depth > max_depth`` raises
+            ValueError; a traced one (under ``jax.vmap``) cannot be refused, so every entry of
+            its profile is NaN (``overflow`` False) instead.
         input_m2, input_mean, input_unitvar: the statistics of z^0 (``m2_z``, ``mean_z`` and
             ``unitvar_z`` at l = 0). The default is x ~ N(0, I): 1, 0 and 1 (``input_unitvar``
             defaults to ``input_m2 - input_mean**2``, i.e. inputs whose cross moments are the

@@ -4,7 +4,8 @@ One pure function per formula, named for what it returns. Every function takes s
 arrays (NumPy broadcasting), is written in ``jax.numpy`` and can be jitted and vmapped. The
 variance of one weight entry is ``var_w``, the fan-in ``width`` (n), and α = n·var_w; ``layer``
 is l (0 = input), ``depth`` is L. Inputs have zero mean and unit variance unless an argument
-says otherwise, and the output gradient dE/dz^L has zero mean and unit variance.
+says otherwise (``m2_x``, ``var_x``: finite and >= 0), and the output gradient dE/dz^L has
+zero mean and unit variance.
 
 Where the paper is exact, one function gives its formula. Where it is approximate or wrong, a
 ``*_paper`` function gives the paper's formula and a sibling gives the correct one; each
@@ -125,6 +126,18 @@ def _layers(layer: ArrayLike, depth: ArrayLike | None = None) -> tuple[Array, Ar
     return jnp.asarray(layer), jnp.asarray(depth)
 
 
+def _input_moment(name: str, value: ArrayLike) -> Array:
+    """An input statistic (``m2_x``, ``var_x``): a second moment or variance, finite and >= 0."""
+    arch.check_nonnegative(name, value)
+    return jnp.asarray(value)
+
+
+def _check_block(block: arch.Block) -> arch.Block:
+    if not isinstance(block, arch.Block):
+        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
+    return block
+
+
 def _norm_placement(norm: str) -> str:
     if norm not in ("bn_post", "bn_pre"):
         raise ValueError(f"norm must be one of ('bn_post', 'bn_pre'), got {norm!r}")
@@ -197,7 +210,7 @@ def forward_second_moment(
     also Var[z^l] (eq. 8).
     """
     layer, _ = _layers(layer)
-    return jnp.asarray(m2_x) * (1.0 + _alpha(width, var_w)) ** layer
+    return _input_moment("m2_x", m2_x) * (1.0 + _alpha(width, var_w)) ** layer
 
 
 def plain_forward_second_moment(
@@ -208,7 +221,7 @@ def plain_forward_second_moment(
     The contrast of section 2.1 (Glorot & Bengio 2010); exact at any width.
     """
     layer, _ = _layers(layer)
-    return jnp.asarray(m2_x) * _alpha(width, var_w) ** layer
+    return _input_moment("m2_x", m2_x) * _alpha(width, var_w) ** layer
 
 
 def plain_relu_forward_second_moment(
@@ -220,7 +233,7 @@ def plain_relu_forward_second_moment(
     α = 2 preserves the second moment.
     """
     layer, _ = _layers(layer)
-    return jnp.asarray(m2_x) * (_alpha(width, var_w) / 2.0) ** layer
+    return _input_moment("m2_x", m2_x) * (_alpha(width, var_w) / 2.0) ** layer
 
 
 def relu_variance_lower_bound_paper(
@@ -235,7 +248,7 @@ def relu_variance_lower_bound_paper(
        tightest bound of this form and :func:`relu_growth_rate` for the actual growth.
     """
     layer, _ = _layers(layer)
-    return jnp.asarray(var_x) * (1.0 + _alpha(width, var_w) / 4.0) ** layer
+    return _input_moment("var_x", var_x) * (1.0 + _alpha(width, var_w) / 4.0) ** layer
 
 
 def relu_variance_lower_bound(
@@ -252,7 +265,7 @@ def relu_variance_lower_bound(
     """
     b = activation_moments("relu").b
     layer, _ = _layers(layer)
-    return jnp.asarray(var_x) * (1.0 + b * _alpha(width, var_w)) ** layer
+    return _input_moment("var_x", var_x) * (1.0 + b * _alpha(width, var_w)) ** layer
 
 
 def relu_second_moment_lower_bound(
@@ -264,7 +277,7 @@ def relu_second_moment_lower_bound(
     the second moment (what the next layer sees, eq. 4) is the quantity that matters.
     """
     layer, _ = _layers(layer)
-    return jnp.asarray(m2_x) * (1.0 + _alpha(width, var_w) / 2.0) ** layer
+    return _input_moment("m2_x", m2_x) * (1.0 + _alpha(width, var_w) / 2.0) ** layer
 
 
 def relu_growth_rate(width: ArrayLike, var_w: ArrayLike) -> Array:
@@ -354,7 +367,7 @@ def branch_forward_second_moment(
     e2 = activation_moments(activation).e2
     layer, _ = _layers(layer)
     alpha = _alpha(width, var_w)
-    return jnp.asarray(m2_x) * (1.0 + alpha**k * e2 ** (k - 1)) ** layer
+    return _input_moment("m2_x", m2_x) * (1.0 + alpha**k * e2 ** (k - 1)) ** layer
 
 
 def branch_backward_second_moment(
@@ -512,7 +525,7 @@ def bn_variance_paper(
     """
     a = activation_moments(activation).e2
     layer, _ = _layers(layer)
-    return a * layer * _alpha(width, var_w) + jnp.asarray(var_x)
+    return a * layer * _alpha(width, var_w) + _input_moment("var_x", var_x)
 
 
 def bn_sigma2_paper(layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str) -> Array:
@@ -730,6 +743,8 @@ def identity_bn_finite_batch_gradient_variance(
     """
     layer, depth = _layers(layer, depth)
     arch._check_all("batch", batch, lambda a: a > 3, "a number > 3", integer=False)
+    if not isinstance(residual, (bool, np.bool_)):
+        raise ValueError(f"residual must be True or False, got {residual!r}")
     alpha = _alpha(width, var_w)
     batch = jnp.asarray(batch, dtype=jnp.result_type(float, alpha))
     if not residual:
@@ -758,7 +773,7 @@ _SPREAD_BLOCKS = ("identity-none-residual", "identity-none-plain", "relu-none-pl
 
 
 def _spread_block(block: arch.Block) -> str:
-    if not isinstance(block, arch.Block) or block.name not in _SPREAD_BLOCKS:
+    if _check_block(block).name not in _SPREAD_BLOCKS:
         raise ValueError(
             f"block must be one of {_SPREAD_BLOCKS} (blocks whose layers multiply |z|^2 by an "
             f"independent factor), got {getattr(block, 'name', block)!r}"
@@ -901,16 +916,23 @@ def closed_forms(
     where it is approximate or wrong) may disagree; the tests check all three.
 
     As in :func:`~meanfield.recursions.profile`, ``depth`` may be traced (under ``jax.vmap``)
-    when ``max_depth`` fixes the length; entries past ``depth`` are NaN. ``width`` and
-    ``var_w`` are scalars here.
+    when ``max_depth`` fixes the length; entries past ``depth`` are NaN, and so is every entry
+    when a traced ``depth`` exceeds ``max_depth`` (a concrete one raises ValueError).
+    ``width`` and ``var_w`` are scalars here. ``block`` must be a :class:`meanfield.Block`.
     """
+    _check_block(block)
     if max_depth is None:
+        if isinstance(depth, jax.core.Tracer):
+            raise ValueError("max_depth must be given when depth is traced (e.g. under jax.vmap)")
         max_depth = arch.static_int("depth", depth)
     else:
         max_depth = arch.static_int("max_depth", max_depth)
         arch.check_depth(depth)
+        if not isinstance(depth, jax.core.Tracer) and np.any(np.asarray(depth) > max_depth):
+            raise ValueError(f"depth must be <= max_depth={max_depth}, got {depth!r}")
     layers = jnp.arange(max_depth + 1)
-    active = layers <= depth
+    # A traced depth past max_depth cannot be refused: its curves are all NaN, not cut short.
+    active = (layers <= depth) & (depth <= max_depth)
     l = jnp.minimum(layers, depth)  # keeps every formula's layer <= depth; masked below
     lp = jnp.maximum(l[1:], 1)  # layers with a weight
     v_dtype = jnp.result_type(float, var_w)

@@ -125,3 +125,23 @@ def test_static_int():
     for bad in (0, 2.5, "3", True, None):
         with pytest.raises(ValueError, match="depth must be a Python integer >= 1"):
             arch.static_int("depth", bad)
+
+
+@pytest.mark.parametrize("bad", [2.0, 1.0, 3.0, np.float64(2.0), False, np.bool_(True), "2"])
+def test_shortcut_must_be_an_integer_not_a_float_or_bool(bad):
+    # 2.0 == 2 would pass a plain membership test, then name the block '-k2.0' (which
+    # from_name cannot read back) and break the engines' loops over range(k).
+    with pytest.raises(ValueError) as err:
+        Block("relu", "none", True, shortcut=bad)
+    msg = str(err.value)
+    assert "Block.shortcut" in msg and repr(bad) in msg
+    assert "integer in (1, 2, 3)" in msg
+
+
+def test_integer_shortcut_is_stored_as_a_python_int_and_round_trips():
+    for k in (1, 2, 3, np.int64(2)):
+        b = Block("relu", "bn_pre", True, shortcut=k)
+        assert type(b.shortcut) is int and b.shortcut == int(k)
+        assert Block.from_name(b.name) == b
+    assert Block(shortcut=np.int32(2)) == Block(shortcut=2)
+    assert Block(shortcut=np.int32(2)).name == "relu-none-residual-k2"

@@ -203,3 +203,132 @@ def test_unpacking_uses_the_data_filter_and_warns_nothing(cifar, tmp_path):
     data._safe_extract(risky, tmp_path / "risky")
     mode = stat.S_IMODE((tmp_path / "risky" / "cifar-10-batches-py" / "f").stat().st_mode)
     assert not mode & (stat.S_ISUID | stat.S_IWGRP | stat.S_IWOTH), oct(mode)
+
+
+def _write_batch(path, n=2, seed=0):
+    """A small batch in the on-disk format of tests.helpers.write_cifar_folder."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
+    with open(path, "wb") as f:
+        pickle.dump(
+            {b"batch_label": b"training batch 1 of 5", b"labels": labels, b"data": rows}, f, 2
+        )
+    return rows, labels
+
+
+class _Evil:
+    """Unpickles as a call of ``func(*args)``: what a malicious batch file can ask for."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+@pytest.mark.parametrize("how", ["os.system", "builtins.eval", "builtins.open"])
+def test_a_pickle_that_calls_anything_else_is_refused_without_running_it(tmp_path, how):
+    import builtins
+    import pickle
+
+    marker = tmp_path / "executed"
+    evil = {
+        "os.system": _Evil(os.system, f"touch '{marker}'"),
+        "builtins.eval": _Evil(builtins.eval, f"open({str(marker)!r}, 'w').close()"),
+        "builtins.open": _Evil(builtins.open, str(marker), "w"),
+    }[how]
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": evil, b"labels": [0]}, f, 2)
+    with pytest.raises(data.DataError) as err:
+        data.read_batch(path)
+    assert not marker.exists(), "the pickle's call ran"
+    assert "data_batch_1" in str(err.value) and "refusing global" in str(err.value)
+    # batches.meta goes through the same reader.
+    path.rename(tmp_path / "batches.meta")
+    with pytest.raises(data.DataError) as err:
+        data._read_classes(tmp_path)
+    assert not marker.exists(), "the pickle's call ran"
+    assert "batches.meta" in str(err.value) and "refusing global" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        np.zeros((2, 3072), dtype=object),  # object arrays carry arbitrary objects
+        np.zeros(3, dtype=[("a", np.uint8)]),  # structured dtype
+        np.float64(1.0),  # numpy scalars use another global
+        bytearray(b"xyz"),
+    ],
+    ids=["object", "structured", "scalar", "bytearray"],
+)
+def test_only_plain_numeric_arrays_are_admitted(tmp_path, payload):
+    import pickle
+
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        pickle.dump({b"data": payload, b"labels": [0, 1]}, f, 2)
+    with pytest.raises(data.DataError, match="data_batch_1"):
+        data.read_batch(path)
+
+
+def test_corrupted_batches_give_only_the_readers_error(tmp_path):
+    # Random damage must end in a valid read or DataError naming the file: never an import of
+    # a garbled module name, a MemoryError, an OverflowError or any other exception.
+    path = tmp_path / "data_batch_1"
+    rows, labels = _write_batch(path)
+    clean = path.read_bytes()
+    payload = clean.find(rows.tobytes().decode("latin-1").encode("utf-8")[:16])
+    rng = np.random.default_rng(1234)
+    outcomes = {"read": 0, "refused": 0}
+    for _ in range(200):
+        blob = bytearray(clean)
+        for _ in range(rng.integers(1, 4)):
+            # Half the hits on the pickle's opcodes (outside the pixel bytes), half anywhere.
+            if rng.random() < 0.5:
+                pos = (
+                    int(rng.integers(0, payload))
+                    if rng.random() < 0.5
+                    else -int(rng.integers(1, 80))
+                )
+            else:
+                pos = int(rng.integers(0, len(blob)))
+            blob[pos] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(blob))
+        try:
+            x, y = data.read_batch(path)
+        except data.DataError as err:
+            assert "data_batch_1" in str(err)
+            outcomes["refused"] += 1
+        else:
+            assert x.dtype == np.uint8 and x.shape == (len(y), 32, 32, 3)
+            assert y.dtype == np.int32 and np.all((0 <= y) & (y < 10))
+            outcomes["read"] += 1
+    assert outcomes["refused"] > 50, outcomes  # the damage did reach the structure
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x80\x02}r\xff\xff\xff\xff.",  # LONG_BINPUT 2**32 - 1: a memo of 32 GiB
+        b"\x80\x02\x96\xff\xff\xff\xff\xff\xff\xff\x0f.",  # BYTEARRAY8 (protocol 5), damaged
+        b"\x80\x02]q\x00(K\x01K\x02e\x8c\x04data\x94.",  # SHORT_BINUNICODE, MEMOIZE (4)
+    ],
+    ids=["memo-index", "bytearray8", "protocol-4"],
+)
+def test_damaged_lengths_and_later_protocols_are_refused_before_unpickling(tmp_path, blob):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(blob)
+    with pytest.raises(data.DataError, match=r"data_batch_1 .*(refusing (memo|opcode)|bytearray8)"):
+        data.read_batch(path)
+
+
+def test_numpy_ndarray_is_never_called(tmp_path):
+    # ndarray((10**9,)) would ask for 8 GB; a batch names ndarray only as _reconstruct's argument.
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02}(U\x04dataq\x00cnumpy\nndarray\nJ\x00\xca\x9a;\x85RU\x06labels]u.")
+    with pytest.raises(data.DataError, match=r"data_batch_1 .*refusing to call numpy.ndarray"):
+        data.read_batch(path)

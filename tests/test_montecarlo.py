@@ -244,19 +244,19 @@ def test_same_key_same_result_for_any_chunking():
 # references are computed here, in the test process. Network r uses split(key, R)[r] however
 # the networks are chunked and sharded, so the results must agree to float rounding.
 _DEVICE_KW = dict(depth=4, width=24, var_w=2 / 24, batch=6)
-_DEVICE_SCRIPT = textwrap.dedent("""
+_DEVICE_SCRIPT = f"DEVICE_KW = {_DEVICE_KW!r}\n" + textwrap.dedent("""
     import json, jax
     from meanfield import Block, montecarlo
     def run(networks, **kw):
         est = montecarlo.simulate(Block("relu", "bn_post", True), key=jax.random.key(9),
-                                  networks=networks, warn=False, **kw, **%r)
+                                  networks=networks, warn=False, **kw, **DEVICE_KW)
         return {"m2_dz": est.m2_dz.mean.tolist(), "var_dw": est.var_dw.mean[1:].tolist(),
                 "m2_z": est.m2_z.mean.tolist(), "m2_z_se": est.m2_z.stderr.tolist()}
     out = {"devices": jax.device_count(), "12": run(12, chunk_size=8)}
     # Fewer networks than half the devices: the last (only) chunk is padded to 8 keys.
     out.update({str(r): run(r) for r in (2, 3)})
     print(json.dumps(out))
-""" % (_DEVICE_KW,))
+""")
 
 
 @pytest.fixture(scope="module")

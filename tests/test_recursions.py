@@ -391,3 +391,23 @@ def test_profile_works_under_an_outer_jit_with_the_default_start():
     block = Block(activation="relu", norm="none")
     f = jax.jit(lambda v: recursions.profile(block, depth=5, width=16.0, var_w=v).m2_z)
     assert_close(f(0.1), recursions.profile(block, depth=5, width=16, var_w=0.1).m2_z, rtol=1e-6)
+
+
+@pytest.mark.parametrize("block", [Block("relu", "bn_post", True), Block("relu", "none", False)])
+def test_traced_depth_past_max_depth_gives_an_all_nan_profile(block):
+    # Under vmap the depth cannot be refused; it must not be silently cut at max_depth.
+    def run(L):
+        return recursions.profile(block, depth=L, width=16, var_w=1 / 16, max_depth=5)
+
+    batched = jax.vmap(run)(jnp.array([3, 7]))
+    single = recursions.profile(block, depth=3, width=16, var_w=1 / 16)
+    for name, value in batched.as_dict().items():
+        value = np.asarray(value)
+        assert value.shape == (2, 6)
+        if name == "overflow":
+            assert not np.any(value[1])
+            assert np.array_equal(value[0, :4], np.asarray(single.overflow))
+            continue
+        assert np.all(np.isnan(value[1])), name
+        assert_close(value[0, :4], getattr(single, name), rtol=1e-6)
+        assert np.all(np.isnan(value[0, 4:])), name

@@ -35,7 +35,7 @@ def test_exactly_the_expected_blocks_have_closed_forms():
 
 @pytest.mark.parametrize("block", FORM_BLOCKS, ids=lambda b: b.name)
 def test_branch_closed_forms_equal_the_composed_recursion(block, x64):
-    width, var_w, depth = (np.array(col) for col in zip(*SIZES))
+    width, var_w, depth = (np.array(col) for col in zip(*SIZES, strict=True))
     max_depth = int(depth.max())
     profs = recursions.profile(block, depth=depth, width=width, var_w=var_w, max_depth=max_depth)
     forms = closed_forms_over(block, depth=depth, width=width, var_w=var_w, max_depth=max_depth)

@@ -22,7 +22,7 @@ MAX_DEPTH = max(L for _, _, L in SETTINGS)
 def test_closed_forms_agree_with_recursion(block, x64):
     # One recursion and one closed-form program per block: the settings broadcast, padded to
     # one max_depth (entries past a setting's depth are NaN in both).
-    width, var_w, depth = (np.array(col) for col in zip(*SETTINGS))
+    width, var_w, depth = (np.array(col) for col in zip(*SETTINGS, strict=True))
     profs = recursions.profile(block, depth=depth, width=width, var_w=var_w, max_depth=MAX_DEPTH)
     forms = closed_forms_over(block, depth=depth, width=width, var_w=var_w, max_depth=MAX_DEPTH)
     assert any(kind == "exact" for _, _, kind, _ in forms), "every block has an exact form"
@@ -217,3 +217,64 @@ def test_finite_batch_plain_identity_bn_is_the_product(x64):
         np.arange(L + 1), L, n, v, B, residual=False
     )
     assert_close(closed, np.asarray(pi[::-1]), rtol=1e-12)
+
+
+INPUT_MOMENT_CALLS = [
+    ("m2_x", lambda x: t.forward_second_moment(3, 10, 0.1, m2_x=x)),
+    ("m2_x", lambda x: t.plain_forward_second_moment(3, 10, 0.1, m2_x=x)),
+    ("m2_x", lambda x: t.plain_relu_forward_second_moment(3, 10, 0.1, m2_x=x)),
+    ("m2_x", lambda x: t.relu_second_moment_lower_bound(3, 10, 0.1, m2_x=x)),
+    ("m2_x", lambda x: t.branch_forward_second_moment(3, 10, 0.1, 2, "relu", m2_x=x)),
+    ("var_x", lambda x: t.relu_variance_lower_bound_paper(3, 10, 0.1, var_x=x)),
+    ("var_x", lambda x: t.relu_variance_lower_bound(3, 10, 0.1, var_x=x)),
+    ("var_x", lambda x: t.bn_variance_paper(3, 10, 0.1, "relu", var_x=x)),
+]
+
+
+@pytest.mark.parametrize("name, call", INPUT_MOMENT_CALLS)
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), float("inf"), "1", True])
+def test_input_moments_must_be_finite_and_nonnegative(name, call, bad):
+    # A second moment or variance of the input is >= 0; a negative one gave a negative answer.
+    with pytest.raises(ValueError) as err:
+        call(bad)
+    msg = str(err.value)
+    assert msg.startswith(f"{name} must be a finite number >= 0"), msg
+    assert "got" in msg and (repr(bad) in msg or str(bad) in msg)
+
+
+@pytest.mark.parametrize("name, call", INPUT_MOMENT_CALLS)
+def test_valid_input_moments_scale_the_closed_form(name, call):
+    one, three = float(call(1.0)), float(call(3.0))
+    additive = call is INPUT_MOMENT_CALLS[-1][1]  # bn_variance_paper: a l α + Var x
+    assert three == pytest.approx(one + 2.0 if additive else 3.0 * one)
+    assert float(call(0.0)) >= 0.0
+    assert np.all(np.isfinite(np.asarray(call(np.array([0.0, 2.0])))))
+
+
+@pytest.mark.parametrize("bad", ["relu-none-residual", None, ("relu", "none", True)])
+def test_closed_forms_and_spread_require_a_block(bad):
+    for call in (
+        lambda: t.closed_forms(bad, depth=5, width=16, var_w=0.1),
+        lambda: t.finite_width_m2_sd(bad, 3, 16, 0.1),
+        lambda: t.finite_width_log_m2_spread(bad, 3, 16, 0.1),
+    ):
+        with pytest.raises(ValueError, match="block must be a meanfield.Block, got"):
+            call()
+
+
+def test_closed_forms_refuse_a_concrete_depth_past_max_depth():
+    with pytest.raises(ValueError, match="depth must be <= max_depth=5, got 7"):
+        t.closed_forms(Block("identity", "none", True), depth=7, width=16, var_w=0.1, max_depth=5)
+
+
+def test_closed_forms_with_a_traced_depth_past_max_depth_are_all_nan():
+    block = Block("identity", "none", True)
+
+    def run(L):
+        return [f.values for f in t.closed_forms(block, depth=L, width=16, var_w=0.1, max_depth=5)]
+
+    batched = jax.vmap(run)(jnp.array([3, 7]))
+    single = [f.values for f in t.closed_forms(block, depth=3, width=16, var_w=0.1)]
+    for got, want in zip(batched, single, strict=True):
+        assert np.all(np.isnan(np.asarray(got[1])))
+        assert_close(got[0, :4], want, rtol=1e-6)
