@@ -33,9 +33,11 @@ What the recursion can and cannot promise here (docs/training.md):
   is smaller (by ~12% on average for 8x8 on 32x32).
 * Fixup starts the head at zero, so at its initialization no gradient reaches any block:
   the measured ``log_m2_dz`` and ``log_var_dw`` are -inf (exactly zero gradients) and their
-  rows relative to layer L are NaN, a comparison that is undefined rather than failed. After
-  the first step (which trains the head) the gradients flow, and with W_2 = 0 the recursion's
-  flat var_dw profile is exact in expectation (tests/test_initcheck.py).
+  values relative to layer L are NaN, a comparison that is undefined rather than failed.
+  :func:`compare` says so: those statistics and their summary rows carry ``note`` =
+  :data:`NO_GRADIENT` (``note`` is None where the comparison is defined). After the first
+  step (which trains the head) the gradients flow, and with W_2 = 0 the recursion's flat
+  var_dw profile is exact in expectation (tests/test_initcheck.py).
 * BN here normalizes over the batch and all positions of a channel, the recursion per unit;
   the weight gradient of a convolution sums products over positions, so it also depends on
   spatial correlations that the recursion does not carry. These rows are approximate.
@@ -63,9 +65,15 @@ from meanfield.models import (
     seed_map_for_backend,
 )
 
-__all__ = ["STATISTICS", "measure", "predict", "compare", "init_predictions"]
+__all__ = ["NO_GRADIENT", "STATISTICS", "measure", "predict", "compare", "init_predictions"]
 
 STATISTICS = ("mean_z", "log_m2_z", "log_unitvar_z", "log_m2_dz", "log_var_dw")
+# The ``note`` of a backward statistic whose measured values are exactly zero in every network
+# and layer (Fixup's zero head at init): its values relative to layer L are undefined (NaN).
+NO_GRADIENT = (
+    "no gradient reaches the blocks: the head is zero at initialization "
+    "(the measured gradients are exactly zero, so the profile relative to layer L is undefined)"
+)
 _LN10 = math.log(10.0)
 
 
@@ -214,13 +222,21 @@ def _across(log10_K: np.ndarray) -> dict[str, list]:
         }
 
 
+def _no_gradient(log_K: np.ndarray) -> bool:
+    """Whether a measured backward statistic (K, L + 1), natural logs, is exactly zero (-inf)
+    in every network at every layer where it is defined (var_dw is NaN at l = 0)."""
+    log_K = np.asarray(log_K, dtype=np.float64)
+    defined = ~np.isnan(log_K)
+    return bool(defined.any() and np.all(np.isneginf(log_K[defined])))
+
+
 def compare(
     config: ResNetConfig,
     measured: dict[str, np.ndarray],
     *,
+    key: jax.Array,
     toy_networks: int = 256,
     toy_batch: int | None = None,
-    key: jax.Array | None = None,
 ) -> dict[str, Any]:
     """Measured (K networks) against predicted, as a JSON-able record.
 
@@ -231,11 +247,15 @@ def compare(
     statistic, measured and predicted log10 at the layer farthest from the normalization
     (L for the forward, 1 for the backward).
 
-    ``key`` is a typed key (``jax.random.key``) for the toy Monte-Carlo. ``None`` stands for
-    ``jax.random.key(0)``, the key of the checks written so far; callers should pass their own.
+    Each statistic and its summary row carry ``note``: None where the comparison is defined,
+    :data:`NO_GRADIENT` for ``m2_dz`` and ``var_dw`` when the measured gradients are exactly
+    zero in every network and layer (Fixup's zero head at init). The measured values of such a
+    row are then NaN (None in JSON), not a number to compare; the predictions stay as they are
+    (the recursion's loss Σ g·z^L reaches the blocks whatever the head).
+
+    ``key`` is the typed key (``jax.random.key``) of the toy Monte-Carlo, required even when
+    ``toy_networks`` is 0 (one signature, no hidden default key).
     """
-    if key is None:  # the fixed key of earlier results files (the trainer passes none yet)
-        key = jax.random.key(0)
     start = {
         "m2_z": float(np.mean(np.exp(measured["log_m2_z"][:, 0]))),
         "mean_z": float(np.mean(measured["mean_z"][:, 0])),
@@ -269,8 +289,18 @@ def compare(
                 prof.log10_var_dw - prof.log10_var_dw[-1],
             ),
         }
+    notes = {
+        "m2_z": None,
+        "unitvar_z": None,
+        "m2_dz": NO_GRADIENT if _no_gradient(measured["log_m2_dz"]) else None,
+        "var_dw": NO_GRADIENT if _no_gradient(measured["log_var_dw"]) else None,
+    }
     for name, (values, predicted) in rel.items():
-        stats[name] = {**_across(values), "predicted_log10": np.asarray(predicted).tolist()}
+        stats[name] = {
+            **_across(values),
+            "predicted_log10": np.asarray(predicted).tolist(),
+            "note": notes[name],
+        }
         if toy is not None:
             stats[name]["toy_log10"] = toy_log[name].tolist()
     # The paper's closed forms for the backward profile (normalized at L like the rows above).
@@ -303,6 +333,7 @@ def compare(
             "stderr_log10": s["stderr_log10"][layer],
             "predicted_log10": s["predicted_log10"][layer],
             "toy_log10": s["toy_log10"][layer] if toy is not None else None,
+            "note": s["note"],
         }
     return {
         "model": config.as_dict(),

@@ -34,6 +34,7 @@ optimizer state, the residual stream and the loss stay float32.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -161,8 +162,26 @@ def _all_finite(tree) -> jax.Array:
     return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
+# Settings that never enter a compiled program (they drive Python loops, files and the key of
+# the first network): Trainers that differ only in these share their programs.
+_HOST_SETTINGS = dict(seeds=(0,), epochs=1, eval_batch_size=1, check_batch=0, checkpoint_keep=1)
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_PROGRAMS_KEPT = 8  # configurations whose jitted steps are kept (least recently used dropped)
+
+
+def _program_key(config: TrainConfig, mean: tuple, std: tuple) -> tuple:
+    how = seed_map_for_backend(config.seed_map)
+    return dataclasses.replace(config, seed_map=how, **_HOST_SETTINGS), mean, std
+
+
 class Trainer:
-    """The jit-compiled steps of one :class:`TrainConfig` (built once, reused every epoch)."""
+    """The jit-compiled steps of one :class:`TrainConfig` (built once, reused every epoch).
+
+    The jitted functions are shared by every Trainer of the same configuration and data
+    normalization up to seeds, epochs, batch sizes of the evaluation and the check, and the
+    checkpoints kept (none of which enters a program): a resumed run, or a second run in the
+    same process, compiles nothing again for the same number of seeds.
+    """
 
     def __init__(self, config: TrainConfig, mean, std):
         self.config = config
@@ -172,8 +191,21 @@ class Trainer:
         self.std = tuple(float(s) for s in std)
         self.seed_map = seed_map_for_backend(config.seed_map)
         self.has_bn = config.model.block.norm != "none"
-        self.train_step = jax.jit(self._train_step, donate_argnums=0)
-        self.eval_step = jax.jit(self._eval_step)
+        # The same parameters (bit for bit) from a rolled scan over the blocks: a program of one
+        # block's draws, not ``depth`` of them, compiles in seconds at L = 100 on CPU too.
+        self._init_model = ResNet(config.model, dtype=self.model.dtype, unroll=1)
+        key = _program_key(config, self.mean, self.std)
+        programs = _PROGRAMS.pop(key, None)
+        if programs is None:  # bound to this Trainer; an equal one traces the same code
+            programs = (
+                jax.jit(self._train_step, donate_argnums=0),
+                jax.jit(self._eval_step),
+                jax.jit(self.init_one),
+            )
+        _PROGRAMS[key] = programs
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            _PROGRAMS.popitem(last=False)
+        self.train_step, self.eval_step, self._init = programs
 
     # -- one network ----------------------------------------------------------------------
 
@@ -192,7 +224,7 @@ class Trainer:
     def init_one(self, key: jax.Array):
         """(params, batch_stats, opt_state) of one network."""
         x = jnp.zeros((1, 32, 32, 3), jnp.float32)
-        variables = self.model.init(key, x, train=False)
+        variables = self._init_model.init(key, x, train=False)
         params = variables["params"]
         return params, variables.get("batch_stats", {}), self.tx.init(params)
 
@@ -235,9 +267,10 @@ class Trainer:
     # -- K networks -----------------------------------------------------------------------
 
     def init_state(self) -> TrainState:
-        keys = jnp.stack([jax.random.key(s) for s in self.config.seeds])
-        init = jax.jit(map_seeds(self.init_one, (0,), self.seed_map))
-        params, batch_stats, opt_state = init(keys)
+        """The K networks at initialization, seed s from ``jax.random.key(s)``: one compiled
+        init of one network, called per seed (its compile time does not grow with K)."""
+        per_seed = [self._init(jax.random.key(s)) for s in self.config.seeds]
+        params, batch_stats, opt_state = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *per_seed)
         diverged = jnp.full((len(self.config.seeds),), -1, jnp.int32)
         return TrainState(params, batch_stats, opt_state, diverged)
 
@@ -277,7 +310,13 @@ class Trainer:
 
     def prediction_check(self, state: TrainState, dataset: data_lib.CIFAR10) -> dict:
         """The prediction check (:mod:`meanfield.initcheck`) of the K networks in ``state`` on
-        the first ``check_batch`` training images."""
+        the first ``check_batch`` training images.
+
+        The toy Monte-Carlo of :func:`meanfield.initcheck.compare` is keyed by
+        ``jax.random.key(seeds[0])``: a run's check is fixed by its configuration, and runs
+        whose seeds start at 0 (every preset) keep the numbers of the ``jax.random.key(0)``
+        that the check used before it took a key. The dense toy networks share no random
+        draws with the conv networks of that seed: different samplers consume the key."""
         b = min(self.config.check_batch, len(dataset.y_train))
         if b < 1:
             raise ValueError(f"check_batch must be >= 1 for the check, got {b}")
@@ -286,7 +325,8 @@ class Trainer:
             variables["batch_stats"] = state.batch_stats
         x, y = self.normalize(dataset.x_train[:b]), dataset.y_train[:b]
         measured = initcheck.measure(self.model, variables, x, y, seed_map=self.seed_map)
-        check = initcheck.compare(self.config.model, measured, toy_batch=b)
+        key = jax.random.key(self.config.seeds[0])
+        check = initcheck.compare(self.config.model, measured, key=key, toy_batch=b)
         check.update(batch=b, seeds=list(self.config.seeds))
         return check
 

@@ -83,7 +83,7 @@ def test_identity_bn_forward_matches_the_recursion_from_the_measured_start():
 
 def test_compare_summarizes_the_measurements_and_predicts_the_linear_growth(linear):
     cfg, m = linear
-    record = initcheck.compare(cfg, m, toy_networks=0)
+    record = initcheck.compare(cfg, m, key=jax.random.key(0), toy_networks=0)
     json.dumps(results.to_jsonable(record), allow_nan=False)  # storable as it is
     s = record["statistics"]
     # The recursion from the measured q_0 with the conv's fan-in k·k·C: q_l = q_0 (1 + α)^l
@@ -109,6 +109,9 @@ def test_compare_summarizes_the_measurements_and_predicts_the_linear_growth(line
     assert record["summary"]["m2_dz"]["measured_log10_of_mean"] == s["m2_dz"]["log10_of_mean"][1]
     assert record["toy"] is None and "toy_log10" not in s["m2_z"]
     assert {f["source"] for f in record["closed_forms"]} == {"paper"}
+    # Gradients reach every block here: no statistic carries a note.
+    assert all(s[name]["note"] is None for name in s)
+    assert all(row["note"] is None for row in record["summary"].values())
 
 
 def test_toy_montecarlo_runs_the_dense_network_of_the_same_alpha(linear):
@@ -167,22 +170,25 @@ FIXUP_K2 = ResNetConfig(
 
 @pytest.fixture(scope="module")
 def fixup_k2():
+    """The Fixup networks at init (zero head) and with a random head, measured on one batch
+    (one compiled measurement: the same model and shapes)."""
     config = TrainConfig(model=FIXUP_K2, seeds=tuple(range(NETWORKS)), seed_map="vmap")
     trainer = Trainer(config, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    params = trainer.init_state().params
+    at_init = trainer.init_state().params
     # Fixup also starts the head at zero, so no gradient reaches a block at init; a random
     # head (as after the first step, which trains the head only) lets the gradients through.
-    head = params["head"]["kernel"]
+    head = at_init["head"]["kernel"]
     head = jax.random.normal(jax.random.key(1), head.shape, head.dtype)
-    params = {**params, "head": {**params["head"], "kernel": head}}
+    params = {**at_init, "head": {**at_init["head"], "kernel": head}}
     x = jax.random.normal(jax.random.key(0), (8, 32, 32, 3))
     y = np.arange(8) % 10
     m = initcheck.measure(trainer.model, {"params": params}, x, y, seed_map="vmap")
-    return trainer.model, params, x, y, m
+    m_init = initcheck.measure(trainer.model, {"params": at_init}, x, y, seed_map="vmap")
+    return trainer.model, params, x, y, m, m_init
 
 
 def test_var_dw_is_the_mean_over_the_branch_kernels(fixup_k2):
-    model, params, x, y, m = fixup_k2
+    model, params, x, y, m, _ = fixup_k2
 
     def loss(p):  # the training loss, with jax.grad on the model itself (no taps)
         logits = model.apply({"params": p}, x, train=True)
@@ -201,8 +207,10 @@ def test_var_dw_is_the_mean_over_the_branch_kernels(fixup_k2):
 
 
 def test_fixup_var_dw_agrees_with_the_recursion(fixup_k2):
-    *_, m = fixup_k2
-    s = initcheck.compare(FIXUP_K2, m, toy_networks=0)["statistics"]["var_dw"]
+    *_, m, _ = fixup_k2
+    record = initcheck.compare(FIXUP_K2, m, key=jax.random.key(0), toy_networks=0)
+    s = record["statistics"]["var_dw"]
+    assert s["note"] is None  # a random head lets the gradients through: a real comparison
     # With W_2 = 0 every block passes z^0 forward and dE/dz^L backward unchanged, and the W_1
     # are i.i.d. over blocks: var_dw^l / var_dw^L is 1 in law, the recursion's flat profile.
     predicted = np.asarray(s["predicted_log10"], np.float64)
@@ -213,6 +221,46 @@ def test_fixup_var_dw_agrees_with_the_recursion(fixup_k2):
     assert np.all(np.abs(mean - predicted[1:-1]) < 4 * se), (mean, se)
     # A prediction off by a factor 2 per layer must be rejected.
     assert np.all(np.abs(mean - predicted[1:-1] - np.log10(2)) > 4 * se), (mean, se)
+
+
+def _numbers(row):
+    """The measured summaries of one statistic (or summary row) as one float array."""
+    fields = ("log10_of_mean", "mean_log10", "stderr_log10", "median_log10", "per_seed_log10")
+    fields += ("measured_log10_of_mean", "measured_mean_log10")
+    return np.concatenate([np.ravel(np.asarray(row[f], float)) for f in fields if f in row])
+
+
+def test_fixup_at_init_marks_the_backward_rows_with_their_reason(fixup_k2):
+    # Fixup's zero head: every gradient is exactly zero, so the backward rows relative to
+    # layer L are undefined. They must say why instead of presenting NaN as a result.
+    *_, m_init = fixup_k2
+    assert np.all(np.isneginf(m_init["log_m2_dz"]))
+    assert np.all(np.isneginf(m_init["log_var_dw"][:, 1:]))
+    record = initcheck.compare(FIXUP_K2, m_init, key=jax.random.key(0), toy_networks=8)
+    json.dumps(results.to_jsonable(record), allow_nan=False)  # storable, the note included
+    for table in (record["statistics"], record["summary"]):
+        for name in ("m2_dz", "var_dw"):
+            assert table[name]["note"] == initcheck.NO_GRADIENT, (name, table[name]["note"])
+            assert np.all(np.isnan(_numbers(table[name])))
+        # The forward rows are compared as before: defined, finite, no note.
+        for name in ("m2_z", "unitvar_z"):
+            assert table[name]["note"] is None
+            assert np.all(np.isfinite(_numbers(table[name])))
+    # Whatever is NaN in the record is explained by a note.
+    for table in (record["statistics"], record["summary"]):
+        for name, row in table.items():
+            assert row["note"] is not None or not np.any(np.isnan(_numbers(row))), name
+    # The predictions stay numbers (the recursion's loss reaches the blocks whatever the head).
+    assert np.all(np.isfinite(record["statistics"]["m2_dz"]["predicted_log10"]))
+    assert np.isfinite(record["summary"]["m2_dz"]["predicted_log10"])
+
+
+def test_compare_requires_a_key(linear):
+    cfg, m = linear
+    with pytest.raises(TypeError, match="key"):
+        initcheck.compare(cfg, m, toy_networks=0)
+    with pytest.raises(TypeError):
+        initcheck.compare(cfg, m, None, toy_networks=0)  # keyword-only
 
 
 def test_simulate_is_exported_beside_profile():

@@ -12,7 +12,10 @@ import pytest
 from meanfield import Block, models
 from meanfield.models import ResNet, ResNetConfig
 
-X = jax.random.normal(jax.random.key(7), (4, 32, 32, 3))
+# 8x8 images: the network is convolutional with global pooling, so nothing tested here depends
+# on the 32x32 of CIFAR-10 (parameters, the realized init, equality with the reference), and a
+# quarter of the positions keeps these eager (op-by-op) tests cheap. The shift test uses 16x16.
+X = jax.random.normal(jax.random.key(7), (4, 8, 8, 3))
 
 
 def test_parameter_structure_of_the_papers_network():
@@ -39,7 +42,11 @@ def _moments(a):
 @pytest.mark.parametrize("init", ["he", "depth_scaled"])
 def test_realized_kernels_have_the_requested_variance_and_are_not_truncated(init):
     cfg = ResNetConfig(init=init)  # the paper's network: n = 8·8·16, L = 100
-    params = ResNet(cfg).init(jax.random.key(1), X[:1], train=False)["params"]
+    # A rolled scan over the blocks draws the same parameters as the unrolled one (the
+    # trainer's init relies on it, tests/test_train.py) and compiles once, not 100 times.
+    params = jax.jit(ResNet(cfg, unroll=1).init, static_argnames="train")(
+        jax.random.key(1), X[:1, :1, :1], train=False
+    )["params"]
     expected = {"he": 2 / 1024, "depth_scaled": 1 / (1024 * 100)}[init]  # written out by hand
     n, mean, var, kurt = _moments(params["blocks"]["Conv_0"]["kernel"])
     # Sampling errors of N(0, v) draws: mean sqrt(v/N), variance v sqrt(2/N), kurtosis
@@ -128,7 +135,7 @@ def test_network_equals_an_independent_implementation(block, padding):
 
     with jax.default_matmul_precision("highest"):
         g_taps, (logits, stats) = jax.grad(loss_model, has_aux=True)(jnp.zeros(cfg.depth + 1))
-        probes = jnp.zeros((cfg.depth + 1, 4, 32, 32, cfg.channels))
+        probes = jnp.zeros((cfg.depth + 1, *X.shape[:3], cfg.channels))
         g_probes, (logits_ref, m2_ref) = jax.grad(loss_ref, has_aux=True)(probes)
     np.testing.assert_allclose(logits, logits_ref, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(np.exp(stats["log_m2_z"]), m2_ref, rtol=2e-5)
@@ -146,12 +153,13 @@ def test_log_mean_square_does_not_overflow():
 
 
 def test_circular_padding_makes_the_network_shift_invariant():
-    x_shift = jnp.roll(X, (5, -3), axis=(1, 2))
+    x = jax.random.normal(jax.random.key(7), (4, 16, 16, 3))  # 8x8 kernels: a larger image
+    x_shift = jnp.roll(x, (5, -3), axis=(1, 2))
     for padding, invariant in (("circular", True), ("same", False)):
         cfg = ResNetConfig(depth=2, channels=4, kernel_size=8, padding=padding)
         model = ResNet(cfg)
-        variables = model.init(jax.random.key(0), X, train=False)
-        a = model.apply(variables, X, train=False)
+        variables = model.init(jax.random.key(0), x, train=False)
+        a = model.apply(variables, x, train=False)
         b = model.apply(variables, x_shift, train=False)
         assert np.allclose(a, b, rtol=1e-4, atol=1e-5) == invariant
 

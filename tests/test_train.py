@@ -2,8 +2,10 @@
 uninterrupted run bit for bit, and a diverging seed is reported while the others go on."""
 
 import dataclasses
+import logging
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -44,6 +46,37 @@ def _state(config, dataset, workdir):
 def _metrics(rows):
     drop = ("epoch_time_s", "images_per_s")
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_init_state_is_the_models_own_init_and_equal_trainers_share_their_programs(dataset, caplog):
+    config = dataclasses.replace(BASE, seeds=(0, 3), optimizer="adam")
+    trainer = Trainer(config, dataset.mean, dataset.std)
+    state = trainer.init_state()
+    # Seed s is model.init(jax.random.key(s)) bit for bit: the trainer's rolled scan over the
+    # blocks draws what the model's own (unrolled on CPU) init draws.
+    init = jax.jit(trainer.model.init, static_argnames="train")
+    for k, seed in enumerate(config.seeds):
+        v = init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)), train=False)
+        mine = jax.tree_util.tree_map(lambda a, k=k: a[k], (state.params, state.batch_stats))
+        for a, b in zip(
+            jax.tree_util.tree_leaves((v["params"], v["batch_stats"])),
+            jax.tree_util.tree_leaves(mine),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Settings outside the programs (epochs, the check, the seeds' values) share them, and a
+    # second init of the same shapes compiles nothing; a setting inside (the rate) does not.
+    other = Trainer(
+        dataclasses.replace(config, seeds=(5, 6), epochs=9, check_batch=4),
+        dataset.mean,
+        dataset.std,
+    )
+    assert other.train_step is trainer.train_step and other.eval_step is trainer.eval_step
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        other.init_state()
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage()], caplog.text
+    lr = Trainer(dataclasses.replace(config, learning_rate=0.5), dataset.mean, dataset.std)
+    assert lr.train_step is not trainer.train_step
 
 
 def test_loss_decreases_on_a_learnable_problem(dataset, tmp_path):

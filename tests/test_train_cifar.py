@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from meanfield import data, results
+from meanfield import data, initcheck, results
 from meanfield.train import TrainConfig, Trainer, restore_checkpoint
 from tests.helpers import load_script, write_cifar_folder
 
@@ -140,7 +140,7 @@ def test_check_only_writes_the_prediction_check_without_training(tmp_path):
     assert not (out / "depth_scaled-none" / "checkpoints").exists()
 
 
-def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path):
+def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path, capsys):
     folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
     script = load_script("train_cifar")
     setups = ["skipinit-none", "fixup-k2", "weight_norm-k2", "risotto"]
@@ -178,6 +178,19 @@ def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path):
     assert summary["risotto"]["predicted_jacobian_sd_log"] < 1e-5
     assert not (out / "risotto" / "initcheck.json").exists()
     assert (out / "fixup-k2" / "initcheck.json").is_file()
+    # Fixup's zero head: no gradient reaches a block at init, and the summary says so where
+    # its backward number would be (None, not a silent NaN); the others carry no note.
+    fixup = summary["fixup-k2"]
+    assert fixup["log10_m2_dz_1_note"] == initcheck.NO_GRADIENT
+    assert fixup["log10_m2_dz_1_measured"] is None
+    assert np.isfinite(fixup["log10_m2_z_L_measured"])
+    check = results.load_json(out / "fixup-k2" / "initcheck.json")
+    assert check["summary"]["m2_dz"]["note"] == initcheck.NO_GRADIENT
+    assert check["statistics"]["var_dw"]["note"] == initcheck.NO_GRADIENT
+    assert check["statistics"]["m2_z"]["note"] is None
+    for name in ("skipinit-none", "weight_norm-k2", "risotto"):
+        assert summary[name]["log10_m2_dz_1_note"] is None
+    assert initcheck.NO_GRADIENT in capsys.readouterr().out  # printed with the summary
     assert all(s["val_accuracy_epoch1_mean"] is not None for s in summary.values())
     assert (out / "inits.png").is_file()
     row = results.load_json(out / "fixup-k2" / "config.json")
