@@ -80,7 +80,8 @@ def environment() -> dict[str, Any]:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Arrays to (nested) lists; NaN and ±inf to None (JSON has no such numbers)."""
+    """Arrays to (nested) lists; NaN and ±inf to None (JSON has no such numbers); paths to
+    strings."""
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -94,6 +95,8 @@ def to_jsonable(obj: Any) -> Any:
         return obj if math.isfinite(obj) else None
     if isinstance(obj, (np.generic,)):
         return to_jsonable(obj.item())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     return obj
 
 
@@ -181,7 +184,7 @@ def save_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path
     return atomic_write_text(path, buf.getvalue())
 
 
-def output_folder(value: str | os.PathLike) -> Path:
+def output_folder(value: str) -> str:
     """``value`` as the folder under which run folders are made, checked before any work: it
     must be a folder or not exist yet, and the nearest existing folder on its path must be
     writable. The experiments use it as the argparse type of ``--out``
@@ -198,7 +201,7 @@ def output_folder(value: str | os.PathLike) -> Path:
         raise argparse.ArgumentTypeError(f"{str(path)!r} {what} not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r}")
-    return path
+    return value  # as given: it is saved with the run's configuration
 
 
 def add_out_argument(parser) -> None:

@@ -72,3 +72,10 @@ def test_written_files_honour_the_umask_like_a_plain_open(tmp_path, umask, mode)
     assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == mode
     for path in paths:
         assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
+
+
+def test_paths_are_saved_as_strings(tmp_path):
+    from pathlib import Path
+
+    out = results.save_json(tmp_path / "r.json", {"out": Path("runs") / "a", "n": [Path("b")]})
+    assert results.load_json(out) == {"out": str(Path("runs") / "a"), "n": ["b"]}
