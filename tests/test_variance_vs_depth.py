@@ -112,7 +112,8 @@ def test_help_documents_every_flag(capsys):
     [
         (["--depth", "0"], "--depth must be >= 1"),
         (["--width", "0"], "--width must be >= 1"),
-        (["--c", "-1"], "--c must be > 0"),
+        (["--c", "-1"], "--c must be a finite number > 0"),
+        (["--c", "inf"], "--c must be a finite number > 0"),
         (["--networks", "1"], "--networks must be 0 (no Monte-Carlo) or >= 2"),
         (["--batch", "1"], "--batch must be >= 2"),
         (["--chunk-size", "0"], "--chunk-size must be >= 1"),
