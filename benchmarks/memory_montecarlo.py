@@ -35,16 +35,42 @@ def chunk_memory(block, depth, width, batch, chunk, engine):
     return compiled.memory_analysis()
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--networks",
+        type=int,
+        default=4096,
+        help="R, sampled networks of the run (only the default chunk size depends on it)",
+    )
+    p.add_argument("--width", type=int, default=256, help="n, the width of every layer")
+    p.add_argument("--depth", type=int, default=100, help="L, residual blocks")
+    p.add_argument("--batch", type=int, default=16, help="B, inputs per network")
+    p.add_argument(
+        "--block",
+        default="relu-bn_post-residual",
+        help="the block, by name (meanfield.Block.from_name)",
+    )
+    p.add_argument(
+        "--chunks",
+        type=int,
+        nargs="+",
+        default=[16, 64, 256],
+        help="chunk sizes C (networks per compiled call) to measure",
+    )
+    p.add_argument(
+        "--engine",
+        default="explicit",
+        choices=["explicit", "weightfree"],
+        help="the Monte-Carlo engine: sampled weights, or the weight-free one",
+    )
+    return p
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--networks", type=int, default=4096)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--depth", type=int, default=100)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--block", default="relu-bn_post-residual")
-    p.add_argument("--chunks", type=int, nargs="+", default=[16, 64, 256])
-    p.add_argument("--engine", default="explicit", choices=["explicit", "weightfree"])
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     block = Block.from_name(args.block)
     n, L, B = args.width, args.depth, args.batch
     print(

@@ -32,22 +32,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from meanfield import data, hessian, plots, results  # noqa: E402
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
-    p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
-    p.add_argument("--shortcuts", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument(
+        "--depths",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8, 16, 32],
+        help="numbers L of residual units, each >= 1",
+    )
+    p.add_argument(
+        "--shortcuts",
+        type=int,
+        nargs="+",
+        default=[1, 2, 3],
+        help="weight layers k per residual unit (the shortcut depth), each >= 1",
+    )
     p.add_argument("--width", type=int, default=4, help="d of the synthetic data")
     p.add_argument("--samples", type=int, default=1000, help="N pairs (x, y)")
-    p.add_argument("--lanczos-steps", type=int, default=80, help="beyond the exact limit")
+    p.add_argument(
+        "--lanczos-steps",
+        type=int,
+        default=80,
+        help=f"Lanczos steps above {hessian.MAX_EXACT_PARAMS} parameters (the exact limit)",
+    )
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (optional; not fetched)")
     p.add_argument("--no-cifar", action="store_true", help="synthetic data only")
     p.add_argument(
         "--seed", type=int, default=0, help="of the synthetic data and the Lanczos starts"
     )
     plots.add_formats_argument(p)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if min(args.depths) < 1 or min(args.shortcuts) < 1:
         p.error(f"--depths and --shortcuts must be >= 1, got {args.depths}, {args.shortcuts}")

@@ -52,17 +52,27 @@ SETUPS = (
 )
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
-    p.add_argument("--width", type=int, default=256, help="n")
-    p.add_argument("--depth", type=int, default=100, help="L")
+    p.add_argument("--width", type=int, default=256, help="n, the width of every layer")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=100,
+        help="L, residual blocks, 1 to 399 (SkipInit's α = 0.05 must stay below 1/sqrt(L))",
+    )
     p.add_argument("--networks", type=int, default=64, help="sampled networks per setup")
     p.add_argument("--batch", type=int, default=8, help="inputs per network (BN's batch)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="jax.random.key(seed) of the networks")
     plots.add_formats_argument(p)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.width < 1 or args.depth < 1:
         p.error(f"--width and --depth must be >= 1, got {args.width}, {args.depth}")

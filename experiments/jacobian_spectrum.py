@@ -49,17 +49,33 @@ CONFIGS = (
 )
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
-    p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
-    p.add_argument("--width", type=int, default=32, help="n")
+    p.add_argument(
+        "--depths",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8, 16, 32, 64],
+        help="numbers L of residual blocks, each >= 1",
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=32,
+        help=f"n of every layer, 1 to {jacobian.MAX_EXACT_WIDTH} (an exact SVD of the n x n J)",
+    )
     p.add_argument("--networks", type=int, default=16, help="sampled networks per point")
     p.add_argument("--batch", type=int, default=16, help="inputs per network (BN's batch)")
     p.add_argument("--seed", type=int, default=0, help="jax.random.key(seed) of the networks")
     plots.add_formats_argument(p)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if min(args.depths) < 1 or args.width < 1:
         p.error(f"--depths and --width must be >= 1, got {args.depths}, {args.width}")

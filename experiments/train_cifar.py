@@ -126,43 +126,114 @@ DEFAULTS = dict(
 )
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+# The library names a setting by its field (TrainConfig.learning_rate), the command line by its
+# flag (--lr): the field names that differ from the key of DEFAULTS.
+_FIELD_KEYS = {"learning_rate": "lr"}
+
+
+def _flag(key: str) -> str:
+    """The command-line flag of the setting ``key`` of DEFAULTS (lr -> --lr)."""
+    return "--" + key.replace("_", "-")
+
+
+def _shown(value) -> str:
+    """A setting as it would be typed or read: lists space-separated, every setup as "all",
+    None (train_size, test_size: every image) as "all"."""
+    if value is None or value == list(SETUPS):
+        return "all"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def _default_text(key: str) -> str:
+    """The default of a preset-controlled flag for its help, e.g. "(default: 1; with --preset
+    fig2: 3, fig3: 9, inits: 3, smoke: 2)": DEFAULTS, then each preset that sets another value."""
+    text = f"default: {_shown(DEFAULTS[key])}"
+    others = [
+        f"{name}: {_shown(preset[key])}"
+        for name, preset in sorted(PRESETS.items())
+        if key in preset and preset[key] != DEFAULTS[key]
+    ]
+    if others:
+        text += "; with --preset " + ", ".join(others)
+    return f"({text})"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: ...)" after every help, except where the help states its own: the
+    flags a preset controls are None on the command line (the preset fills them in later), so
+    their help names the real defaults (:func:`_default_text`)."""
+
+    def _get_help_string(self, action):
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line. The flags that a preset controls default to None, so that
+    :func:`resolve` can tell a flag given from one left to the preset."""
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=__doc__.split("\n\n")[0], formatter_class=_HelpFormatter
     )
-    p.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named experiment")
+
+    def setting(key: str, help: str, **kwargs) -> None:
+        p.add_argument(_flag(key), help=f"{help} {_default_text(key)}", **kwargs)
+
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a named experiment; the flags below override it (default: none, the defaults below)",
+    )
     p.add_argument("--smoke", action="store_true", help="same as --preset smoke")
-    p.add_argument("--resume", type=Path, default=None, help="continue the run in this folder")
-    p.add_argument("--out", default="runs", help="folder under which a new run folder is made")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (cifar-10-batches-py)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="continue the run in this folder with its saved settings (default: a new run)",
+    )
+    results.add_out_argument(p)
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="CIFAR-10 folder (cifar-10-batches-py) (default: $CIFAR10_DIR, ./data, then the "
+        "cache folder)",
+    )
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     p.add_argument("--synthetic", action="store_true", help="a generated stand-in, not CIFAR-10")
-    p.add_argument("--setups", nargs="+", choices=list(SETUPS), help="setups to train")
-    p.add_argument("--seeds", type=int, help="networks per setup, seeds 0..N-1, in one program")
-    p.add_argument("--epochs", type=int, help="epochs (with --resume: train up to this many)")
-    p.add_argument("--depth", type=int, help="residual blocks L")
-    p.add_argument("--channels", type=int, help="channels C of every block")
-    p.add_argument("--kernel-size", type=int, help="k of the k x k convolutions")
-    p.add_argument("--padding", choices=PADDINGS, help="convolution padding")
-    p.add_argument("--c", type=float, help="c of the depth-scaled init c/(nL)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, help="the paper names none; default sgd")
-    p.add_argument("--lr", type=float, help="learning rate (constant)")
-    p.add_argument("--momentum", type=float, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, help="weight decay")
-    p.add_argument("--batch-size", type=int, help="images per step and seed")
-    p.add_argument("--precision", choices=PRECISIONS, help="bf16: mixed precision")
-    p.add_argument("--train-size", type=int, help="first N training images (default all)")
-    p.add_argument("--test-size", type=int, help="first N test images (default all)")
-    p.add_argument("--check-batch", type=int, help="images for the prediction check (0: skip)")
-    p.add_argument("--seed-map", choices=("auto", "vmap", "unroll"), help="how seeds batch")
-    p.add_argument("--formats", nargs="+", default=["png", "pdf"], help="figure formats")
+    setting("setups", "setups to train", nargs="+", choices=list(SETUPS))
+    setting("seeds", "networks per setup, seeds 0..N-1, in one program", type=int)
+    setting("epochs", "epochs (with --resume: train up to this many)", type=int)
+    setting("depth", "residual blocks L", type=int)
+    setting("channels", "channels C of every block", type=int)
+    setting("kernel_size", "k of the k x k convolutions", type=int)
+    setting("padding", "convolution padding", choices=PADDINGS)
+    setting("c", "c of the depth-scaled init c/(nL), a finite number > 0", type=float)
+    setting("optimizer", "the paper names none", choices=OPTIMIZERS)
+    setting("lr", "learning rate (constant), a finite number > 0", type=float)
+    setting("momentum", "SGD momentum, in [0, 1)", type=float)
+    setting("weight_decay", "weight decay, a finite number >= 0", type=float)
+    setting("batch_size", "images per step and seed, at most the training images", type=int)
+    setting("precision", "bf16: mixed precision", choices=PRECISIONS)
+    setting("train_size", "first N training images", type=int)
+    setting("test_size", "first N test images", type=int)
+    setting("check_batch", "images for the prediction check (0: skip)", type=int)
+    setting("seed_map", "how seeds batch", choices=("auto", "vmap", "unroll"))
+    plots.add_formats_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--check-only",
         action="store_true",
         help="only the prediction check at initialization (minutes on a CPU), no training",
     )
+    return p
+
+
+def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The flags, each checked on its own (``parser.error`` on a bad one)."""
+    p = parser if parser is not None else build_parser()
     args = p.parse_args(argv)
     if args.smoke:
         if args.preset not in (None, "smoke"):
@@ -198,6 +269,83 @@ def resolve(args: argparse.Namespace) -> dict:
     settings["preset"] = args.preset
     settings["synthetic"] = args.synthetic
     return settings
+
+
+def resume_conflicts(args: argparse.Namespace, saved: dict) -> list[str]:
+    """The flags given with --resume whose value is not the saved run's, as "--lr 0.5 (saved:
+    0.01)". Not compared: flags left out (the saved value holds), --epochs (with --resume:
+    train up to this many) and the host's settings (--data-dir, --formats, --no-progress,
+    ...), which are not part of the run."""
+    given = {key: getattr(args, key) for key in DEFAULTS if key != "epochs"}
+    given["preset"] = args.preset
+    given["synthetic"] = args.synthetic or None  # a store_true flag is given only when True
+    conflicts = []
+    for key, value in given.items():
+        if value is not None and value != saved.get(key):
+            shown = "" if key == "synthetic" else f" {_shown(value)}"
+            conflicts.append(f"{_flag(key)}{shown} (saved: {_shown(saved.get(key))})")
+    return conflicts
+
+
+def _saved_settings(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The settings of the run named by --resume, with --epochs applied; ``p.error`` when
+    run.json cannot be read or a flag given contradicts it."""
+    path = args.resume / "run.json"
+    try:
+        settings = results.load_json(path)["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        p.error(f"--resume: cannot read the settings in {path}: {_one_line(err)}")
+    conflicts = resume_conflicts(args, settings)
+    if conflicts:
+        p.error(
+            f"--resume {args.resume}: flags that differ from the saved run's settings: "
+            f"{', '.join(conflicts)}; leave them out to keep the saved values (of the run's "
+            "settings only --epochs, train up to this many, may change)"
+        )
+    if args.epochs is not None:
+        settings["epochs"] = args.epochs
+    return settings
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def _flag_message(err: ValueError) -> str:
+    """The library's message about a setting ("learning_rate must be a finite number > 0, got
+    -1.0") in terms of its flag ("--lr must be ...")."""
+    text = _one_line(err)
+    field, _, rest = text.partition(" ")
+    key = _FIELD_KEYS.get(field, field)
+    return f"{_flag(key)} {rest}" if key in DEFAULTS and rest else text
+
+
+def prepare(argv=None) -> tuple[argparse.Namespace, dict, dict[str, TrainConfig], data.CIFAR10]:
+    """Everything that can be checked before a run folder is made: the flags, the resolved (or,
+    with --resume, the saved) settings as validated TrainConfigs, and the data, found and read.
+    Any problem is ``parser.error``: one line naming the flag, the value and what is allowed,
+    or the file that cannot be read, and exit code 2."""
+    p = build_parser()
+    args = parse_args(argv, p)
+    settings = _saved_settings(p, args) if args.resume is not None else resolve(args)
+    try:  # the library's rules (TrainConfig, ResNetConfig), reported by flag
+        configs = train_configs(settings)
+    except ValueError as err:
+        p.error(_flag_message(err))
+    try:
+        dataset = load_data(settings, args)
+    except data.DataError as err:
+        p.error(f"cannot read CIFAR-10: {_one_line(err)}")
+    except ValueError as err:  # --train-size or --test-size beyond the images there are
+        p.error(_flag_message(err))
+    except OSError as err:  # e.g. a --data-dir that cannot be created for the download
+        p.error(f"cannot read CIFAR-10: {_one_line(err)}")
+    n_train = len(dataset.y_train)
+    if settings["batch_size"] > n_train:
+        p.error(
+            f"--batch-size must be <= the training images ({n_train}), got {settings['batch_size']}"
+        )
+    return args, settings, configs, dataset
 
 
 def train_configs(settings: dict) -> dict[str, TrainConfig]:
@@ -327,20 +475,13 @@ def check_only(configs: dict[str, TrainConfig], dataset, out: Path, formats) -> 
 
 
 def main(argv=None) -> Path:
-    args = parse_args(argv)
     start = time.perf_counter()
+    args, settings, configs, dataset = prepare(argv)
     if args.resume is not None:
         out = args.resume
-        saved = results.load_json(out / "run.json")
-        settings = saved["settings"]
-        if args.epochs is not None:
-            settings["epochs"] = args.epochs
         print(f"resuming {out}")
     else:
-        settings = resolve(args)
         out = results.new_run_dir(args.out, f"train_cifar-{settings['preset'] or 'custom'}")
-    configs = train_configs(settings)
-    dataset = load_data(settings, args)
     results.save_json(
         out / "run.json",
         {
@@ -371,7 +512,11 @@ def main(argv=None) -> Path:
             flush=True,
         )
         workdir = out / name
-        resume = args.resume is not None and (workdir / "checkpoints").is_dir()
+        # A setup folder that got as far as its config.json resumes (from its newest readable
+        # checkpoint, or from epoch 0 when it has none); one the run never reached starts.
+        resume = args.resume is not None and any(
+            (workdir / part).exists() for part in ("config.json", "checkpoints")
+        )
         rows = train_and_evaluate(
             config, dataset, workdir, resume=resume, progress=not args.no_progress
         )

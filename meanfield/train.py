@@ -22,7 +22,9 @@ What a run writes into its folder (:func:`train_and_evaluate`):
 * ``initcheck.json``: the prediction check (:mod:`meanfield.initcheck`);
 * ``checkpoints/epoch_NNNN.msgpack``: the full training state after every epoch (Flax's
   msgpack serialization, written atomically; the newest ``checkpoint_keep`` are kept).
-  ``resume=True`` continues from the newest, bit for bit on the same machine.
+  ``resume=True`` continues from the newest, bit for bit on the same machine; when it cannot
+  be read it falls back to the newest readable one, and with none it starts over from epoch
+  0, saying so each time (a warning).
 
 Divergence. A seed whose loss or gradient is not finite at step s is recorded as "diverged at
 step s": its parameters stay at their last finite values, its later metrics are null, and
@@ -40,6 +42,7 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -334,13 +337,24 @@ class Trainer:
 # -- checkpoints --------------------------------------------------------------------------
 
 
+_CHECKPOINT_GLOB = "epoch_[0-9][0-9][0-9][0-9].msgpack"
+# What an unreadable checkpoint is renamed to on resume: kept for a look, no longer a
+# checkpoint (neither resumed from nor counted among the ``checkpoint_keep`` newest).
+UNREADABLE_SUFFIX = ".unreadable"
+
+
 def _checkpoint_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:04d}.msgpack"
 
 
+def _checkpoints(folder: str | Path) -> list[Path]:
+    """The ``epoch_NNNN.msgpack`` files in ``folder``, oldest first."""
+    return sorted(Path(folder).glob(_CHECKPOINT_GLOB))
+
+
 def latest_checkpoint(folder: str | Path) -> Path | None:
     """The newest ``epoch_NNNN.msgpack`` in ``folder``, or None."""
-    found = sorted(Path(folder).glob("epoch_[0-9][0-9][0-9][0-9].msgpack"))
+    found = _checkpoints(folder)
     return found[-1] if found else None
 
 
@@ -353,19 +367,102 @@ def save_checkpoint(folder: Path, epoch: int, state: TrainState, history: list, 
     path = results.atomic_write_bytes(
         _checkpoint_path(folder, epoch), flax.serialization.msgpack_serialize(payload)
     )
-    for old in sorted(folder.glob("epoch_[0-9][0-9][0-9][0-9].msgpack"))[:-keep]:
+    for old in _checkpoints(folder)[:-keep]:
         old.unlink()
     return path
 
 
 def restore_checkpoint(path: Path, template: TrainState) -> tuple[TrainState, int, list]:
+    """(state, epoch, history) of the checkpoint ``path``, in the structure of ``template``.
+    Raises ValueError naming the file when it cannot be read (missing, truncated, damaged) or
+    does not hold a state of that structure."""
     try:
         payload = flax.serialization.msgpack_restore(Path(path).read_bytes())
         state = flax.serialization.from_state_dict(template, payload["state"])
-    except (ValueError, KeyError, TypeError) as err:
+        epoch, history = int(payload["epoch"]), json.loads(payload["history"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"cannot restore the checkpoint {path}: {err}") from err
     state = jax.tree_util.tree_map(jnp.asarray, state)
-    return state, int(payload["epoch"]), json.loads(payload["history"])
+    return state, epoch, history
+
+
+def restore_newest_readable(
+    folder: str | Path, template: TrainState
+) -> tuple[tuple[Path, TrainState, int, list] | None, list[tuple[Path, str]]]:
+    """The newest checkpoint in ``folder`` that :func:`restore_checkpoint` reads, as (path,
+    state, epoch, history), or None when none can be read; and (path, reason) of each newer
+    one that could not, newest first."""
+    unreadable = []
+    for path in reversed(_checkpoints(folder)):
+        try:
+            return (path, *restore_checkpoint(path, template)), unreadable
+        except ValueError as err:
+            unreadable.append((path, str(err)))
+    return None, unreadable
+
+
+def _set_aside(paths: list[Path]) -> list[str]:
+    """Rename each unreadable checkpoint to ``<name>.unreadable``; the new names."""
+    names = []
+    for path in paths:
+        target = path.with_name(path.name + UNREADABLE_SUFFIX)
+        path.replace(target)
+        names.append(target.name)
+    return names
+
+
+def _resume_point(
+    workdir: Path, config: TrainConfig, fingerprint: dict, template: TrainState
+) -> tuple[Path, TrainState, int, list] | None:
+    """Where ``train_and_evaluate(..., resume=True)`` goes on: (path, state, epoch, history)
+    of the newest readable checkpoint of the run in ``workdir``, or None to start over.
+
+    The saved configuration must be ``config`` (up to ``epochs``). Checkpoints newer than the
+    one used that cannot be read (a write cut short by a crash or a full disk) are renamed
+    to ``<name>.unreadable`` and named in a warning. A run with no readable checkpoint at all
+    (killed during its first write, which leaves only the atomic write's partial ``.tmp``
+    file, or with every checkpoint damaged) starts over from epoch 0, with a warning. A
+    ``workdir`` that holds no run (neither config.json nor checkpoints/) is an error.
+    """
+    ckpt_dir, config_path = workdir / "checkpoints", workdir / "config.json"
+    if not config_path.is_file():
+        if not ckpt_dir.is_dir():
+            raise FileNotFoundError(
+                f"cannot resume: no checkpoint in {ckpt_dir} and no {config_path}: "
+                f"{workdir} holds no run"
+            )
+        if _checkpoints(ckpt_dir):
+            raise FileNotFoundError(
+                f"cannot resume: {config_path} is missing, so the checkpoints in {ckpt_dir} "
+                "cannot be checked against the configuration"
+            )
+    else:
+        _check_resumable(results.load_json(config_path), config, fingerprint)
+    found, unreadable = restore_newest_readable(ckpt_dir, template)
+    reasons = "; ".join(reason for _, reason in unreadable)
+    kept = _set_aside([path for path, _ in unreadable])
+    if found is None:
+        partial = sorted(p.name for p in ckpt_dir.glob(".epoch_*.tmp")) if ckpt_dir.is_dir() else []
+        what = []
+        if kept:
+            what.append(f"unreadable, renamed to {', '.join(kept)}: {reasons}")
+        if partial:
+            what.append(f"partial writes of a killed run: {', '.join(partial)}")
+        warnings.warn(
+            f"no readable checkpoint in {ckpt_dir} ({'; '.join(what) or 'none written'}): "
+            f"starting {workdir} over from epoch 0",
+            stacklevel=3,
+        )
+        return None
+    path, _, done, _ = found
+    if unreadable:
+        warnings.warn(
+            f"cannot read the newest checkpoint(s) of {workdir} (renamed to "
+            f"{', '.join(kept)}): {reasons}; resuming from {path.name} (epoch {done}), the "
+            "newest readable one",
+            stacklevel=3,
+        )
+    return found
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -442,8 +539,9 @@ def train_and_evaluate(
     """Train ``config``'s K seeds on ``dataset`` and write the run into ``workdir``.
 
     Returns the metric rows (also in ``workdir/metrics.jsonl``). With ``resume=True`` the run
-    continues from the newest checkpoint in ``workdir`` (the configuration must be the saved
-    one, except ``epochs``, which may grow); without it, ``workdir`` must not hold a run.
+    continues from the newest readable checkpoint in ``workdir``, or starts over when it has
+    none (:func:`_resume_point`; the configuration must be the saved one, except ``epochs``,
+    which may grow); without it, ``workdir`` must not hold a run.
     """
     workdir = Path(workdir)
     ckpt_dir = workdir / "checkpoints"
@@ -457,12 +555,12 @@ def train_and_evaluate(
     seeds = config.seeds
     steps_per_epoch = n_train // config.batch_size
 
-    if resume:
-        path = latest_checkpoint(ckpt_dir)
-        if path is None:
-            raise FileNotFoundError(f"cannot resume: no checkpoint in {ckpt_dir}")
-        _check_resumable(results.load_json(workdir / "config.json"), config, fingerprint)
-        state, done, history = restore_checkpoint(path, trainer.init_state())
+    found = _resume_point(workdir, config, fingerprint, trainer.init_state()) if resume else None
+    if found is not None:
+        path, state, done, history = found
+        # The metrics of the epochs the checkpoint holds: an epoch written after it (into a
+        # checkpoint that could not be read) is trained again.
+        results.save_jsonl(workdir / "metrics.jsonl", history)
         log(f"resumed {workdir} from epoch {done} ({path.name})")
     else:
         if latest_checkpoint(ckpt_dir) is not None:

@@ -64,3 +64,40 @@ def test_main_job_refuses_an_infinite_c(tmp_path, capsys):
         load_script("variance_vs_depth").main(["--out", str(tmp_path), "--c", "inf"])
     assert exit_.value.code == 2 and "--c must be a finite number > 0" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def _load_benchmark(name):
+    """Import benchmarks/<name>.py as a module (the benchmarks are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "load, name",
+    [
+        (load_script, "hessian_vs_depth"),
+        (load_script, "jacobian_spectrum"),
+        (load_script, "init_zoo"),
+        (_load_benchmark, "memory_montecarlo"),
+    ],
+)
+def test_every_flag_has_a_help_text(load, name, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside a help text
+    parser = load(name).build_parser()
+    flags = [a for a in parser._actions if a.dest != "help"]
+    assert len(flags) >= 6
+    missing = [a.option_strings[0] for a in flags if not (a.help and a.help.strip())]
+    assert not missing, f"{name}: flags without a help text: {missing}"
+    # And the help of each is shown by --help (argparse's defaults appended where it does).
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--help"])
+    assert exit_.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for action in flags:
+        assert " ".join(action.help.split()) in shown, action.option_strings

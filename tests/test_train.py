@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meanfield import Block, data
+from meanfield import Block, data, results
 from meanfield.models import ResNetConfig
 from meanfield.train import (
     TrainConfig,
@@ -38,9 +38,18 @@ def _run(config, dataset, workdir, **kwargs):
     return train_and_evaluate(config, dataset, workdir, progress=False, log=_quiet, **kwargs)
 
 
+def _template(config, dataset):
+    return Trainer(config, dataset.mean, dataset.std).init_state()
+
+
 def _state(config, dataset, workdir):
-    template = Trainer(config, dataset.mean, dataset.std).init_state()
+    template = _template(config, dataset)
     return restore_checkpoint(latest_checkpoint(workdir / "checkpoints"), template)[0]
+
+
+def _assert_same_state(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _metrics(rows):
@@ -138,6 +147,73 @@ def test_resume_refuses_a_different_configuration_or_a_fresh_start(dataset, tmp_
         _run(BASE, dataset, tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         _run(BASE, dataset, tmp_path / "empty", resume=True)
+
+
+def test_resume_falls_back_to_the_newest_readable_checkpoint(dataset, tmp_path):
+    run, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    whole = _run(BASE, dataset, run)  # epochs 1 and 2 kept
+    older = restore_checkpoint(ckpt / "epoch_0001.msgpack", _template(BASE, dataset))
+    assert older[1] == 1 and max(r["epoch"] for r in older[2]) == 1
+    newest = ckpt / "epoch_0002.msgpack"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a write cut short
+    # Resumed with nothing left to train, the run stands where the older checkpoint left it,
+    # metrics.jsonl included (the unreadable epoch 2 is dropped from it), and says so.
+    messages = []
+    with pytest.warns(UserWarning, match=r"epoch_0002.msgpack.*resuming from epoch_0001.msgpack"):
+        rows = train_and_evaluate(
+            dataclasses.replace(BASE, epochs=1),
+            dataset,
+            run,
+            resume=True,
+            progress=False,
+            log=messages.append,
+        )
+    assert rows == older[2]
+    assert results.load_jsonl(run / "metrics.jsonl") == older[2]
+    assert any("from epoch 1 (epoch_0001.msgpack)" in m for m in messages), messages
+    _assert_same_state(_state(BASE, dataset, run), older[0])
+    # The damaged file is kept aside, no longer a checkpoint: the next resume reads epoch 1
+    # without a warning and trains epoch 2 again, to exactly what the uninterrupted run had.
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "epoch_0001.msgpack",
+        "epoch_0002.msgpack.unreadable",
+    ]
+    again = _run(BASE, dataset, run, resume=True)
+    assert _metrics(again) == _metrics(whole) and max(r["epoch"] for r in again) == 2
+    assert restore_checkpoint(newest, _template(BASE, dataset))[1] == 2
+
+
+@pytest.mark.parametrize("damage", ["partial_first_write", "every_checkpoint_truncated"])
+def test_resume_without_a_readable_checkpoint_starts_over(dataset, tmp_path, damage):
+    config = dataclasses.replace(BASE, epochs=1)
+    run, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    whole = _run(config, dataset, run)
+    saved = sorted(ckpt.iterdir())
+    assert [p.name for p in saved] == ["epoch_0000.msgpack", "epoch_0001.msgpack"]
+    if damage == "partial_first_write":  # killed while writing epoch 0: its temporary file
+        (ckpt / ".epoch_0000.msgpack.k1ll3d.tmp").write_bytes(saved[0].read_bytes()[:100])
+        for path in saved:
+            path.unlink()
+        told = r"partial writes of a killed run: \.epoch_0000\.msgpack\.k1ll3d\.tmp"
+    else:
+        for path in saved:
+            path.write_bytes(path.read_bytes()[:100])
+        told = r"renamed to epoch_0001.msgpack.unreadable, epoch_0000.msgpack.unreadable"
+    with pytest.warns(UserWarning, match=rf"no readable checkpoint .*{told}.* over from epoch 0"):
+        rows = _run(config, dataset, run, resume=True)
+    assert [(r["epoch"], r["seed"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert _metrics(rows) == _metrics(whole)  # the same run again, from its first step
+    names = sorted(p.name for p in ckpt.glob("epoch_*"))
+    if damage == "every_checkpoint_truncated":  # kept aside, counted for nothing
+        assert names == [
+            "epoch_0000.msgpack",
+            "epoch_0000.msgpack.unreadable",
+            "epoch_0001.msgpack",
+            "epoch_0001.msgpack.unreadable",
+        ]
+    else:
+        assert names == ["epoch_0000.msgpack", "epoch_0001.msgpack"]
+    assert restore_checkpoint(latest_checkpoint(ckpt), _template(config, dataset))[1] == 1
 
 
 def test_a_diverging_seed_is_reported_and_the_others_go_on(dataset, tmp_path, monkeypatch):
