@@ -72,7 +72,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from meanfield import architecture as arch
-from meanfield import theory
+from meanfield import layers, theory
 from meanfield.sampling import standard_normal
 
 Array = jax.Array
@@ -541,7 +541,8 @@ def check_plain(block: Any, rule: BranchInit) -> None:
     """Raise ValueError when a plain (non-residual) ``block`` would start every branch at zero
     under ``rule`` (β = 0 or a zero weight): the network then computes 0 and its statistics
     are not defined. Traced values are not checked."""
-    if block.residual:
+    tree = layers.as_tree(block)
+    if isinstance(tree, layers.Residual):
         return
     if any(arch._is_traced(v) for v in (rule.scale, *rule.var_w)):
         return
@@ -550,7 +551,8 @@ def check_plain(block: Any, rule: BranchInit) -> None:
     ):
         raise ValueError(
             f"init={rule.scheme!r} starts every branch at zero, so the plain network "
-            f"{block.name} computes 0; use a residual block"
+            f"{tree.name if not isinstance(block, arch.Block) else block.name} computes 0; "
+            "use a residual block"
         )
 
 

@@ -97,7 +97,7 @@ from jax.ad_checkpoint import checkpoint_name
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from meanfield import architecture as arch
-from meanfield import inits
+from meanfield import inits, layers
 from meanfield.architecture import Block
 from meanfield.sampling import standard_normal
 
@@ -461,20 +461,6 @@ ENGINES = ("explicit", "weightfree", "auto")
 _SAVE_WEIGHTFREE = jax.checkpoint_policies.save_only_these_names("weightfree")
 
 
-def _batch_norm(z: jax.Array) -> jax.Array:
-    """Per-unit normalization over the batch axis 0; a unit constant over the batch maps to 0
-    (the ε -> 0 limit) instead of NaN."""
-    centred = z - jnp.mean(z, axis=0, keepdims=True)
-    var = jnp.mean(centred**2, axis=0, keepdims=True)
-    positive = var > 0
-    inv = jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, var, 1.0)), 0.0)
-    return centred * inv
-
-
-def _act(activation: str, u: jax.Array) -> jax.Array:
-    return u if activation == "identity" else jax.nn.relu(u)
-
-
 def _rms(z: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(z**2))
 
@@ -587,8 +573,53 @@ def _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, e
     }
 
 
+class _Network:
+    """What a block's layers ask of the engine in one sampled network (the ``net`` of
+    :meth:`meanfield.layers.Dense.finite`): the product of each Dense, drawn from its own key,
+    with the Gram matrices of its input and of its output's cotangent (read by the probe) kept
+    for the weight-gradient statistics, and the rank the weight-free layers lost."""
+
+    def __init__(self, linear, n_dense, key_w, layer, probes, log_s, scale, precision):
+        self.linear, self.n_dense, self.key_w, self.layer = linear, n_dense, key_w, layer
+        self.probes, self.log_s, self.scale, self.precision = probes, log_s, scale, precision
+        self.grams: list = []
+        self.deficit = jnp.zeros((), log_s.dtype)
+
+    def dense(self, a_hat: jax.Array, centred: bool) -> jax.Array:
+        i = len(self.grams)
+        # Unique per (layer, position); the same key as the one-layer engine when K = 1.
+        key = jax.random.fold_in(self.key_w, (self.layer - 1) * self.n_dense + i + 1)
+        gram = jax.lax.stop_gradient(jnp.matmul(a_hat, a_hat.T, precision=self.precision))
+        u, rank = self.linear(a_hat, gram, key, i)
+        if rank is not None:  # weight-free: eigenvalues cut beyond what the structure implies
+            structural = _structural_rank(jax.lax.stop_gradient(a_hat), centred)
+            self.deficit = self.deficit + jnp.maximum(structural - rank, 0.0)
+        self.grams.append(gram)
+        return _gram_probe(u, self.probes[i], self.precision)
+
+
+def _engine_linear(engine: str, rule, n: int, dtype, precision):
+    """The product a Dense asks for, (a_hat, gram, key, position) -> (U, rank or None)."""
+    if engine == "weightfree" and rule.law == "gaussian":
+        stds = [jnp.sqrt(jnp.asarray(v, dtype)) for v in rule.var_w]
+        return lambda a, gram, k, i: _weightfree_linear(a, gram, k, stds[i], precision)
+    if engine == "weightfree" and rule.law == "orthogonal":
+        gains = [jnp.sqrt(jnp.asarray(v, dtype) * n) for v in rule.var_w]
+        return lambda a, gram, k, i: _weightfree_orthogonal(a, gram, k, gains[i], precision)
+    if engine == "weightfree":
+        raise ValueError(
+            f"engine='weightfree' needs Gaussian or orthogonal weights, got {rule.law}"
+        )
+
+    def explicit(a, gram, k, i):
+        w = inits.branch_weight(k, (n, n), rule, i, dtype)
+        return jnp.matmul(a, w, precision=precision), None
+
+    return explicit
+
+
 def network_statistics(
-    block: Block,
+    block: Block | layers.Layer,
     depth: int,
     width: int,
     batch: int,
@@ -602,85 +633,52 @@ def network_statistics(
 ) -> dict[str, jax.Array]:
     """Per-layer statistics of one sampled network (arrays of length depth + 1).
 
-    Weights are N(0, var_w), or follow :func:`meanfield.inits.branch_init` when ``init`` is a
-    tuple (scheme, c, gain): per-layer variances, law (Gaussian, orthogonal, weight-normalized)
-    and branch scale. ``branch_scale`` (static) multiplies every branch output, overriding the
-    scheme's. ``engine="weightfree"`` samples what each layer computes instead
-    (:func:`weightfree_linear`; Gaussian weights only). Returns ``mean_z`` and ``log_<name>``
-    (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and ``var_dw``, and
-    ``rank_deficit``: per layer the number of Gram eigenvalues the weight-free layers dropped
-    beyond the structural rank of their inputs (0 at l = 0 and for explicit weights); with k > 1
-    weight layers per branch, ``var_dw`` is the mean over the branch's k weights. Unbatched;
-    :func:`simulate` vmaps it over networks. The inputs are ``input_std`` times standard normal
-    (carried as the initial log-scale, so nothing else changes). ``init=("risotto", ...)``
-    simulates RISOTTO's own network instead (:func:`_risotto_statistics`).
+    ``block`` is a preset or a :mod:`meanfield.layers` tree; each block's layers run their
+    finite-width maps on the network's (batch, width) signal. Weights are N(0, var_w), or
+    follow :func:`meanfield.inits.branch_init` when ``init`` is a tuple (scheme, c, gain):
+    per-Dense variances, law (Gaussian, orthogonal, weight-normalized) and branch scale.
+    ``branch_scale`` (static) multiplies every branch output, overriding the scheme's.
+    ``engine="weightfree"`` samples what each Dense computes instead
+    (:func:`weightfree_linear`; Gaussian or orthogonal weights). Returns ``mean_z`` and
+    ``log_<name>`` (natural log) for ``m2_z``, ``var_z``, ``unitvar_z``, ``m2_dz`` and
+    ``var_dw``, and ``rank_deficit``: per layer the number of Gram eigenvalues the weight-free
+    layers dropped beyond the structural rank of their inputs (0 at l = 0 and for explicit
+    weights); with k > 1 Dense layers per block, ``var_dw`` is the mean over the k weights.
+    Unbatched; :func:`simulate` vmaps it over networks. The inputs are ``input_std`` times
+    standard normal (carried as the initial log-scale, so nothing else changes).
+    ``init=("risotto", ...)`` simulates RISOTTO's own network instead
+    (:func:`_risotto_statistics`).
     """
     dtype = jnp.result_type(float, var_w)
     if init is not None and init[0] == "risotto":
         return _risotto_statistics(depth, width, batch, key, precision, input_std, dtype, engine)
-    n, B, L, K = width, batch, depth, block.shortcut
+    tree = layers.as_tree(block)
+    n, B, L, K = width, batch, depth, layers.dense_count(tree)
     key_x, key_g, key_w = jax.random.split(key, 3)
     x = standard_normal(key_x, (B, n), dtype)
     g = standard_normal(key_g, (B, n), dtype)
-    matmul = functools.partial(jnp.matmul, precision=precision)
-    acts = block.activations()
     if init is None:
         rule = inits.var_w_rule(var_w, shortcut=K)
     else:
         scheme, c, gain = init
+        acts = layers.dense_activations(tree)
         rule = inits.branch_init(scheme, width=n, depth=L, activations=acts, c=c, gain=gain)
     if branch_scale is not None:
         rule = rule._replace(scale=branch_scale)
     scale = jnp.asarray(rule.scale, dtype)
+    linear = _engine_linear(engine, rule, n, dtype, precision)
 
-    if engine == "weightfree" and rule.law == "gaussian":
-        stds = [jnp.sqrt(jnp.asarray(v, dtype)) for v in rule.var_w]
-
-        def linear(a_hat, gram, k, i):
-            return _weightfree_linear(a_hat, gram, k, stds[i], precision)
-    elif engine == "weightfree" and rule.law == "orthogonal":
-        gains = [jnp.sqrt(jnp.asarray(v, dtype) * n) for v in rule.var_w]
-
-        def linear(a_hat, gram, k, i):
-            return _weightfree_orthogonal(a_hat, gram, k, gains[i], precision)
-    elif engine == "weightfree":
-        raise ValueError(f"engine='weightfree' needs Gaussian or orthogonal weights, got {init!r}")
-    else:
-
-        def linear(a_hat, gram, k, i):
-            return matmul(a_hat, inits.branch_weight(k, (n, n), rule, i, dtype)), None
-
-    def branch(z_hat, log_s, layer, probes):
-        """(branch output at the scale of z_hat, the Gram matrices a_hat a_hat^T of the k
-        normalized weight inputs).
-
-        Positively homogeneous units keep the scale of z_hat without BN; with BN every
-        weight input is scale-free and h is brought to the scale of z_hat at the end. The
-        probe on each weight output u reads the Gram matrix of its cotangent δ in the backward
-        pass."""
-        x_i, grams, deficit = z_hat, [], jnp.zeros((), dtype)
-        for i in range(K):
-            # Unique per (layer, position); the same key as the one-layer engine when K = 1.
-            k = jax.random.fold_in(key_w, (layer - 1) * K + i + 1)
-            if block.norm == "none":
-                a_hat = x_i  # a = s · a_hat
-            elif block.norm == "bn_post":
-                a_hat = _batch_norm(x_i)  # scale-free
-            else:
-                a_hat = _act(acts[i], _batch_norm(x_i))
-            gram = jax.lax.stop_gradient(matmul(a_hat, a_hat.T))
-            u, rank = linear(a_hat, gram, k, i)
-            if rank is not None:  # weight-free: eigenvalues cut beyond what the structure implies
-                centred = block.norm == "bn_post" or (
-                    block.norm == "bn_pre" and acts[i] == "identity"
-                )
-                structural = _structural_rank(jax.lax.stop_gradient(a_hat), centred)
-                deficit = deficit + jnp.maximum(structural - rank, 0.0)
-            u = _gram_probe(u, probes[i], precision)
-            x_i = u if block.norm == "bn_pre" else _act(acts[i], u)
-            grams.append(gram)
-        h = scale * x_i if block.norm == "none" else scale * x_i * jnp.exp(-log_s)
-        return h, jnp.stack(grams), deficit
+    def block_output(z_hat, log_s, layer, probes):
+        """(block output at the scale of z_hat, the Gram matrices of the k Dense inputs, the
+        rank lost). Positively homogeneous layers keep the scale of z_hat; after a BatchNorm
+        the signal is scale-free and is brought back to the scale of z_hat where it joins the
+        skip (:class:`meanfield.layers.Residual`) or leaves the block."""
+        net = _Network(linear, K, key_w, layer, probes, log_s, scale, precision)
+        out = tree.finite(layers.Signal(z_hat, True, False), net)
+        z_new = out.x
+        if not isinstance(tree, layers.Residual):  # plain: the block is the branch, times β
+            z_new = scale * out.x if out.relative else scale * out.x * jnp.exp(-log_s)
+        return z_new, jnp.stack(net.grams), net.deficit
 
     # The backward pass recomputes each layer from its input (re-drawing explicit weights
     # instead of storing them); only the weight-free layers' outputs and Gram factors,
@@ -689,8 +687,7 @@ def network_statistics(
     def layer_step(carry, inputs):
         z_hat, log_s = carry
         layer, probes, gate = inputs
-        h, gram_a, deficit = branch(z_hat, log_s, layer, probes)
-        z_new = z_hat + h if block.residual else h
+        z_new, gram_a, deficit = block_output(z_hat, log_s, layer, probes)
         rho = jax.lax.stop_gradient(_rms(z_new))
         rho = jnp.where(rho > 0, rho, 1.0)
         z_new = _grad_gate(z_new / rho, gate)
@@ -840,10 +837,10 @@ def _gib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.3g} GiB ({int(nbytes):,} bytes)"
 
 
-def _check_one_network_fits(block, depth, width, batch, itemsize, engine) -> None:
+def _check_one_network_fits(block, depth, width, batch, itemsize, engine, shortcut) -> None:
     """Raise :class:`NetworkMemoryError` before compiling when one network alone needs more
     than the available device memory (by :func:`_bytes_per_network`'s estimate)."""
-    need = _bytes_per_network(depth, width, batch, itemsize, engine, block.shortcut)
+    need = _bytes_per_network(depth, width, batch, itemsize, engine, shortcut)
     have = _available_bytes()
     if need <= have:
         return
@@ -854,7 +851,7 @@ def _check_one_network_fits(block, depth, width, batch, itemsize, engine) -> Non
         )
         hint = "engine='weightfree' (Gaussian or orthogonal weights; no n x n matrix) or "
     else:
-        what = f"its stored activations (about {2 + block.shortcut} x (L + 1) x B x n values)"
+        what = f"its stored activations (about {2 + shortcut} x (L + 1) x B x n values)"
         hint = ""
     raise NetworkMemoryError(
         f"one network does not fit in memory: {block.name} at width {width}, depth {depth}, "
@@ -926,17 +923,17 @@ def _heavy_tail_message(block: Block, spread: dict[str, Spread]) -> str | None:
     parts, degenerate = [], []
     for name, s in spread.items():
         tails = s.heavy_tail & ~s.degenerate
-        layers = np.flatnonzero(tails)
-        if layers.size:
+        where = np.flatnonzero(tails)
+        if where.size:
             parts.append(
-                f"{name} at {layers.size} layer(s) from l = {layers[0]} "
-                f"(sd of ln up to {np.nanmax(s.sd_ln[layers]):.3g})"
+                f"{name} at {where.size} layer(s) from l = {where[0]} "
+                f"(sd of ln up to {np.nanmax(s.sd_ln[where]):.3g})"
             )
-        layers = np.flatnonzero(s.degenerate)
-        if layers.size:
+        where = np.flatnonzero(s.degenerate)
+        if where.size:
             degenerate.append(
-                f"{name} at {layers.size} layer(s) from l = {layers[0]} (exactly 0 in up to "
-                f"{100 * np.max(s.zero_fraction[layers]):.3g}% of the networks)"
+                f"{name} at {where.size} layer(s) from l = {where[0]} (exactly 0 in up to "
+                f"{100 * np.max(s.zero_fraction[where]):.3g}% of the networks)"
             )
     if not parts and not degenerate:
         return None
@@ -959,11 +956,11 @@ def _heavy_tail_message(block: Block, spread: dict[str, Spread]) -> str | None:
 
 
 def _rank_deficit_message(block: Block, fraction: np.ndarray, largest: np.ndarray) -> str | None:
-    layers = np.flatnonzero(fraction > 0)
-    if not layers.size:
+    where = np.flatnonzero(fraction > 0)
+    if not where.size:
         return None
     return (
-        f"weight-free engine, {block.name}: at {layers.size} layer(s) from l = {layers[0]}, in "
+        f"weight-free engine, {block.name}: at {where.size} layer(s) from l = {where[0]}, in "
         f"up to {100 * np.max(fraction):.3g}% of the networks, the Gram matrix of a layer's "
         f"inputs had up to {int(np.max(largest))} eigenvalue(s) below the cut-off "
         "λ_max · B · eps that the structure of the inputs does not make zero (nearly parallel "
@@ -1046,8 +1043,8 @@ def simulate(
         NetworkMemoryError: (a ``MemoryError``) before compiling, when one network alone needs
             more memory than is available, with both byte counts.
     """
-    if not isinstance(block, Block):
-        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
+    tree = layers.as_tree(block)
+    shortcut = layers.dense_count(tree)
     depth = arch.static_int("depth", depth)
     width = arch.static_int("width", width)
     networks = arch.static_int("networks", networks)
@@ -1072,7 +1069,7 @@ def simulate(
             init,
             width=width,
             depth=depth,
-            activations=block.activations(),
+            activations=layers.dense_activations(tree),
             c=c,
             gain=gain,
             branch_scale=branch_scale,
@@ -1081,7 +1078,7 @@ def simulate(
         var_w = float(max(rule.var_w))
     else:
         arch.check_var_w(var_w)
-        rule = inits.var_w_rule(var_w, shortcut=block.shortcut, branch_scale=branch_scale)
+        rule = inits.var_w_rule(var_w, shortcut=shortcut, branch_scale=branch_scale)
         init_key = None
     if branch_scale is not None:
         branch_scale = float(branch_scale)
@@ -1099,9 +1096,9 @@ def simulate(
             "engine='weightfree' with orthogonal weights needs width >= 2 * batch (room for "
             f"the fresh frame of the backward pass), got width={width}, batch={batch}"
         )
-    if block.norm != "none" and batch < 2:
+    if layers.has_batchnorm(tree) and batch < 2:
         raise ValueError(
-            f"batch must be >= 2 for norm={block.norm!r} (BN uses the batch statistics), "
+            f"batch must be >= 2 for {block.name} (its BatchNorm uses the batch statistics), "
             f"got {batch}"
         )
     if networks < 2:
@@ -1116,7 +1113,13 @@ def simulate(
     dtype = jnp.result_type(float)
     n_devices = jax.device_count()
     _check_one_network_fits(
-        block, depth, 2 * width if risotto else width, batch, jnp.dtype(dtype).itemsize, engine
+        block,
+        depth,
+        2 * width if risotto else width,
+        batch,
+        jnp.dtype(dtype).itemsize,
+        engine,
+        shortcut,
     )
     if chunk_size is None:
         chunk_size = auto_chunk_size(
@@ -1126,13 +1129,13 @@ def simulate(
             networks,
             jnp.dtype(dtype).itemsize,
             engine=engine,
-            shortcut=block.shortcut,
+            shortcut=shortcut,
         )
     chunk_size = arch.static_int("chunk_size", chunk_size)
     chunk_size = min(chunk_size, networks)
     chunk_size = -(-chunk_size // n_devices) * n_devices
     fn, sharded = _chunk_fn(
-        block,
+        tree,
         depth,
         width,
         batch,

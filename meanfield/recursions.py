@@ -62,9 +62,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from meanfield import architecture as arch
-from meanfield import inits
+from meanfield import inits, layers
 from meanfield.architecture import Block
-from meanfield.gaussian import activation_moments, relu_kernel_gap_ratio
 
 __all__ = ["Profile", "profile", "STATISTICS"]
 
@@ -99,103 +98,78 @@ class Profile:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _branch_stats(activation: str, alpha: jax.Array, log_delta: jax.Array):
-    """Branch h = f(u), u centred with kernel α(1, 1 - δ): (E h, E h^2, log((E h^2 - E h h')/δ),
-    log Var h). The gap is returned relative to δ so that callers can add log δ in whatever
-    form keeps it accurate; Var h = E h^2 - (E h)^2 is given in closed form (α or α b_f), not
-    as that difference."""
-    if activation == "identity":
-        return jnp.zeros_like(alpha), alpha, jnp.log(alpha), jnp.log(alpha)
-    ratio = relu_kernel_gap_ratio(alpha, jnp.exp(log_delta))  # gap / δ, finite as δ -> 0
-    log_var = jnp.log(alpha * activation_moments("relu").b)
-    return jnp.sqrt(alpha / (2.0 * jnp.pi)), alpha / 2.0, jnp.log(ratio), log_var
+class _MeanField:
+    """What a block's layers read and write while the recursion interprets its tree
+    (:mod:`meanfield.layers`): the block input's state in absolute logs (``log_q0``, ``log_w0``
+    = log(v0/q0), ``log_r0`` = log(u0/q0)), log α of each Dense in order, log β, the records a
+    layer's forward map keeps for its backward rule, and the weight-gradient terms."""
+
+    def __init__(self, log_q0, log_w0, log_r0, log_alphas, log_scale):
+        self.log_q0, self.log_w0, self.log_r0 = log_q0, log_w0, log_r0
+        self.log_alphas, self.log_scale = log_alphas, log_scale
+        self.dense = 0
+        self.stack: list = []
+        self.weights: list = []
+
+    def next_log_alpha(self):
+        log_alpha = self.log_alphas[self.dense]
+        self.dense += 1
+        return log_alpha
+
+    def push(self, record) -> None:
+        self.stack.append(record)
+
+    def pop(self):
+        return self.stack.pop()
+
+    def absolute(self, s: layers.State):
+        """(log q, log gap) of ``s`` in absolute terms."""
+        if not s.relative:
+            return s.a, s.r
+        return s.a + self.log_q0, s.r + self.log_q0 + self.log_r0
+
+    def log_delta(self, s: layers.State):
+        """log(gap / q) = log(1 - ρ) of ``s``, from O(1) terms where it is relative."""
+        return s.r + self.log_r0 - s.a if s.relative else s.r - s.a
+
+    def to_relative(self, s: layers.State) -> layers.State:
+        return dataclasses.replace(
+            s,
+            a=s.a - self.log_q0,
+            w=s.w - self.log_q0 - self.log_w0,
+            r=s.r - self.log_q0 - self.log_r0,
+            relative=True,
+        )
+
+    def record_weight(self, ct: layers.Cotangent, log_gap, log_k) -> None:
+        self.weights.append((ct, log_gap, log_k))
 
 
-def _units(block: Block, alphas: tuple, log_scale: jax.Array, log_r: jax.Array, logq: jax.Array):
-    """The k weight layers of one branch, from the state (log(u/q), log q) of its input.
-
-    Returns the branch output's statistics, relative to the input of its last weight layer
-    (``log_ra``, its second moment relative to q; ``e``, ``s``, ``log_var``: mean, second
-    moment and log variance of β h for a unit-second-moment input; ``log_gap_r``: the log of
-    its kernel gap minus log(u/q), which without BN is summed from O(1) terms rather than
-    taken as that difference, since float32 would round it to the ulp of |log(u/q)|, ~3700
-    at depth 10,000 of ReLU), and per layer i the log second moment of W_i's input relative
-    to q (``log_rho_in``, no BN) and the log of the unit variance that the BN before W_i
-    divides by (``log_uv_in``, with BN).
-    """
-    acts = block.activations()
-    fm = activation_moments(block.activation)
-    log_rho_in, log_uv_in = [], []
-    if block.norm == "none":
-        # rel = log δ_i - log(u/q): δ_1 = u/q, and each unit multiplies δ by gap/(δ s).
-        log_rho, rel = jnp.zeros_like(logq), jnp.zeros_like(log_r)
-        for i, act in enumerate(acts):
-            log_rho_in.append(log_rho)
-            e, s, log_ratio, log_var = _branch_stats(act, alphas[i], log_r + rel)
-            rel = rel + log_ratio  # now log gap_i - log(u/q)
-            if i + 1 < len(acts):
-                log_rho, rel = log_rho + jnp.log(s), rel - jnp.log(s)
-        log_ra, log_gap_r = log_rho_in[-1], rel
-    elif block.norm == "bn_post":  # every W_i sees a BN output: kernel (1, 0)
-        log_uv = logq + log_r
-        for i, act in enumerate(acts):
-            log_uv_in.append(log_uv)
-            e, s, log_gap, log_var = _branch_stats(act, alphas[i], jnp.zeros_like(log_r))
-            log_uv = log_gap  # the next BN divides by this unit's variance over inputs
-        log_ra = -logq
-        log_gap_r = log_gap - log_r
-    else:  # bn_pre: W_i applied to f(BN(.)), whose kernel is (e2, e1^2)
-        log_uv = logq + log_r
-        for i in range(len(acts)):
-            log_uv_in.append(log_uv)
-            log_uv = jnp.log(alphas[i] * fm.b)
-        log_delta = jnp.full_like(log_r, math.log(fm.b / fm.e2))
-        e, s, log_ratio, log_var = _branch_stats("identity", alphas[-1], log_delta)
-        log_gap = log_ratio + log_delta
-        log_ra = math.log(fm.e2) - logq
-        log_gap_r = log_gap - log_r
-    scale = jnp.exp(log_scale)
-    return {
-        "log_ra": log_ra,
-        "e": scale * e,
-        "s": scale**2 * s,
-        "log_gap_r": log_gap_r + 2.0 * log_scale,
-        "log_var": log_var + 2.0 * log_scale,
-        "log_rho_in": log_rho_in,
-        "log_uv_in": log_uv_in,
-    }
+def _block_forward(tree: layers.Layer, flags, mf: _MeanField, t) -> layers.State:
+    """The block's output state, relative to its input, whose mean is t·√q0."""
+    zero = jnp.zeros_like(t)
+    out = tree.mean_field(layers.State(zero, t, zero, zero, True, flags), mf)
+    if not isinstance(tree, layers.Residual):  # plain: the block is the branch, times β
+        two_log_beta = 2.0 * mf.log_scale
+        out = dataclasses.replace(
+            out, a=out.a + two_log_beta, w=out.w + two_log_beta, r=out.r + two_log_beta
+        )
+    return out if out.relative else mf.to_relative(out)
 
 
-def _forward_step(block: Block, alphas: tuple, log_scale: jax.Array, state):
+def _forward_step(tree: layers.Layer, flags, log_alphas: tuple, log_scale, state):
     """One block of the mean-field map on the state (t = m/√q, log(v/q), log(u/q), log q),
     v = q - m² the pooled variance.
 
     Returns the new t and the increments of the three logs (the caller sums them with
-    compensation). Each increment is computed from O(1) terms: log(v/q) and log(u/q) as
-    softplus(log of what the branch adds, relative to the current value) - log(q_l/q_{l-1}),
-    so that neither is a difference of large numbers (v/q = 1 - t² is ~1e-4 at depth 10,000
-    of relu-bn_post, which 1 - t² in float32 would get 17% wrong).
+    compensation). Each increment is formed from O(1) terms (the block's states are carried
+    relative to its input, :class:`meanfield.layers.State`), so that none is a difference of
+    the large logs themselves (v/q = 1 - t² is ~1e-4 at depth 10,000 of relu-bn_post, which
+    1 - t² in float32 would get 17% wrong).
     """
     t, log_w, log_r, logq = state
-    br = _units(block, alphas, log_scale, log_r, logq)
-    log_ra, e, s = br["log_ra"], br["e"], br["s"]
-    log_s = jnp.log(s)
-    if not block.residual:
-        d_log_w = br["log_var"] - log_s - log_w
-        return e / jnp.sqrt(s), d_log_w, br["log_gap_r"] - log_s, log_ra + log_s
-    sqrt_ra = jnp.exp(0.5 * log_ra)
-    growth_m1 = jnp.exp(log_ra) * s + 2.0 * sqrt_ra * e * t  # q_l / q_{l-1} - 1 >= 0
-    log_growth = jnp.log1p(growth_m1)
-    t_new = (t + sqrt_ra * e) * jnp.exp(-0.5 * log_growth)
-    # Branch and skip are independent: v and u each grow by the branch's own variance / gap.
-    d_log_w = _softplus(log_ra + br["log_var"] - log_w) - log_growth
-    d_log_r = _softplus(log_ra + br["log_gap_r"]) - log_growth
-    return t_new, d_log_w, d_log_r, log_growth
-
-
-def _softplus(x: jax.Array) -> jax.Array:
-    """log(1 + e^x), 0 at x = -inf."""
-    return jnp.logaddexp(0.0, x)
+    out = _block_forward(tree, flags, _MeanField(logq, log_w, log_r, log_alphas, log_scale), t)
+    return out.t, out.w - out.a, out.r - out.a, out.a
 
 
 def _logsumexp(terms: list) -> jax.Array:
@@ -206,49 +180,30 @@ def _logsumexp(terms: list) -> jax.Array:
     return jnp.log(jnp.sum(jnp.exp(stacked - safe), axis=0)) + safe[0]
 
 
-def _times(log_x: jax.Array, log_factor: jax.Array) -> jax.Array:
-    """log(x · factor), and -inf where x = 0: a zero cotangent stays zero through a BN whose
-    input is identically zero (0/0 in the factor)."""
-    return jnp.where(jnp.isneginf(log_x), -jnp.inf, log_x + log_factor)
+def _block_backward(tree: layers.Layer, flags, log_alphas, log_scale, state):
+    """The backward map of blocks whose inputs have ``state``: the :class:`~meanfield.layers.
+    Cotangent` from the block output to its input (skip included), and per Dense (cotangent
+    at its output, log gap and log k of its input), from which the weight gradient is
+    p·gap + S·k (docs/theory.md §2)."""
+    t, log_w, log_r, logq = state
+    mf = _MeanField(logq, log_w, log_r, log_alphas, log_scale)
+    _block_forward(tree, flags, mf, t)
+    zero = jnp.zeros_like(logq)
+    ct = layers.Cotangent(zero, jnp.full_like(zero, -jnp.inf), zero)
+    if not isinstance(tree, layers.Residual):
+        ct = ct.plus(2.0 * log_scale)
+    return tree.backward(ct, mf), mf.weights
 
 
-def _branch_backward(block: Block, alphas: tuple, log_scale, log_r, logq, logp, s_l):
-    """(log of the branch's backward gain G, log of var_dw averaged over the k weights) of
-    blocks whose input has state (log(u/q), log q) and whose output cotangent has second
-    moment p (log ``logp``) and batch-sum moment ``s_l`` (used by bn_pre only).
-
-    Going down the branch from dE/dh = β dE/dz^l: f' multiplies the second moment by
-    a = E f'², W_i^T by α_i, the BN before W_i divides by the unit variance of its input.
-    The weight gradient of W_i is P_i times the second moment of W_i's input (P_i the second
-    moment of dE/du_i), plus, for bn_pre's mean e1 of f(BN(.)), the batch-sum term S e1² of
-    the last weight (BN's backward has zero batch sum, so S = 0 inside the branch).
-    """
-    acts = block.activations()
-    fm = activation_moments(block.activation)
-    br = _units(block, alphas, log_scale, log_r, logq)
-    log_d = 2.0 * log_scale + jnp.zeros_like(logq)  # dE/dh relative to p
-    log_dw = [None] * len(acts)
-    for i in reversed(range(len(acts))):
-        log_a = math.log(activation_moments(acts[i]).a)
-        if acts[i] == "relu" and block.norm != "bn_pre":
-            # A zero weight (Fixup's last layer) makes u_i = 0 exactly, where relu'(0) = 0
-            # (the convention of JAX and PyTorch): nothing flows back through the branch.
-            log_a = jnp.where(alphas[i] > 0, log_a, -jnp.inf)
-        if block.norm == "none":
-            log_p_i = log_d + log_a
-            log_dw[i] = log_p_i + logp + logq + br["log_rho_in"][i]
-            log_d = _times(log_p_i, jnp.log(alphas[i]))
-        elif block.norm == "bn_post":
-            log_p_i = log_d + log_a
-            log_dw[i] = log_p_i + logp
-            log_d = _times(log_p_i, jnp.log(alphas[i]) - br["log_uv_in"][i])
-        else:
-            log_p_i = log_d
-            log_dw[i] = math.log(fm.b) + log_p_i + logp
-            if i == len(acts) - 1 and fm.e1 > 0:
-                log_dw[i] = jnp.logaddexp(log_dw[i], 2.0 * log_scale + jnp.log(s_l * fm.e1**2))
-            log_d = _times(log_p_i, jnp.log(alphas[i]) + log_a - br["log_uv_in"][i])
-    return log_d, _logsumexp(log_dw) - math.log(len(acts))
+def _log_var_dw(weights: list, logp, logs):
+    """log of the weight gradient E (dE/dW_ji)² / B, averaged over the block's Dense layers,
+    from the output cotangent's log p and log S."""
+    terms = []
+    for ct, log_gap, log_k in weights:
+        log_p = ct.lpp + logp
+        log_s = jnp.logaddexp(ct.lsp + logp, ct.lss + logs)
+        terms.append(jnp.logaddexp(log_p + log_gap, log_s + log_k))
+    return _logsumexp(terms) - math.log(len(terms))
 
 
 def _kahan_add(total: jax.Array, comp: jax.Array, term: jax.Array):
@@ -258,25 +213,26 @@ def _kahan_add(total: jax.Array, comp: jax.Array, term: jax.Array):
     return new, (new - total) - y
 
 
-@functools.partial(jax.jit, static_argnames=("block", "max_depth"))
+@functools.partial(jax.jit, static_argnames=("tree", "max_depth"))
 def _profile(
-    block: Block,
+    tree: layers.Layer,
     max_depth: int,
     alphas: tuple,
     log_scale: jax.Array,
     depth: jax.Array,
     start: tuple,
 ) -> Profile:
+    flags = layers.check_mean_field(tree)
     dtype = alphas[0].dtype
     shape = jnp.broadcast_shapes(
         *(a.shape for a in alphas), log_scale.shape, depth.shape, *(jnp.shape(v) for v in start)
     )
-    alphas = tuple(jnp.broadcast_to(a, shape) for a in alphas)
+    log_alphas = tuple(jnp.log(jnp.broadcast_to(a, shape)) for a in alphas)
     log_scale = jnp.broadcast_to(log_scale, shape)
 
     def body(carry, _):
         state, comps = carry
-        t, *steps = _forward_step(block, alphas, log_scale, state)
+        t, *steps = _forward_step(tree, flags, log_alphas, log_scale, state)
         # log(v/q), log(u/q) and log q are running sums of L increments: compensate them, or
         # float32 loses ~L·eps·|sum| (a factor e^6 in q at depth 10,000, He init; 54% of u in
         # relu-none, whose log(u/q) reaches -3700).
@@ -298,27 +254,43 @@ def _profile(
     depth = jnp.broadcast_to(depth, shape)[None]
     active = layer <= depth
 
-    # Backward gain of block l (l = 1..max_depth) from the state of z^{l-1}.
-    b_alphas = tuple(jnp.broadcast_to(a, shape)[None] for a in alphas)
-    b_scale = jnp.broadcast_to(log_scale, shape)[None]
-    nan = jnp.zeros_like(logq[:-1])
-    log_gain, _ = _branch_backward(block, b_alphas, b_scale, log_r[:-1], logq[:-1], nan, 1.0)
-    log_step = jnp.log1p(jnp.exp(log_gain)) if block.residual else log_gain
-    log_step = jnp.where(active[1:], log_step, 0.0)
+    # Backward map of block l (l = 1..max_depth) from the state of z^{l-1}.
+    ct, weights = _block_backward(
+        tree,
+        flags,
+        tuple(a[None] for a in log_alphas),
+        log_scale[None],
+        (t[:-1], log_w[:-1], log_r[:-1], logq[:-1]),
+    )
+    live = active[1:]
+    log_step = jnp.where(live, ct.lpp, 0.0)
+    lsp = jnp.where(live, ct.lsp, -jnp.inf)
+    lss = jnp.where(live, ct.lss, 0.0)
 
-    # log p_l = sum_{k = l+1}^{L} log_step_k (p_L = 1), summed from the top with compensation.
-    def back(carry, step):
-        total, comp = _kahan_add(*carry, step)
-        return (total, comp), total
+    # From the top (p_L = S_L = 1: g is i.i.d. over inputs), p_{l-1} = G_l p_l and S_{l-1} =
+    # A_l p_l + C_l S_l; the logs are summed with compensation, S's increment formed from
+    # O(1) terms (S = p exactly without BN, S = 1 in a residual network whose branches start
+    # with BN: its increment is then exactly 0).
+    def back(carry, x):
+        (lp, cp), (ls, cs) = carry
+        step, a_l, c_l = x
+        finite = jnp.isfinite(ls)
+        inc = jnp.logaddexp(a_l + jnp.where(finite, lp - ls, 0.0), c_l)
+        kahan = _kahan_add(ls, cs, inc)
+        direct = jnp.logaddexp(a_l + lp, c_l + ls)
+        s_new = (jnp.where(finite, kahan[0], direct), jnp.where(finite, kahan[1], 0.0))
+        p_new = _kahan_add(lp, cp, step)
+        return (p_new, s_new), (p_new[0], s_new[0])
 
-    _, tail = jax.lax.scan(back, (zero, zero), log_step, reverse=True)
-    logp = jnp.concatenate([tail, zero[None]], axis=0)
+    _, (tail_p, tail_s) = jax.lax.scan(
+        back, ((zero, zero), (zero, zero)), (log_step, lsp, lss), reverse=True
+    )
+    logp = jnp.concatenate([tail_p, zero[None]], axis=0)
+    # Without BatchNorm nothing couples the inputs: S = p exactly, so use p's own sum.
+    logs_ = jnp.concatenate([tail_s, zero[None]], axis=0) if layers.has_batchnorm(tree) else logp
 
-    # Batch weight gradient of block l. S_l = (1/B) Σ_{b,b'} E dz_b dz_b' (bn_pre's mean term)
-    # is 1 in a residual network (BN's backward has zero batch sum, so Σ_b dz_b^l = Σ_b g_b)
-    # and [l = L] in a plain one.
-    s_l = jnp.ones_like(logp[1:]) if block.residual else (layer[1:] == depth).astype(dtype)
-    _, log_g = _branch_backward(block, b_alphas, b_scale, log_r[:-1], logq[:-1], logp[1:], s_l)
+    # Batch weight gradient of block l from the cotangent (p_l, S_l) at its output.
+    log_g = _log_var_dw(weights, logp[1:], logs_[1:])
     log_g = jnp.concatenate([jnp.full_like(log_g[:1], jnp.nan), log_g], axis=0)
 
     logs = {
@@ -352,7 +324,7 @@ def _profile(
 
 
 def profile(
-    block: Block,
+    block: Block | layers.Layer,
     *,
     depth: ArrayLike,
     width: ArrayLike,
@@ -405,8 +377,8 @@ def profile(
         profs = jax.vmap(lambda L: profile(block, depth=L, width=n, var_w=1 / (n * L),
                                            max_depth=1000))(depths)
     """
-    if not isinstance(block, Block):
-        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
+    tree = layers.as_tree(block)
+    layers.check_mean_field(tree)
     arch.check_width(width)
     if (var_w is None) == (init is None):
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
@@ -422,25 +394,25 @@ def profile(
     arch.check_depth(depth)
     if init is None:
         arch.check_var_w(var_w)
-        rule = inits.var_w_rule(var_w, shortcut=block.shortcut, branch_scale=branch_scale)
+        rule = inits.var_w_rule(var_w, shortcut=layers.dense_count(tree), branch_scale=branch_scale)
     else:
         rule = inits.branch_init(
             init,
             width=width,
             depth=depth,
-            activations=block.activations(),
+            activations=layers.dense_activations(tree),
             c=c,
             gain=gain,
             branch_scale=branch_scale,
         )
-    inits.check_plain(block, rule)
+    inits.check_plain(tree, rule)
     scale = rule.scale
     alphas = [jnp.asarray(width) * jnp.asarray(v) for v in rule.var_w]
     dtype = jnp.result_type(float, *alphas, scale)
     alphas = tuple(a.astype(dtype) for a in alphas)
     log_scale = jnp.log(jnp.asarray(scale, dtype))
     start = _start_state(input_m2, input_mean, input_unitvar)
-    return _profile(block, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start)
+    return _profile(tree, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start)
 
 
 def _start_state(m2: ArrayLike, mean: ArrayLike, unitvar: ArrayLike | None) -> tuple:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import meanfield
+from meanfield import layers as ml
 from meanfield import montecarlo, recursions
 from meanfield import theory as t
 from meanfield.architecture import Block
@@ -343,7 +344,10 @@ def test_he_init_deep_network_overflows_raw_values_but_not_log10():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(batch=1, block=Block("relu", "bn_post", True)), "batch must be >= 2 for norm"),
+        (
+            dict(batch=1, block=Block("relu", "bn_post", True)),
+            "batch must be >= 2 for relu-bn_post-residual",
+        ),
         (dict(networks=1), "networks must be >= 2"),
         (dict(depth=0), "depth must be a Python integer >= 1"),
         (dict(width=0), "width must be a Python integer >= 1"),
@@ -368,7 +372,7 @@ def test_second_call_reuses_the_compiled_chunk():
     kw = dict(depth=3, width=8, var_w=0.1, networks=4, batch=2, chunk_size=4, warn=False)
     montecarlo.simulate(block, key=jax.random.key(0), **kw)
     fn, _ = montecarlo._chunk_fn(
-        block,
+        ml.block_tree(block),  # simulate compiles the block's tree
         3,
         8,
         2,
