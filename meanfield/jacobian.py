@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield import architecture as arch
-from meanfield import inits
+from meanfield import inits, layers
 from meanfield.architecture import Block
 
 __all__ = [
@@ -77,16 +77,21 @@ def default_block(init: str, norm: str = "none") -> Block:
     return _DEFAULT_BLOCKS.get(init, Block("relu", norm))
 
 
-def _check(init: str, norm: str, depth: int, width: int, batch: int, block=None) -> Block:
+def _check(init: str, norm: str, depth: int, width: int, batch: int, block=None):
+    """The validated block (a preset or a :mod:`meanfield.layers` tree) of ``init``."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if norm not in ("none", "bn_post", "bn_pre"):
         raise ValueError(f"norm must be one of ('none', 'bn_post', 'bn_pre'), got {norm!r}")
-    if block is not None and not isinstance(block, Block):
-        raise ValueError(f"block must be a meanfield.Block or None, got {block!r}")
+    if block is not None and not isinstance(block, (Block, layers.Layer)):
+        raise ValueError(
+            f"block must be a meanfield.Block, a meanfield.layers tree or None, got {block!r}"
+        )
     if init == "risotto" and (block is not None or norm != "none"):
         raise ValueError("init='risotto' is its own normalization-free block; give no block/norm")
-    if block is not None and norm != "none" and norm != block.norm:
+    if isinstance(block, layers.Layer) and norm != "none":
+        raise ValueError(f"norm={norm!r}: a layers tree names its own norms; give one")
+    if isinstance(block, Block) and norm != "none" and norm != block.norm:
         raise ValueError(f"norm={norm!r} contradicts block.norm={block.norm!r}; give one")
     if block is None and norm != "none" and init in _DEFAULT_BLOCKS:
         raise ValueError(f"norm={norm!r}: give a block for init {init!r} with BN")
@@ -94,16 +99,26 @@ def _check(init: str, norm: str, depth: int, width: int, batch: int, block=None)
     arch.static_int("width", width)
     arch.static_int("batch", batch)
     block = block if block is not None else default_block(init, norm)
-    if block.norm != "none" and batch < 2:
+    if layers.has_batchnorm(layers.as_tree(block)) and batch < 2:
         raise ValueError(f"batch must be >= 2 with BN, got {batch}")
     return block
 
 
-def _bn(z: jax.Array) -> jax.Array:
-    """BN over the batch axis 0 with statistics held fixed for the Jacobian."""
-    mean = jax.lax.stop_gradient(jnp.mean(z, axis=0, keepdims=True))
-    var = jax.lax.stop_gradient(jnp.var(z, axis=0, keepdims=True))
-    return (z - mean) * jax.lax.rsqrt(jnp.where(var > 0, var, 1.0))
+class _FixedStatistics:
+    """The ``net`` of :meth:`meanfield.layers.Layer.finite` for the Jacobian: the block's
+    pre-drawn weights applied in order, signals at their own scale, and BatchNorm's batch mean
+    and variance held fixed (the map one input sees when the batch statistics are given)."""
+
+    fixed_batch_statistics = True
+
+    def __init__(self, weights, scale):
+        self.weights, self.scale, self.used = weights, scale, 0
+        self.log_s = jnp.zeros((), scale.dtype)
+
+    def dense(self, a: jax.Array, centred: bool) -> jax.Array:
+        w = self.weights[self.used]
+        self.used += 1
+        return a @ w
 
 
 def network(
@@ -115,7 +130,7 @@ def network(
     norm: str = "none",
     c: float = 1.0,
     alpha: float = 0.0,
-    block: Block | None = None,
+    block: Block | layers.Layer | None = None,
 ):
     """The function x (B x n) -> z^L (B x n) of one sampled network with this init; weights
     drawn per block from ``fold_in(key, l)`` (position i > 0 of a branch from
@@ -130,11 +145,13 @@ def network(
         return lambda x: jax.lax.scan(lambda z, p: (step(z, p), None), x, params)[0]
 
     if init != "risotto":
+        tree = layers.as_tree(block)
+        shortcut = layers.dense_count(tree)
         rule = inits.branch_init(
             init,
             width=n,
             depth=L,
-            activations=block.activations(),
+            activations=layers.dense_activations(tree),
             c=c,
             branch_scale=alpha if init == "skipinit" else None,
         )
@@ -144,21 +161,12 @@ def network(
             k = k if i == 0 else jax.random.fold_in(k, i)
             return inits.branch_weight(k, (n, n), rule, i, dtype)
 
-        ws = tuple(jax.vmap(lambda k, i=i: draw(k, i))(keys) for i in range(block.shortcut))
-        acts = block.activations()
+        ws = tuple(jax.vmap(lambda k, i=i: draw(k, i))(keys) for i in range(shortcut))
         scale = jnp.asarray(rule.scale, dtype)
 
         def step(z, w):
-            h = z
-            for i, act in enumerate(acts):
-                f = jax.nn.relu if act == "relu" else (lambda u: u)
-                if block.norm == "none":
-                    h = f(h @ w[i])
-                elif block.norm == "bn_post":
-                    h = f(_bn(h) @ w[i])
-                else:
-                    h = f(_bn(h)) @ w[i]
-            return z + scale * h if block.residual else scale * h
+            out = tree.finite(layers.Signal(z, False, False), _FixedStatistics(w, scale))
+            return out.x if isinstance(tree, layers.Residual) else scale * out.x
 
         return scan(step, ws)
     w1, w2 = jax.vmap(lambda k: inits.risotto_type_c(k, n, dtype=dtype))(keys)

@@ -32,6 +32,9 @@ Each kind carries, in its class below:
   moment q, mean m, pooled variance v, kernel gap q - k with k the cross moment of distinct
   inputs, all in log form relative to the block input), and ``backward(ct, mf)``, its rule for
   the cotangent's second moment p and batch-sum moment S (:class:`Cotangent`).
+* ``conv(v, net)``: its convolutional Flax counterpart on a (batch, height, width, channels)
+  array, inside the trainer's block module (:mod:`meanfield.models`: ``net.conv`` is a k x k
+  convolution with the init's kernel, ``net.batch_norm`` Flax's BatchNorm).
 * ``flags(f)``: what the mean field knows about its output (:class:`Flags`), so that a tree
   whose mean field is not exact (an activation of a non-Gaussian signal, a BatchNorm whose
   units differ in their variance over inputs) is refused before anything is computed.
@@ -182,6 +185,9 @@ class Dense(Layer):
     def flags(self, f: Flags) -> Flags:
         return Flags(gaussian=True, centred=True, kzero=f.kzero, uniform=True)
 
+    def conv(self, v: jax.Array, net: Any) -> jax.Array:
+        return net.conv(v)
+
 
 @dataclasses.dataclass(frozen=True)
 class Activation(Layer):
@@ -255,6 +261,9 @@ class Activation(Layer):
         # Units differ in their variance over inputs unless distinct inputs are uncorrelated.
         return Flags(gaussian=False, centred=False, kzero=False, uniform=f.kzero)
 
+    def conv(self, v: jax.Array, net: Any) -> jax.Array:
+        return v if self.identity else jax.nn.relu(net.pre_activation(v))
+
 
 @dataclasses.dataclass(frozen=True)
 class BatchNorm(Layer):
@@ -265,8 +274,12 @@ class BatchNorm(Layer):
 
     def finite(self, x: Signal, net: Any) -> Signal:
         z = x.x
-        centred = z - jnp.mean(z, axis=0, keepdims=True)
+        mean = jnp.mean(z, axis=0, keepdims=True)
+        fixed = getattr(net, "fixed_batch_statistics", False)  # the Jacobian's convention
+        centred = z - (jax.lax.stop_gradient(mean) if fixed else mean)
         var = jnp.mean(centred**2, axis=0, keepdims=True)
+        if fixed:
+            var = jax.lax.stop_gradient(var)
         positive = var > 0
         inv = jnp.where(positive, jax.lax.rsqrt(jnp.where(positive, var, 1.0)), 0.0)
         return Signal(centred * inv, False, True)
@@ -289,6 +302,9 @@ class BatchNorm(Layer):
                 "not a division by one unit variance"
             )
         return Flags(gaussian=f.gaussian, centred=True, kzero=True, uniform=True)
+
+    def conv(self, v: jax.Array, net: Any) -> jax.Array:
+        return net.batch_norm(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +340,11 @@ class Serial(Layer):
             f = layer.flags(f)
         return f
 
+    def conv(self, v: jax.Array, net: Any) -> jax.Array:
+        for layer in self.layers:
+            v = layer.conv(v, net)
+        return v
+
 
 @dataclasses.dataclass(frozen=True)
 class Residual(Layer):
@@ -346,7 +367,7 @@ class Residual(Layer):
 
     @property
     def name(self) -> str:
-        beta = "" if self.scale is None else f"*{self.scale:g}"
+        beta = "" if self.scale is None else f"*{self.scale!r}"
         return f"res[{self.branch.name}]{beta}"
 
     def _log_scale(self, mf: Any) -> jax.Array:
@@ -376,6 +397,9 @@ class Residual(Layer):
 
     def flags(self, f: Flags) -> Flags:
         return _meet(f, self.branch.flags(f))
+
+    def conv(self, v: jax.Array, net: Any) -> jax.Array:
+        return v + net.branch_output(self.branch.conv(v, net), self.scale)
 
 
 def merge(s: State, h: State, flags: Flags) -> State:
@@ -483,8 +507,56 @@ def as_tree(network: Any) -> Layer:
     raise ValueError(f"block must be a meanfield.Block or a meanfield.layers tree, got {network!r}")
 
 
-def network_name(network: Any) -> str:
-    return network.name
+def from_name(name: str) -> Layer:
+    """The tree whose :attr:`~Layer.name` is ``name`` (e.g. ``'res[BatchNorm-relu-Dense]'``),
+    the inverse of ``name`` for trees built with :func:`serial` and :func:`residual`."""
+
+    def split(text: str) -> list[str]:
+        parts, depth, start = [], 0, 0
+        for i, ch in enumerate(text):
+            depth += (ch == "[") - (ch == "]")
+            if depth < 0:
+                raise ValueError(f"unbalanced ']' in layers name {name!r}")
+            if ch == "-" and depth == 0:
+                parts.append(text[start:i])
+                start = i + 1
+        if depth != 0:
+            raise ValueError(f"unbalanced '[' in layers name {name!r}")
+        return parts + [text[start:]]
+
+    def one(text: str) -> Layer:
+        if text.startswith("res[") and "]" in text:
+            close = text.rindex("]")
+            rest = text[close + 1 :]
+            if rest and not rest.startswith("*"):
+                raise ValueError(f"cannot read {text!r} in layers name {name!r}")
+            return residual(serial_of(text[4:close]), float(rest[1:]) if rest else None)
+        kinds = {"Dense": Dense, "BatchNorm": BatchNorm}
+        if text in kinds:
+            return kinds[text]()
+        if text in arch.ACTIVATIONS:
+            return Activation(text)
+        raise ValueError(
+            f"cannot read {text!r} in layers name {name!r}: a layer is Dense, BatchNorm, an "
+            f"activation {arch.ACTIVATIONS} or res[...] (with *scale)"
+        )
+
+    def serial_of(text: str) -> Layer:
+        items = [one(part) for part in split(text)]
+        return items[0] if len(items) == 1 else serial(*items)
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a layers name must be a non-empty string, got {name!r}")
+    return serial_of(name)
+
+
+def network_from_name(name: str) -> arch.Block | Layer:
+    """A preset by its name (:meth:`~meanfield.architecture.Block.from_name`), else a tree
+    (:func:`from_name`): what a results file's ``block`` field reads back to."""
+    try:
+        return arch.Block.from_name(name)
+    except ValueError:
+        return from_name(name)
 
 
 def check_mean_field(tree: Layer, flags: Flags = INPUT_FLAGS) -> Flags:

@@ -75,7 +75,7 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import architecture as arch
-from meanfield import inits
+from meanfield import inits, layers
 from meanfield.architecture import Block
 
 __all__ = [
@@ -133,8 +133,11 @@ class ResNetConfig:
     branch_scale: float | None = None  # a learned β on every branch, started here (SkipInit)
 
     def __post_init__(self):
-        if not isinstance(self.block, Block):
-            raise ValueError(f"ResNetConfig.block must be a meanfield.Block, got {self.block!r}")
+        if not isinstance(self.block, (Block, layers.Layer)):
+            raise ValueError(
+                "ResNetConfig.block must be a meanfield.Block or a meanfield.layers tree, "
+                f"got {self.block!r}"
+            )
         for name in ("depth", "channels", "kernel_size", "num_classes"):
             object.__setattr__(self, name, arch.static_int(name, getattr(self, name)))
         if self.init not in CONV_INITS:
@@ -166,7 +169,7 @@ class ResNetConfig:
                     self.init,
                     width=self.fan_in,
                     depth=self.depth,
-                    activations=self.block.activations(),
+                    activations=layers.dense_activations(self.tree),
                     c=self.c,
                     branch_scale=self.branch_scale,
                 )
@@ -177,11 +180,16 @@ class ResNetConfig:
             v = self.var_w
         return inits.var_w_rule(
             v,
-            shortcut=self.block.shortcut,
+            shortcut=layers.dense_count(self.tree),
             branch_scale=self.branch_scale,
             scheme=self.init,
             law="orthogonal" if self.init == "orthogonal" else "gaussian",
         )
+
+    @property
+    def tree(self) -> layers.Layer:
+        """The block's :mod:`meanfield.layers` tree (a preset's, or the tree given)."""
+        return layers.as_tree(self.block)
 
     @property
     def has_recursion(self) -> bool:
@@ -245,12 +253,8 @@ class ResNetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResNetConfig:
         d = dict(d)
-        d["block"] = Block.from_name(d["block"])
+        d["block"] = layers.network_from_name(d["block"])
         return cls(**d)
-
-
-def _activation(name: str):
-    return nn.relu if name == "relu" else (lambda u: u)
 
 
 def log_mean_square(x: jax.Array, axis=None) -> jax.Array:
@@ -306,8 +310,7 @@ class _ResidualBlock(nn.Module):
     def __call__(self, z, tap):
         cfg = self.config
         rule = cfg.rule
-        acts = cfg.block.activations()
-        fixup = cfg.init == "fixup" and cfg.block.norm == "none"
+        fixup = cfg.init == "fixup" and not layers.has_batchnorm(cfg.tree)
 
         def conv(i, v):
             layer = nn.Conv(
@@ -333,30 +336,51 @@ class _ResidualBlock(nn.Module):
         def scalar(name, value):
             return self.param(name, nn.initializers.constant(value), (), jnp.float32)
 
-        h = z
-        for i, act in enumerate(acts):
-            f = _activation(act)
-            if cfg.block.norm == "none":
-                if fixup:  # Fixup's scalar biases, 0 at init, before each conv and activation
-                    h = conv(i, h + scalar(f"bias_in_{i}", 0.0))
-                    h = f(h + scalar(f"bias_act_{i}", 0.0)) if act != "identity" else h
-                else:
-                    h = f(conv(i, h))
-            elif cfg.block.norm == "bn_post":
-                h = f(conv(i, bn(h)))
-            else:  # bn_pre
-                h = conv(i, f(bn(h)))
-        if fixup:  # Fixup's multiplier (1) and bias (0) at the end of the branch
-            h = scalar("multiplier", 1.0) * h + scalar("bias_out", 0.0)
-        if cfg.learned_scale:
-            h = scalar("branch_scale", float(rule.scale)) * h
-        # The residual stream stays float32 under mixed precision: 100 bfloat16 additions
-        # would lose the small branch contributions of the depth-scaled init.
-        h = h.astype(jnp.float32)
-        z = z + h if cfg.block.residual else h
+        tree = cfg.tree
+        net = _ConvNet(conv, bn, scalar, fixup, float(rule.scale) if cfg.learned_scale else None)
+        if isinstance(tree, layers.Residual):
+            z = tree.conv(z, net)
+        else:  # plain: the block is the branch
+            z = net.branch_output(tree.conv(z, net), None)
         if not self.measure:
             return z, None
         return _tap(z, tap), _layer_stats(z)
+
+
+class _ConvNet:
+    """The ``net`` of :meth:`meanfield.layers.Layer.conv` inside :class:`_ResidualBlock`: the
+    block's convolutions in order (kernel ``i`` from the init's rule), Flax's BatchNorm, and
+    what a scheme adds around them: Fixup's scalar biases (0 at init) before each convolution
+    and each activation and its multiplier (1) and bias at the end of the branch, and a learned
+    branch scale β (SkipInit, ReZero, or any ``branch_scale``)."""
+
+    def __init__(self, conv, bn, scalar, fixup: bool, learned_scale: float | None):
+        self._conv, self._bn, self._scalar = conv, bn, scalar
+        self.fixup, self.learned_scale, self.used = fixup, learned_scale, 0
+
+    def conv(self, v):
+        i = self.used
+        self.used += 1
+        if self.fixup:
+            v = v + self._scalar(f"bias_in_{i}", 0.0)
+        return self._conv(i, v)
+
+    def pre_activation(self, v):
+        return v + self._scalar(f"bias_act_{self.used - 1}", 0.0) if self.fixup else v
+
+    def batch_norm(self, v):
+        return self._bn(v)
+
+    def branch_output(self, h, scale: float | None):
+        if self.fixup:
+            h = self._scalar("multiplier", 1.0) * h + self._scalar("bias_out", 0.0)
+        if self.learned_scale is not None:
+            h = self._scalar("branch_scale", self.learned_scale) * h
+        if scale is not None:  # a fixed β of the tree
+            h = scale * h
+        # The residual stream stays float32 under mixed precision: 100 bfloat16 additions
+        # would lose the small branch contributions of the depth-scaled init.
+        return h.astype(jnp.float32)
 
 
 def _delta_kernel(matrix: jax.Array, k: int, dtype) -> jax.Array:
@@ -471,18 +495,18 @@ def count_params(config: ResNetConfig) -> int:
     shortcut depth), + 2C per BN (scale and offset), + C per weight-normalized kernel (g),
     + Fixup's 2k_s + 2 scalars (k_s + 1 without the last activation), + 1 for a learned
     branch scale; head C·classes + classes."""
-    k, c, m = config.kernel_size, config.channels, config.block.shortcut
+    tree = config.tree
+    k, c, m = config.kernel_size, config.channels, layers.dense_count(tree)
     if config.init == "risotto":  # two convolutions of 2C -> 2C channels per block
         block = 2 * k * k * (2 * c) ** 2
         return k * k * 3 * c + config.depth * block + c * config.num_classes + config.num_classes
     block = m * k * k * c * c
-    if config.block.norm != "none":
-        block += m * 2 * c
+    block += 2 * c * sum(isinstance(x, layers.BatchNorm) for x in layers.walk(tree))
     if config.init == "weight_norm":
         block += m * c
-    if config.init == "fixup" and config.block.norm == "none":
-        acts = config.block.activations()
-        block += m + sum(a != "identity" for a in acts) + 2
+    if config.init == "fixup" and not layers.has_batchnorm(tree):
+        nonlinear = [x for x in layers.walk(tree) if isinstance(x, layers.Activation)]
+        block += m + sum(not x.identity for x in nonlinear) + 2
     if config.learned_scale:
         block += 1
     return k * k * 3 * c + config.depth * block + c * config.num_classes + config.num_classes

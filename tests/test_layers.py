@@ -211,3 +211,56 @@ def test_bad_trees_are_refused():
         ml.residual(ml.Dense(), scale=-1.0)
     with pytest.raises(ValueError, match="block must be a meanfield.Block or a meanfield.layers"):
         recursions.profile("relu-none-residual", depth=3, width=16, var_w=1 / 16)
+
+
+def test_the_conv_model_of_a_tree_has_the_requested_kernel_variances():
+    """The trainer's Flax network of the hand-built ResNet-v2 tree: two k x k convolutions and
+    two BatchNorms per block, each kernel i.i.d. N(0, c/(k·k·C·L)) (written out by hand), and
+    its configuration reads back from a results file."""
+    import math
+
+    from meanfield import models
+
+    cfg = models.ResNetConfig(
+        block=RESNET_V2, depth=6, channels=16, kernel_size=3, init="depth_scaled", c=2.0
+    )
+    x = jax.random.normal(jax.random.key(7), (2, 8, 8, 3))
+    variables = jax.jit(models.ResNet(cfg, unroll=1).init, static_argnames="train")(
+        jax.random.key(1), x, train=False
+    )
+    blocks = variables["params"]["blocks"]
+    assert sorted(blocks) == ["BatchNorm_0", "BatchNorm_1", "Conv_0", "Conv_1"]
+    total = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(variables["params"]))
+    assert total == models.count_params(cfg)
+    expected = 2.0 / (3 * 3 * 16 * 6)
+    for name in ("Conv_0", "Conv_1"):
+        kernel = np.asarray(blocks[name]["kernel"], dtype=np.float64)
+        assert kernel.shape == (6, 3, 3, 16, 16)
+        sq = kernel.ravel() ** 2
+        se = sq.std() / math.sqrt(sq.size)
+        assert abs(sq.mean() - expected) < 4 * se, (name, sq.mean(), expected)
+        assert abs(sq.mean() - 1.25 * expected) > 4 * se  # a 25% larger variance is rejected
+    assert models.ResNetConfig.from_dict(cfg.as_dict()) == cfg
+    logits = models.ResNet(cfg).apply(variables, x, train=False)
+    assert logits.shape == (2, 10) and np.all(np.isfinite(logits))
+
+
+def test_the_jacobian_of_a_tree_is_that_of_its_preset():
+    from meanfield import jacobian
+
+    kw = dict(key=jax.random.key(3), depth=3, width=16, networks=2, batch=4)
+    a = jacobian.singular_values("he", block=Block("relu", "bn_pre", shortcut=2), **kw)
+    b = jacobian.singular_values("he", block=RESNET_V2, **kw)
+    np.testing.assert_array_equal(a, b)
+    # A plain/residual mix has its own spectrum: z -> relu(W2 (z + relu(W1 z))) is not
+    # near-isometric, so its singular values spread (std of ln σ > 0.1 at depth 3).
+    c = jacobian.singular_values("he", block=MIX_NONE, **kw)
+    assert c.shape == (2, 16) and np.std(np.log(c)) > 0.1
+
+
+def test_tree_names_read_back():
+    for tree in (RESNET_V2, MIX_NONE, MIX_BN):
+        assert ml.from_name(tree.name) == tree
+    assert ml.network_from_name("relu-bn_pre-residual-k2") == Block("relu", "bn_pre", shortcut=2)
+    with pytest.raises(ValueError, match="cannot read 'Conv'"):
+        ml.from_name("res[BatchNorm-Conv]")

@@ -180,7 +180,7 @@ def test_mixed_precision_stays_close_to_float32():
         ("init", "lsuv", "init must be one of .* got 'lsuv'"),
         ("padding", "reflect", "padding must be one of .* got 'reflect'"),
         ("c", -1.0, "c must be a finite number > 0, got -1.0"),
-        ("block", "relu", "block must be a meanfield.Block, got 'relu'"),
+        ("block", "relu", "block must be a meanfield.Block or a meanfield.layers tree, got 'relu'"),
     ],
 )
 def test_config_rejects_bad_values_by_name(field, value, message):
