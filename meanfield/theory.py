@@ -57,7 +57,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -72,6 +73,8 @@ Array = jax.Array
 
 __all__ = [
     "ClosedForm",
+    "CATALOG",
+    "CatalogEntry",
     "closed_forms",
     "he_var_w",
     "glorot_var_w",
@@ -901,6 +904,317 @@ class ClosedForm(NamedTuple):
     values: Array  # shape (L + 1,); NaN where undefined (e.g. l = 0 for gradients)
 
 
+class _At(NamedTuple):
+    """What a catalogue entry evaluates: layers l (0..max_depth, capped at L), lp (the layers
+    with a weight, 1..max_depth), L, n, Var[w], the block's activation f, its norm, k, the
+    activation after the last weight, and f's Gaussian moments."""
+
+    l: Array
+    lp: Array
+    L: Array
+    n: Array
+    v: Array
+    act: str
+    norm: str
+    k: int
+    last: str
+    fm: Any
+
+
+def _pad(values: Array) -> Array:
+    """Gradient curves: NaN at l = 0."""
+    return jnp.concatenate([jnp.full((1,), jnp.nan, values.dtype), values])
+
+
+class CatalogEntry(NamedTuple):
+    """One closed form of the catalogue: the statistic it gives, its label, source and kind,
+    which preset blocks it applies to, and how it is evaluated."""
+
+    statistic: str
+    label: str
+    source: str  # "paper" or "corrected"
+    kind: str  # "exact", "lower_bound" or "approximation"
+    applies: Callable[[arch.Block], bool]
+    evaluate: Callable[[_At], Array]
+
+
+def _paper_block(b: arch.Block) -> bool:  # one weight layer, f after it
+    return b.shortcut == 1 and b.final_activation
+
+
+def _when(residual: bool, norms: tuple, acts: tuple, k1: bool = True):
+    def applies(b: arch.Block) -> bool:
+        return (
+            b.residual == residual
+            and b.norm in norms
+            and b.activation in acts
+            and _paper_block(b) == k1
+        )
+
+    return applies
+
+
+_BN = ("bn_post", "bn_pre")
+_ALL = arch.ACTIVATIONS
+_E = CatalogEntry
+
+# Which forms apply to which block, in the order they are listed; "every form is tested" is a
+# loop over this table (tests/test_theory.py).
+CATALOG: tuple[CatalogEntry, ...] = (
+    # Branches of k weight layers: exact where the branch is linear in its last weight without
+    # normalization, and the BN forward (the last weight sees a BN output whatever precedes
+    # it, so the k = 1 form holds with the last layer's activation).
+    _E(
+        "m2_z",
+        "(1+α^{k} e_2^{km1})^l",
+        "corrected",
+        "exact",
+        lambda b: (
+            not _paper_block(b)
+            and b.residual
+            and b.norm == "none"
+            and b.activations()[-1] == "identity"
+        ),
+        lambda a: branch_forward_second_moment(a.l, a.n, a.v, a.k, a.act),
+    ),
+    _E(
+        "m2_dz",
+        "(1+α^{k} a^{km1})^(L-l)",
+        "corrected",
+        "exact",
+        lambda b: (
+            not _paper_block(b)
+            and b.residual
+            and b.norm == "none"
+            and b.activations()[-1] == "identity"
+        ),
+        lambda a: branch_backward_second_moment(a.l, a.L, a.n, a.v, a.k, a.act),
+    ),
+    _E(
+        "var_dw",
+        "(αa)^{km1}(1+α^{k} a^{km1})^(L-1)",
+        "corrected",
+        "exact",
+        lambda b: (
+            not _paper_block(b)
+            and b.residual
+            and b.norm == "none"
+            and b.activations()[-1] == "identity"
+        ),
+        lambda a: _pad(branch_gradient_variance(a.lp, a.L, a.n, a.v, a.k, a.act)),
+    ),
+    _E(
+        "m2_z",
+        "1+lα(b_f+l e_1²) (post) / 1+lα e_2 (pre)",
+        "corrected",
+        "exact",
+        _when(True, _BN, _ALL, k1=False),
+        lambda a: bn_second_moment(a.l, a.n, a.v, a.last, a.norm),
+    ),
+    _E(
+        "unitvar_z",
+        "σ² = 1 + lα b_f",
+        "corrected",
+        "exact",
+        _when(True, _BN, _ALL, k1=False),
+        lambda a: bn_unit_variance(a.l, a.n, a.v, a.last if a.norm == "bn_post" else a.act),
+    ),
+    # The paper's block (k = 1), residual, no BN.
+    _E(
+        "m2_z",
+        "(1+α)^l, eq. (7)",
+        "paper",
+        "exact",
+        _when(True, ("none",), ("identity",)),
+        lambda a: forward_second_moment(a.l, a.n, a.v),
+    ),
+    _E(
+        "m2_dz",
+        "(1+α)^(L-l), eq. (25)",
+        "paper",
+        "exact",
+        _when(True, ("none",), ("identity",)),
+        lambda a: backward_second_moment(a.l, a.L, a.n, a.v, a.act),
+    ),
+    _E(
+        "var_dw",
+        "(1+α/2)^(L-1), eq. (27)",
+        "paper",
+        "approximation",
+        _when(True, ("none",), ("identity",)),
+        lambda a: _pad(
+            jnp.broadcast_to(identity_gradient_variance_paper(a.L, a.n, a.v), a.lp.shape)
+        ),
+    ),
+    _E(
+        "var_dw",
+        "(1+α)^(L-1)",
+        "corrected",
+        "exact",
+        _when(True, ("none",), ("identity",)),
+        lambda a: _pad(identity_gradient_variance(a.lp, a.L, a.n, a.v)),
+    ),
+    _E(
+        "var_z",
+        "(1+α/4)^l bound, eq. (14)",
+        "paper",
+        "lower_bound",
+        _when(True, ("none",), ("relu",)),
+        lambda a: relu_variance_lower_bound_paper(a.l, a.n, a.v),
+    ),
+    _E(
+        "var_z",
+        "(1+α(π-1)/2π)^l bound",
+        "corrected",
+        "lower_bound",
+        _when(True, ("none",), ("relu",)),
+        lambda a: relu_variance_lower_bound(a.l, a.n, a.v),
+    ),
+    _E(
+        "m2_z",
+        "(1+α/2)^l bound",
+        "corrected",
+        "lower_bound",
+        _when(True, ("none",), ("relu",)),
+        lambda a: relu_second_moment_lower_bound(a.l, a.n, a.v),
+    ),
+    _E(
+        "m2_dz",
+        "(1+α/2)^(L-l), eq. (20)",
+        "paper",
+        "exact",
+        _when(True, ("none",), ("relu",)),
+        lambda a: backward_second_moment(a.l, a.L, a.n, a.v, a.act),
+    ),
+    _E(
+        "var_dw",
+        "¼(1+α/4)^(L-1) bound, eq. (22)",
+        "paper",
+        "lower_bound",
+        _when(True, ("none",), ("relu",)),
+        lambda a: _pad(
+            jnp.broadcast_to(relu_gradient_variance_lower_bound_paper(a.L, a.n, a.v), a.lp.shape)
+        ),
+    ),
+    _E(
+        "var_dw",
+        "½(1+α/2)^(L-1) bound",
+        "corrected",
+        "lower_bound",
+        _when(True, ("none",), ("relu",)),
+        lambda a: _pad(
+            jnp.broadcast_to(relu_gradient_variance_lower_bound(a.L, a.n, a.v), a.lp.shape)
+        ),
+    ),
+    # The paper's block, residual, with BN (eq. 29-54).
+    _E(
+        "m2_z",
+        "1+lα(b_f+l e_1²) (post) / 1+lα e_2 (pre)",
+        "corrected",
+        "exact",
+        _when(True, _BN, _ALL),
+        lambda a: bn_second_moment(a.l, a.n, a.v, a.act, a.norm),
+    ),
+    _E(
+        "var_z",
+        "a lα + Var x, eq. (31)/(47)",
+        "paper",
+        "exact",
+        lambda b: _when(True, _BN, _ALL)(b) and (b.activation == "identity" or b.norm == "bn_pre"),
+        lambda a: bn_variance_paper(a.l, a.n, a.v, a.act),
+    ),
+    _E(
+        "unitvar_z",
+        "σ² ≈ a lα, eq. (40)/(51)",
+        "paper",
+        "approximation",
+        _when(True, _BN, _ALL),
+        lambda a: bn_sigma2_paper(a.l, a.n, a.v, a.act),
+    ),
+    _E(
+        "unitvar_z",
+        "σ² = 1 + lα b_f",
+        "corrected",
+        "exact",
+        _when(True, _BN, _ALL),
+        lambda a: bn_unit_variance(a.l, a.n, a.v, a.act),
+    ),
+    _E(
+        "m2_dz",
+        "L/l, eq. (41)/(52)",
+        "paper",
+        "approximation",
+        _when(True, _BN, _ALL),
+        lambda a: _pad(bn_gradient_growth_paper(a.lp, a.L)),
+    ),
+    _E(
+        "m2_dz",
+        "Γ-ratio",
+        "corrected",
+        "exact",
+        _when(True, _BN, _ALL),
+        lambda a: bn_backward_second_moment(a.l, a.L, a.n, a.v, a.act),
+    ),
+    _E(
+        "var_dw",
+        "a L/l, eq. (42)/(54)",
+        "paper",
+        "approximation",
+        _when(True, _BN, _ALL),
+        lambda a: _pad(bn_gradient_variance_paper(a.lp, a.L, a.act)),
+    ),
+    _E(
+        "var_dw",
+        "a p_l (post) / b_f p_l + e_1² (pre)",
+        "corrected",
+        "exact",
+        _when(True, _BN, _ALL),
+        lambda a: _pad(bn_gradient_variance(a.lp, a.L, a.n, a.v, a.act, a.norm)),
+    ),
+    # Plain networks (the paper's contrast), without and with BN.
+    _E(
+        "m2_z",
+        "(e_2 α)^l",
+        "corrected",
+        "exact",
+        _when(False, ("none",), _ALL),
+        lambda a: _plain_forward(a.act)(a.l, a.n, a.v),
+    ),
+    _E(
+        "m2_dz",
+        "(a α)^(L-l)",
+        "corrected",
+        "exact",
+        _when(False, ("none",), _ALL),
+        lambda a: plain_backward_second_moment(a.l, a.L, a.n, a.v, a.act),
+    ),
+    _E(
+        "var_dw",
+        "a (aα)^(L-l) (e_2 α)^(l-1)",
+        "corrected",
+        "exact",
+        _when(False, ("none",), _ALL),
+        lambda a: _pad(
+            a.fm.a
+            * plain_backward_second_moment(a.lp, a.L, a.n, a.v, a.act)
+            * _plain_forward(a.act)(a.lp - 1, a.n, a.v)
+        ),
+    ),
+    _E(
+        "m2_dz",
+        "κ^(L-l)",
+        "corrected",
+        "exact",
+        _when(False, _BN, _ALL),
+        lambda a: plain_bn_backward_second_moment(a.l, a.L, a.n, a.v, a.act),
+    ),
+)
+
+
+def _plain_forward(act: str):
+    return plain_forward_second_moment if act == "identity" else plain_relu_forward_second_moment
+
+
 def closed_forms(
     block: arch.Block,
     *,
@@ -909,7 +1223,7 @@ def closed_forms(
     var_w: ArrayLike,
     max_depth: int | None = None,
 ) -> list[ClosedForm]:
-    """Every closed form of this module that applies to ``block``, evaluated at l = 0..L.
+    """Every closed form of :data:`CATALOG` that applies to ``block``, evaluated at l = 0..L.
 
     "exact" forms must equal :func:`meanfield.recursions.profile` to floating-point
     tolerance, "lower_bound" forms must lie below it, and "approximation" forms (the paper's
@@ -934,208 +1248,24 @@ def closed_forms(
     # A traced depth past max_depth cannot be refused: its curves are all NaN, not cut short.
     active = (layers <= depth) & (depth <= max_depth)
     l = jnp.minimum(layers, depth)  # keeps every formula's layer <= depth; masked below
-    lp = jnp.maximum(l[1:], 1)  # layers with a weight
-    v_dtype = jnp.result_type(float, var_w)
-
-    def pad(values):  # gradient curves: NaN at l = 0
-        return jnp.concatenate([jnp.full((1,), jnp.nan, values.dtype), values])
-
-    act, norm = block.activation, block.norm
-    n, v, L = width, var_w, depth
-    fm = activation_moments(act)
-    out: list[ClosedForm] = []
-    add = lambda *a: out.append(ClosedForm(*a))  # noqa: E731
-    k, last = block.shortcut, block.activations()[-1]
-
-    if k > 1 or not block.final_activation:
-        # Branches of k weight layers: exact forms where the branch is linear in its last
-        # weight without normalization, and the BN forward (the last weight sees a BN output
-        # whatever precedes it, so the k = 1 form holds with the last layer's activation).
-        if block.residual and norm == "none" and last == "identity":
-            add(
-                "m2_z",
-                f"(1+α^{k} e_2^{k - 1})^l",
-                "corrected",
-                "exact",
-                branch_forward_second_moment(l, n, v, k, act),
-            )
-            add(
-                "m2_dz",
-                f"(1+α^{k} a^{k - 1})^(L-l)",
-                "corrected",
-                "exact",
-                branch_backward_second_moment(l, L, n, v, k, act),
-            )
-            add(
-                "var_dw",
-                f"(αa)^{k - 1}(1+α^{k} a^{k - 1})^(L-1)",
-                "corrected",
-                "exact",
-                pad(branch_gradient_variance(lp, L, n, v, k, act)),
-            )
-        elif block.residual and norm != "none":
-            add(
-                "m2_z",
-                "1+lα(b_f+l e_1²) (post) / 1+lα e_2 (pre)",
-                "corrected",
-                "exact",
-                bn_second_moment(l, n, v, last, norm),
-            )
-            add(
-                "unitvar_z",
-                "σ² = 1 + lα b_f",
-                "corrected",
-                "exact",
-                bn_unit_variance(l, n, v, last if norm == "bn_post" else act),
-            )
-        nan = jnp.asarray(jnp.nan, v_dtype)
-        return [
-            f._replace(values=jnp.where(active, jnp.broadcast_to(f.values, active.shape), nan))
-            for f in out
-        ]
-
-    if block.residual and norm == "none":
-        if act == "identity":
-            add("m2_z", "(1+α)^l, eq. (7)", "paper", "exact", forward_second_moment(l, n, v))
-            add(
-                "m2_dz",
-                "(1+α)^(L-l), eq. (25)",
-                "paper",
-                "exact",
-                backward_second_moment(l, L, n, v, act),
-            )
-            add(
-                "var_dw",
-                "(1+α/2)^(L-1), eq. (27)",
-                "paper",
-                "approximation",
-                pad(jnp.broadcast_to(identity_gradient_variance_paper(L, n, v), lp.shape)),
-            )
-            add(
-                "var_dw",
-                "(1+α)^(L-1)",
-                "corrected",
-                "exact",
-                pad(identity_gradient_variance(lp, L, n, v)),
-            )
-        else:
-            add(
-                "var_z",
-                "(1+α/4)^l bound, eq. (14)",
-                "paper",
-                "lower_bound",
-                relu_variance_lower_bound_paper(l, n, v),
-            )
-            add(
-                "var_z",
-                "(1+α(π-1)/2π)^l bound",
-                "corrected",
-                "lower_bound",
-                relu_variance_lower_bound(l, n, v),
-            )
-            add(
-                "m2_z",
-                "(1+α/2)^l bound",
-                "corrected",
-                "lower_bound",
-                relu_second_moment_lower_bound(l, n, v),
-            )
-            add(
-                "m2_dz",
-                "(1+α/2)^(L-l), eq. (20)",
-                "paper",
-                "exact",
-                backward_second_moment(l, L, n, v, act),
-            )
-            add(
-                "var_dw",
-                "¼(1+α/4)^(L-1) bound, eq. (22)",
-                "paper",
-                "lower_bound",
-                pad(jnp.broadcast_to(relu_gradient_variance_lower_bound_paper(L, n, v), lp.shape)),
-            )
-            add(
-                "var_dw",
-                "½(1+α/2)^(L-1) bound",
-                "corrected",
-                "lower_bound",
-                pad(jnp.broadcast_to(relu_gradient_variance_lower_bound(L, n, v), lp.shape)),
-            )
-    elif block.residual:
-        add(
-            "m2_z",
-            "1+lα(b_f+l e_1²) (post) / 1+lα e_2 (pre)",
-            "corrected",
-            "exact",
-            bn_second_moment(l, n, v, act, norm),
-        )
-        if act == "identity" or norm == "bn_pre":
-            add(
-                "var_z",
-                "a lα + Var x, eq. (31)/(47)",
-                "paper",
-                "exact",
-                bn_variance_paper(l, n, v, act),
-            )
-        add(
-            "unitvar_z",
-            "σ² ≈ a lα, eq. (40)/(51)",
-            "paper",
-            "approximation",
-            bn_sigma2_paper(l, n, v, act),
-        )
-        add("unitvar_z", "σ² = 1 + lα b_f", "corrected", "exact", bn_unit_variance(l, n, v, act))
-        add(
-            "m2_dz",
-            "L/l, eq. (41)/(52)",
-            "paper",
-            "approximation",
-            pad(bn_gradient_growth_paper(lp, L)),
-        )
-        add("m2_dz", "Γ-ratio", "corrected", "exact", bn_backward_second_moment(l, L, n, v, act))
-        add(
-            "var_dw",
-            "a L/l, eq. (42)/(54)",
-            "paper",
-            "approximation",
-            pad(bn_gradient_variance_paper(lp, L, act)),
-        )
-        add(
-            "var_dw",
-            "a p_l (post) / b_f p_l + e_1² (pre)",
-            "corrected",
-            "exact",
-            pad(bn_gradient_variance(lp, L, n, v, act, norm)),
-        )
-    elif norm == "none":
-        forward = (
-            plain_forward_second_moment if act == "identity" else plain_relu_forward_second_moment
-        )
-        add("m2_z", "(e_2 α)^l", "corrected", "exact", forward(l, n, v))
-        add(
-            "m2_dz",
-            "(a α)^(L-l)",
-            "corrected",
-            "exact",
-            plain_backward_second_moment(l, L, n, v, act),
-        )
-        add(
-            "var_dw",
-            "a (aα)^(L-l) (e_2 α)^(l-1)",
-            "corrected",
-            "exact",
-            pad(fm.a * plain_backward_second_moment(lp, L, n, v, act) * forward(lp - 1, n, v)),
-        )
-    else:
-        add(
-            "m2_dz",
-            "κ^(L-l)",
-            "corrected",
-            "exact",
-            plain_bn_backward_second_moment(l, L, n, v, act),
-        )
-    nan = jnp.asarray(jnp.nan, v_dtype)
-    return [
-        f._replace(values=jnp.where(active, jnp.broadcast_to(f.values, active.shape), nan))
-        for f in out
-    ]
+    at = _At(
+        l=l,
+        lp=jnp.maximum(l[1:], 1),  # layers with a weight
+        L=depth,
+        n=width,
+        v=var_w,
+        act=block.activation,
+        norm=block.norm,
+        k=block.shortcut,
+        last=block.activations()[-1],
+        fm=activation_moments(block.activation),
+    )
+    nan = jnp.asarray(jnp.nan, jnp.result_type(float, var_w))
+    out = []
+    for entry in CATALOG:
+        if not entry.applies(block):
+            continue
+        label = entry.label.format(k=at.k, km1=at.k - 1)
+        values = jnp.where(active, jnp.broadcast_to(entry.evaluate(at), active.shape), nan)
+        out.append(ClosedForm(entry.statistic, label, entry.source, entry.kind, values))
+    return out

@@ -14,6 +14,25 @@ from meanfield import theory as t
 from meanfield.architecture import Block
 from tests.helpers import assert_close, closed_forms_over
 
+
+def test_every_catalog_entry_is_checked_against_the_recursion():
+    """The catalogue is a table: every entry applies to some block that the recursion checks
+    (test_closed_forms_agree_with_recursion below, and tests/test_shortcut.py for branches of
+    k > 1 weights), and its kind is one of the three that those tests know how to check."""
+    from tests.test_shortcut import FORM_BLOCKS
+
+    checked = list(meanfield.all_blocks()) + FORM_BLOCKS
+    for entry in t.CATALOG:
+        assert entry.kind in ("exact", "lower_bound", "approximation"), entry.label
+        assert entry.source in ("paper", "corrected"), entry.label
+        assert any(entry.applies(b) for b in checked), entry.label
+    # And closed_forms gives exactly the applicable entries, in table order.
+    for block in checked:
+        got = [(f.statistic, f.kind) for f in t.closed_forms(block, depth=3, width=8, var_w=0.1)]
+        want = [(e.statistic, e.kind) for e in t.CATALOG if e.applies(block)]
+        assert got == want, block.name
+
+
 SETTINGS = [(256, 1 / 256, 30), (64, 2 / 64, 50), (1000, 1 / (1000 * 40), 40), (8, 0.7, 7)]
 MAX_DEPTH = max(L for _, _, L in SETTINGS)
 
