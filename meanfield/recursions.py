@@ -64,6 +64,7 @@ from jax.typing import ArrayLike
 from meanfield import architecture as arch
 from meanfield import inits, layers
 from meanfield.architecture import Block
+from meanfield.layers import mean_field as mfb
 
 __all__ = ["Profile", "profile", "STATISTICS"]
 
@@ -98,119 +99,77 @@ class Profile:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-class _MeanField:
-    """What a block's layers read and write while the recursion interprets its tree
-    (:mod:`meanfield.layers`): the block input's state in absolute logs (``log_q0``, ``log_w0``
-    = log(v0/q0), ``log_r0`` = log(u0/q0)), log α of each Dense in order, log β, the records a
-    layer's forward map keeps for its backward rule, and the weight-gradient terms."""
-
-    def __init__(self, log_q0, log_w0, log_r0, log_alphas, log_scale):
-        self.log_q0, self.log_w0, self.log_r0 = log_q0, log_w0, log_r0
-        self.log_alphas, self.log_scale = log_alphas, log_scale
-        self.dense = 0
-        self.stack: list = []
-        self.weights: list = []
-
-    def next_log_alpha(self):
-        log_alpha = self.log_alphas[self.dense]
-        self.dense += 1
-        return log_alpha
-
-    def push(self, record) -> None:
-        self.stack.append(record)
-
-    def pop(self):
-        return self.stack.pop()
-
-    def absolute(self, s: layers.State):
-        """(log q, log gap) of ``s`` in absolute terms."""
-        if not s.relative:
-            return s.a, s.r
-        return s.a + self.log_q0, s.r + self.log_q0 + self.log_r0
-
-    def log_delta(self, s: layers.State):
-        """log(gap / q) = log(1 - ρ) of ``s``, from O(1) terms where it is relative."""
-        return s.r + self.log_r0 - s.a if s.relative else s.r - s.a
-
-    def to_relative(self, s: layers.State) -> layers.State:
-        return dataclasses.replace(
-            s,
-            a=s.a - self.log_q0,
-            w=s.w - self.log_q0 - self.log_w0,
-            r=s.r - self.log_q0 - self.log_r0,
-            relative=True,
-        )
-
-    def record_weight(self, ct: layers.Cotangent, log_gap, log_k) -> None:
-        self.weights.append((ct, log_gap, log_k))
-
-
-def _block_forward(tree: layers.Layer, flags, mf: _MeanField, t) -> layers.State:
-    """The block's output state, relative to its input, whose mean is t·√q0."""
-    zero = jnp.zeros_like(t)
-    out = tree.mean_field(layers.State(zero, t, zero, zero, True, flags), mf)
-    if not isinstance(tree, layers.Residual):  # plain: the block is the branch, times β
-        two_log_beta = 2.0 * mf.log_scale
-        out = dataclasses.replace(
-            out, a=out.a + two_log_beta, w=out.w + two_log_beta, r=out.r + two_log_beta
-        )
-    return out if out.relative else mf.to_relative(out)
-
-
-def _forward_step(tree: layers.Layer, flags, log_alphas: tuple, log_scale, state):
-    """One block of the mean-field map on the state (t = m/√q, log(v/q), log(u/q), log q),
-    v = q - m² the pooled variance.
-
-    Returns the new t and the increments of the three logs (the caller sums them with
-    compensation). Each increment is formed from O(1) terms (the block's states are carried
-    relative to its input, :class:`meanfield.layers.State`), so that none is a difference of
-    the large logs themselves (v/q = 1 - t² is ~1e-4 at depth 10,000 of relu-bn_post, which
-    1 - t² in float32 would get 17% wrong).
-    """
-    t, log_w, log_r, logq = state
-    out = _block_forward(tree, flags, _MeanField(logq, log_w, log_r, log_alphas, log_scale), t)
-    return out.t, out.w - out.a, out.r - out.a, out.a
-
-
-def _logsumexp(terms: list) -> jax.Array:
-    """log Σ exp(terms), -inf (not NaN) where every term is -inf."""
-    stacked = jnp.stack(jnp.broadcast_arrays(*terms))
-    top = jnp.max(stacked, axis=0, keepdims=True)
-    safe = jnp.where(jnp.isfinite(top), top, 0.0)
-    return jnp.log(jnp.sum(jnp.exp(stacked - safe), axis=0)) + safe[0]
-
-
-def _block_backward(tree: layers.Layer, flags, log_alphas, log_scale, state):
-    """The backward map of blocks whose inputs have ``state``: the :class:`~meanfield.layers.
-    Cotangent` from the block output to its input (skip included), and per Dense (cotangent
-    at its output, log gap and log k of its input), from which the weight gradient is
-    p·gap + S·k (docs/theory.md §2)."""
-    t, log_w, log_r, logq = state
-    mf = _MeanField(logq, log_w, log_r, log_alphas, log_scale)
-    _block_forward(tree, flags, mf, t)
-    zero = jnp.zeros_like(logq)
-    ct = layers.Cotangent(zero, jnp.full_like(zero, -jnp.inf), zero)
-    if not isinstance(tree, layers.Residual):
-        ct = ct.plus(2.0 * log_scale)
-    return tree.backward(ct, mf), mf.weights
-
-
-def _log_var_dw(weights: list, logp, logs):
-    """log of the weight gradient E (dE/dW_ji)² / B, averaged over the block's Dense layers,
-    from the output cotangent's log p and log S."""
-    terms = []
-    for ct, log_gap, log_k in weights:
-        log_p = ct.lpp + logp
-        log_s = jnp.logaddexp(ct.lsp + logp, ct.lss + logs)
-        terms.append(jnp.logaddexp(log_p + log_gap, log_s + log_k))
-    return _logsumexp(terms) - math.log(len(terms))
-
-
 def _kahan_add(total: jax.Array, comp: jax.Array, term: jax.Array):
     """Compensated (Kahan) summation step: returns the new total and compensation."""
     y = term - comp
     new = total + y
     return new, (new - total) - y
+
+
+def _forward_scan(tree, flags, log_alphas, log_scale, init: tuple, max_depth: int):
+    """The states (t, log(v/q), log(u/q), log q) of z^0..z^max_depth, layer axis first."""
+
+    def body(carry, _):
+        state, comps = carry
+        t, *steps = mfb.forward_step(tree, flags, log_alphas, log_scale, state)
+        # log(v/q), log(u/q) and log q are running sums of L increments: compensate them, or
+        # float32 loses ~L·eps·|sum| (a factor e^6 in q at depth 10,000, He init; 54% of u in
+        # relu-none, whose log(u/q) reaches -3700).
+        logs, comps = zip(
+            *(_kahan_add(*x) for x in zip(state[1:], comps, steps, strict=True)), strict=True
+        )
+        new = (t, *logs)
+        return (new, comps), new
+
+    zero = jnp.zeros_like(init[0])
+    _, states = jax.lax.scan(body, (init, (zero,) * 3), length=max_depth)
+    return tuple(jnp.concatenate([i[None], s], axis=0) for i, s in zip(init, states, strict=True))
+
+
+def _backward_scan(log_step, lsp, lss):
+    """(log p_l, log S_l) for l = 0..max_depth - 1 from the top (p_L = S_L = 1: g is i.i.d.
+    over inputs), p_{l-1} = G_l p_l and S_{l-1} = A_l p_l + C_l S_l, from the blocks' log G,
+    log A and log C. The logs are summed with compensation, S's increment formed from O(1)
+    terms (S = p exactly without BN, S = 1 in a residual network whose branches start with BN:
+    its increment is then exactly 0)."""
+
+    def back(carry, x):
+        (lp, cp), (ls, cs) = carry
+        step, a_l, c_l = x
+        finite = jnp.isfinite(ls)
+        inc = jnp.logaddexp(a_l + jnp.where(finite, lp - ls, 0.0), c_l)
+        kahan = _kahan_add(ls, cs, inc)
+        direct = jnp.logaddexp(a_l + lp, c_l + ls)
+        s_new = (jnp.where(finite, kahan[0], direct), jnp.where(finite, kahan[1], 0.0))
+        p_new = _kahan_add(lp, cp, step)
+        return (p_new, s_new), (p_new[0], s_new[0])
+
+    zero = jnp.zeros_like(log_step[0])
+    _, tails = jax.lax.scan(back, ((zero, zero), (zero, zero)), (log_step, lsp, lss), reverse=True)
+    return tails
+
+
+def _outputs(t, logs: dict, keep: jax.Array, dtype) -> Profile:
+    """The Profile from the per-layer logs of its positive statistics and t = m/√q (layer
+    axis first), NaN where ``keep`` is False."""
+    out = {name: jnp.exp(v) for name, v in logs.items()}
+    # No gradient at l = 0; set it explicitly (XLA's vectorized float32 exp maps NaN to finite
+    # garbage on CPU).
+    out["var_dw"] = out["var_dw"].at[0].set(jnp.nan)
+    # m = t √q as one exp, so that m is finite wherever it fits (√q alone may not) and exactly
+    # 0, not 0·inf = NaN, for a zero mean past the float range of √q.
+    abs_t = jnp.abs(t)
+    log_abs_t = jnp.log(jnp.where(abs_t > 0, abs_t, 1.0))
+    out["mean_z"] = jnp.where(abs_t > 0, jnp.sign(t) * jnp.exp(log_abs_t + 0.5 * logs["m2_z"]), 0.0)
+    out.update({f"log10_{name}": v / _LN10 for name, v in logs.items()})
+    overflow = jnp.zeros(t.shape, bool)
+    for name in ("mean_z", *logs):
+        overflow |= jnp.isinf(out[name])
+    out["overflow"] = overflow
+    nan = jnp.asarray(jnp.nan, dtype)
+    out = {k: (jnp.where(keep, v, nan) if k != "overflow" else v & keep) for k, v in out.items()}
+    # Layer axis last, so that leading axes match the inputs (and jax.vmap's convention).
+    return Profile(**{k: jnp.moveaxis(v, 0, -1) for k, v in out.items()})
 
 
 @functools.partial(jax.jit, static_argnames=("tree", "max_depth"))
@@ -229,33 +188,15 @@ def _profile(
     )
     log_alphas = tuple(jnp.log(jnp.broadcast_to(a, shape)) for a in alphas)
     log_scale = jnp.broadcast_to(log_scale, shape)
-
-    def body(carry, _):
-        state, comps = carry
-        t, *steps = _forward_step(tree, flags, log_alphas, log_scale, state)
-        # log(v/q), log(u/q) and log q are running sums of L increments: compensate them, or
-        # float32 loses ~L·eps·|sum| (a factor e^6 in q at depth 10,000, He init; 54% of u in
-        # relu-none, whose log(u/q) reaches -3700).
-        logs, comps = zip(
-            *(_kahan_add(*x) for x in zip(state[1:], comps, steps, strict=True)), strict=True
-        )
-        new = (t, *logs)
-        return (new, comps), new
-
-    zero = jnp.zeros(shape, dtype)
     init = tuple(jnp.broadcast_to(jnp.asarray(v, dtype), shape) for v in start)
-    _, states = jax.lax.scan(body, (init, (zero,) * 3), length=max_depth)
-    # Layer axis first here: index l = 0..max_depth.
-    t, log_w, log_r, logq = (
-        jnp.concatenate([i[None], s], axis=0) for i, s in zip(init, states, strict=True)
-    )
+    t, log_w, log_r, logq = _forward_scan(tree, flags, log_alphas, log_scale, init, max_depth)
 
     layer = jnp.arange(max_depth + 1).reshape((max_depth + 1,) + (1,) * len(shape))
     depth = jnp.broadcast_to(depth, shape)[None]
     active = layer <= depth
 
     # Backward map of block l (l = 1..max_depth) from the state of z^{l-1}.
-    ct, weights = _block_backward(
+    ct, weights = mfb.block_backward(
         tree,
         flags,
         tuple(a[None] for a in log_alphas),
@@ -263,36 +204,19 @@ def _profile(
         (t[:-1], log_w[:-1], log_r[:-1], logq[:-1]),
     )
     live = active[1:]
-    log_step = jnp.where(live, ct.lpp, 0.0)
-    lsp = jnp.where(live, ct.lsp, -jnp.inf)
-    lss = jnp.where(live, ct.lss, 0.0)
-
-    # From the top (p_L = S_L = 1: g is i.i.d. over inputs), p_{l-1} = G_l p_l and S_{l-1} =
-    # A_l p_l + C_l S_l; the logs are summed with compensation, S's increment formed from
-    # O(1) terms (S = p exactly without BN, S = 1 in a residual network whose branches start
-    # with BN: its increment is then exactly 0).
-    def back(carry, x):
-        (lp, cp), (ls, cs) = carry
-        step, a_l, c_l = x
-        finite = jnp.isfinite(ls)
-        inc = jnp.logaddexp(a_l + jnp.where(finite, lp - ls, 0.0), c_l)
-        kahan = _kahan_add(ls, cs, inc)
-        direct = jnp.logaddexp(a_l + lp, c_l + ls)
-        s_new = (jnp.where(finite, kahan[0], direct), jnp.where(finite, kahan[1], 0.0))
-        p_new = _kahan_add(lp, cp, step)
-        return (p_new, s_new), (p_new[0], s_new[0])
-
-    _, (tail_p, tail_s) = jax.lax.scan(
-        back, ((zero, zero), (zero, zero)), (log_step, lsp, lss), reverse=True
+    tail_p, tail_s = _backward_scan(
+        jnp.where(live, ct.lpp, 0.0),
+        jnp.where(live, ct.lsp, -jnp.inf),
+        jnp.where(live, ct.lss, 0.0),
     )
-    logp = jnp.concatenate([tail_p, zero[None]], axis=0)
+    zero = jnp.zeros(shape, dtype)[None]
+    logp = jnp.concatenate([tail_p, zero], axis=0)
     # Without BatchNorm nothing couples the inputs: S = p exactly, so use p's own sum.
-    logs_ = jnp.concatenate([tail_s, zero[None]], axis=0) if layers.has_batchnorm(tree) else logp
+    log_s = jnp.concatenate([tail_s, zero], axis=0) if layers.has_batchnorm(tree) else logp
 
     # Batch weight gradient of block l from the cotangent (p_l, S_l) at its output.
-    log_g = _log_var_dw(weights, logp[1:], logs_[1:])
+    log_g = mfb.log_var_dw(weights, logp[1:], log_s[1:])
     log_g = jnp.concatenate([jnp.full_like(log_g[:1], jnp.nan), log_g], axis=0)
-
     logs = {
         "m2_z": logq,
         "var_z": logq + log_w,
@@ -300,27 +224,9 @@ def _profile(
         "m2_dz": logp,
         "var_dw": log_g,
     }
-    out = {name: jnp.exp(v) for name, v in logs.items()}
-    # No gradient at l = 0; set it explicitly (XLA's vectorized float32 exp maps NaN to finite
-    # garbage on CPU).
-    out["var_dw"] = out["var_dw"].at[0].set(jnp.nan)
-    # m = t √q as one exp, so that m is finite wherever it fits (√q alone may not) and exactly
-    # 0, not 0·inf = NaN, for a zero mean past the float range of √q.
-    abs_t = jnp.abs(t)
-    log_abs_t = jnp.log(jnp.where(abs_t > 0, abs_t, 1.0))
-    out["mean_z"] = jnp.where(abs_t > 0, jnp.sign(t) * jnp.exp(log_abs_t + 0.5 * logq), 0.0)
-    out.update({f"log10_{name}": v / _LN10 for name, v in logs.items()})
-    overflow = jnp.zeros(logq.shape, bool)
-    for name in ("mean_z", *logs):
-        overflow |= jnp.isinf(out[name])
-    out["overflow"] = overflow
-    nan = jnp.asarray(jnp.nan, dtype)
     # A (traced) depth past max_depth cannot be refused under vmap: its whole profile is NaN,
     # not one silently cut at max_depth.
-    keep = active & (depth <= max_depth)
-    out = {k: (jnp.where(keep, v, nan) if k != "overflow" else v & keep) for k, v in out.items()}
-    # Layer axis last, so that leading axes match the inputs (and jax.vmap's convention).
-    return Profile(**{k: jnp.moveaxis(v, 0, -1) for k, v in out.items()})
+    return _outputs(t, logs, active & (depth <= max_depth), dtype)
 
 
 def profile(
@@ -382,6 +288,20 @@ def profile(
     arch.check_width(width)
     if (var_w is None) == (init is None):
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
+    max_depth = _max_depth(depth, max_depth)
+    rule = _rule(tree, width, depth, var_w, init, c, gain, branch_scale)
+    inits.check_plain(tree, rule)
+    scale = rule.scale
+    alphas = [jnp.asarray(width) * jnp.asarray(v) for v in rule.var_w]
+    dtype = jnp.result_type(float, *alphas, scale)
+    alphas = tuple(a.astype(dtype) for a in alphas)
+    log_scale = jnp.log(jnp.asarray(scale, dtype))
+    start = _start_state(input_m2, input_mean, input_unitvar)
+    return _profile(tree, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start)
+
+
+def _max_depth(depth: ArrayLike, max_depth: int | None) -> int:
+    """The static length - 1 of the profile, with ``depth`` checked against it."""
     if max_depth is None:
         if isinstance(depth, jax.core.Tracer):
             raise ValueError("max_depth must be given when depth is traced (e.g. under jax.vmap)")
@@ -392,27 +312,23 @@ def profile(
         if not isinstance(depth, jax.core.Tracer) and jnp.any(jnp.asarray(depth) > max_depth):
             raise ValueError(f"depth must be <= max_depth={max_depth}, got {depth!r}")
     arch.check_depth(depth)
+    return max_depth
+
+
+def _rule(tree, width, depth, var_w, init, c, gain, branch_scale) -> inits.BranchInit:
+    """The rule each Dense of the block follows: ``var_w`` for all, or the scheme ``init``'s."""
     if init is None:
         arch.check_var_w(var_w)
-        rule = inits.var_w_rule(var_w, shortcut=layers.dense_count(tree), branch_scale=branch_scale)
-    else:
-        rule = inits.branch_init(
-            init,
-            width=width,
-            depth=depth,
-            activations=layers.dense_activations(tree),
-            c=c,
-            gain=gain,
-            branch_scale=branch_scale,
-        )
-    inits.check_plain(tree, rule)
-    scale = rule.scale
-    alphas = [jnp.asarray(width) * jnp.asarray(v) for v in rule.var_w]
-    dtype = jnp.result_type(float, *alphas, scale)
-    alphas = tuple(a.astype(dtype) for a in alphas)
-    log_scale = jnp.log(jnp.asarray(scale, dtype))
-    start = _start_state(input_m2, input_mean, input_unitvar)
-    return _profile(tree, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start)
+        return inits.var_w_rule(var_w, shortcut=layers.dense_count(tree), branch_scale=branch_scale)
+    return inits.branch_init(
+        init,
+        width=width,
+        depth=depth,
+        activations=layers.dense_activations(tree),
+        c=c,
+        gain=gain,
+        branch_scale=branch_scale,
+    )
 
 
 def _start_state(m2: ArrayLike, mean: ArrayLike, unitvar: ArrayLike | None) -> tuple:
