@@ -27,7 +27,7 @@ from meanfield import Block, montecarlo  # noqa: E402
 
 
 def chunk_memory(block, depth, width, batch, chunk, engine):
-    fn, _ = montecarlo._chunk_fn(
+    fn, _ = montecarlo.runner.chunk_fn(
         block, depth, width, batch, "highest", chunk, jax.device_count(), None, engine
     )
     keys = jax.random.split(jax.random.key(0), chunk)
@@ -84,7 +84,7 @@ def main(argv=None):
     for chunk in args.chunks:
         m = chunk_memory(block, L, n, B, chunk, args.engine)
         io = m.argument_size_in_bytes + m.output_size_in_bytes
-        model = montecarlo._bytes_per_network(L, n, B, 4, args.engine) * chunk
+        model = montecarlo.memory.bytes_per_network(L, n, B, 4, args.engine) * chunk
         print(
             f"{chunk:>6} | {m.temp_size_in_bytes / 2**20:9.1f} {io / 2**20:12.2f} | "
             f"{model / 2**20:9.1f} | {chunk * L * n * n * 4 / 2**20:42.1f}"

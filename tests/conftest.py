@@ -57,5 +57,5 @@ def _release_compiled_programs():
     yield
     from meanfield import montecarlo
 
-    montecarlo._chunk_fn.cache_clear()
+    montecarlo.runner.chunk_fn.cache_clear()
     jax.clear_caches()

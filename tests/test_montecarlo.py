@@ -371,7 +371,7 @@ def test_second_call_reuses_the_compiled_chunk():
     block = Block("identity", "none", False)
     kw = dict(depth=3, width=8, var_w=0.1, networks=4, batch=2, chunk_size=4, warn=False)
     montecarlo.simulate(block, key=jax.random.key(0), **kw)
-    fn, _ = montecarlo._chunk_fn(
+    fn, _ = montecarlo.runner.chunk_fn(
         ml.block_tree(block),  # simulate compiles the block's tree
         3,
         8,
@@ -460,7 +460,7 @@ def test_width_squared_times_batch_past_int32():
 
 
 def test_a_network_that_cannot_fit_is_refused_before_compiling(monkeypatch):
-    monkeypatch.setattr(montecarlo, "_available_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(montecarlo.memory, "_available_bytes", lambda: 8 * 2**30)
     kw = dict(key=jax.random.key(0), depth=2, width=60000, var_w=1 / 60000, networks=2, batch=8)
     message = (
         r"one network does not fit in memory: relu-none-residual at width 60000, depth 2, "

@@ -227,7 +227,7 @@ def test_exactly_zero_networks_are_counted_not_nan():
             [ninf, 0.4, -0.1, nan],
         ]
     )
-    s = montecarlo._spread(logs, logs=True)
+    s = montecarlo.estimates.spread_over_networks(logs, logs=True)
     np.testing.assert_allclose(s.zero_fraction[:3], [1.0, 2 / 6, 0.0])
     assert np.isnan(s.zero_fraction[3])
     np.testing.assert_array_equal(s.degenerate, [False, True, False, False])

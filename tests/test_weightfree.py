@@ -181,7 +181,7 @@ def _without_projection(d, u, x, a, pinv, precision):
 def test_dropping_the_projection_is_caught(name, monkeypatch):
     block = Block.from_name(name)
     explicit = _per_network(block, "explicit", 1)
-    monkeypatch.setattr(montecarlo, "_conditional_cotangent", _without_projection)
+    monkeypatch.setattr(montecarlo.weightfree, "_conditional_cotangent", _without_projection)
     planted = _per_network(block, "weightfree", 2)
     assert _max_z(explicit, planted) > 10
 
@@ -240,16 +240,20 @@ def test_layer_numbers_depend_on_the_gram_matrix_not_on_its_eigenvectors(layer, 
 def test_rank_removed_beyond_the_structure_is_counted():
     a, _ = _singular_inputs()  # a zero input (structural) and a duplicated one (not)
     gram = a @ a.T
-    _, rank = montecarlo._weightfree_linear(a, gram, jax.random.key(0), jnp.float32(1), HIGHEST)
+    _, rank = montecarlo.weightfree.weightfree_linear_with_gram(
+        a, gram, jax.random.key(0), jnp.float32(1), HIGHEST
+    )
     assert float(rank) == 2
-    assert float(montecarlo._structural_rank(a, centred=False)) == 3
+    assert float(montecarlo.weightfree.structural_rank(a, centred=False)) == 3
     # BN output: rows centred, rank B - 1 by structure, and B - 1 kept.
     x = jax.random.normal(jax.random.key(1), (8, 32))
     bn = (x - x.mean(0, keepdims=True)) / x.std(0, keepdims=True)
-    _, rank = montecarlo._weightfree_linear(bn, bn @ bn.T, jax.random.key(0), 1.0, HIGHEST)
-    assert float(rank) == float(montecarlo._structural_rank(bn, centred=True)) == 7
+    _, rank = montecarlo.weightfree.weightfree_linear_with_gram(
+        bn, bn @ bn.T, jax.random.key(0), 1.0, HIGHEST
+    )
+    assert float(rank) == float(montecarlo.weightfree.structural_rank(bn, centred=True)) == 7
     # More inputs than units (weight-free forced): rank n by structure.
-    assert float(montecarlo._structural_rank(x.T[:16, :8], centred=False)) == 8
+    assert float(montecarlo.weightfree.structural_rank(x.T[:16, :8], centred=False)) == 8
 
 
 def test_batch_larger_than_width_is_structure_not_a_lost_rank():

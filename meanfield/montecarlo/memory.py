@@ -1,0 +1,93 @@
+"""How much memory one simulated network needs, and how many networks a chunk can hold.
+
+:func:`bytes_per_network` is the estimate (what the backward pass stores per network, and the
+weight buffers of the layer being recomputed), :func:`auto_chunk_size` the default chunk size
+of :func:`meanfield.montecarlo.simulate`, and :func:`check_one_network_fits` refuses, before
+anything is compiled, a network that alone does not fit (:class:`NetworkMemoryError`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+
+class NetworkMemoryError(MemoryError):
+    """One network does not fit in the device memory available to the simulation."""
+
+
+def bytes_per_network(
+    depth: int,
+    width: int,
+    batch: int,
+    itemsize: int,
+    engine: str = "explicit",
+    shortcut: int = 1,
+) -> int:
+    """Estimated bytes one network needs (``itemsize`` bytes a float; ``shortcut`` = k Dense
+    layers per block); :func:`auto_chunk_size` and :func:`check_one_network_fits` use it."""
+    # Stored per network for the backward pass: z_hat per layer (the checkpointed scan's
+    # carry), the weight-free layers' outputs u (k per layer; counted for both engines) and k
+    # B x B Gram matrices per layer; plus about one more L·B·n of temporaries, and a few n x n
+    # weight buffers alive at once inside the layer being recomputed (explicit engine only).
+    # XLA's figure is 50-70% of this (benchmarks/memory_montecarlo.py).
+    weights = 4 * width**2 if engine == "explicit" else 8 * batch * width
+    stored = (2 + shortcut) * (depth + 1) * batch * width + 2 * shortcut * depth * batch**2
+    return itemsize * (stored + weights)
+
+
+def _available_bytes() -> int:
+    dev = jax.devices()[0]
+    try:
+        stats = dev.memory_stats()
+    except Exception:  # noqa: BLE001  (backends without memory stats)
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**31
+
+
+def auto_chunk_size(
+    depth: int,
+    width: int,
+    batch: int,
+    networks: int,
+    itemsize: int = 4,
+    engine: str = "explicit",
+    shortcut: int = 1,
+) -> int:
+    """Networks per chunk: a quarter of the available device memory, at most ``networks``."""
+    per = bytes_per_network(depth, width, batch, itemsize, engine, shortcut)
+    return int(max(1, min(networks, (_available_bytes() // 4) // per)))
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB ({int(nbytes):,} bytes)"
+
+
+def check_one_network_fits(block, depth, width, batch, itemsize, engine, shortcut) -> None:
+    """Raise :class:`NetworkMemoryError` before compiling when one network alone needs more
+    than the available device memory (by :func:`bytes_per_network`'s estimate)."""
+    need = bytes_per_network(depth, width, batch, itemsize, engine, shortcut)
+    have = _available_bytes()
+    if need <= have:
+        return
+    if engine == "explicit":
+        what = (
+            f"its {width} x {width} weight matrices ({_gib(4 * itemsize * width**2)} for the "
+            "few alive at once)"
+        )
+        hint = "engine='weightfree' (Gaussian or orthogonal weights; no n x n matrix) or "
+    else:
+        what = f"its stored activations (about {2 + shortcut} x (L + 1) x B x n values)"
+        hint = ""
+    raise NetworkMemoryError(
+        f"one network does not fit in memory: {block.name} at width {width}, depth {depth}, "
+        f"batch {batch}, engine={engine!r} needs about {_gib(need)} for {what} and the "
+        f"backward pass, but {_gib(have)} are available on {jax.devices()[0].device_kind}. "
+        f"Use {hint}a smaller width, depth or batch."
+    )

@@ -1,0 +1,361 @@
+"""Many networks: :func:`simulate`, its argument checks, and the jitted, sharded chunk.
+
+:func:`simulate` checks its arguments and resolves the init rule and the engine, runs the
+networks in chunks (:func:`chunk_fn`: :func:`meanfield.montecarlo.network_statistics` vmapped
+over a chunk's network keys, jitted, the network axis sharded over all devices), and reduces the
+per-network values into an :class:`~meanfield.montecarlo.Estimate`
+(:func:`meanfield.montecarlo.estimates.reduce_networks`), warning where its mean is unreliable.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from meanfield import architecture as arch
+from meanfield import inits, layers
+from meanfield.architecture import Block
+from meanfield.montecarlo.estimates import (
+    Estimate,
+    HeavyTailWarning,
+    RankDeficitWarning,
+    heavy_tail_message,
+    rank_deficit_message,
+    reduce_networks,
+)
+from meanfield.montecarlo.memory import auto_chunk_size, check_one_network_fits
+from meanfield.montecarlo.network import network_statistics
+
+PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
+ENGINES = ("explicit", "weightfree", "auto")
+
+
+@functools.lru_cache(maxsize=64)
+def chunk_fn(
+    block,
+    depth,
+    width,
+    batch,
+    precision_name,
+    chunk,
+    n_devices,
+    init=None,
+    engine="explicit",
+    input_std=1.0,
+    branch_scale=None,
+):
+    """(jitted function of (var_w, a chunk of network keys) -> per-network statistics, the
+    sharding of the keys' network axis over the first ``n_devices`` devices); cached, so a
+    second :func:`simulate` with the same static arguments reuses the compiled chunk."""
+    precision = PRECISIONS[precision_name]
+    one = functools.partial(
+        network_statistics,
+        block,
+        depth,
+        width,
+        batch,
+        precision=precision,
+        init=init,
+        engine=engine,
+        input_std=input_std,
+        branch_scale=branch_scale,
+    )
+    mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
+    sharded = NamedSharding(mesh, PartitionSpec("networks"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    fn = jax.jit(
+        jax.vmap(one, in_axes=(None, 0)),
+        in_shardings=(replicated, sharded),
+        out_shardings=sharded,
+    )
+    return fn, sharded
+
+
+def _resolve_rule(
+    block: Block, tree: layers.Layer, width, depth, var_w, init, c, gain, branch_scale
+):
+    """(the init rule, the static ``init`` of :func:`chunk_fn`, var_w) for simulate's
+    arguments: RISOTTO's network, a scheme of :func:`meanfield.inits.branch_init`, or
+    N(0, var_w) weights."""
+    if init == "risotto":
+        if block != inits.RISOTTO_BLOCK or branch_scale is not None:
+            raise ValueError(
+                "init='risotto' simulates RISOTTO's type-C network (y -> relu(W2 relu(W1 h) + h) "
+                f"on 2n looks-linear channels): give block={inits.RISOTTO_BLOCK!r} and no "
+                f"branch_scale, got block={block!r}, branch_scale={branch_scale!r}"
+            )
+        rule = inits.BranchInit("risotto", "orthogonal", (1.0, 1.0), 1.0)
+        init_key = ("risotto", 1.0, 1.0)
+        var_w = 1.0
+    elif init is not None:
+        rule = inits.branch_init(
+            init,
+            width=width,
+            depth=depth,
+            activations=layers.dense_activations(tree),
+            c=c,
+            gain=gain,
+            branch_scale=branch_scale,
+        )
+        init_key = (init, float(c), float(gain))
+        var_w = float(max(rule.var_w))
+    else:
+        arch.check_var_w(var_w)
+        shortcut = layers.dense_count(tree)
+        rule = inits.var_w_rule(var_w, shortcut=shortcut, branch_scale=branch_scale)
+        init_key = None
+    return rule, init_key, var_w
+
+
+def _resolve_engine(engine: str, rule, init, width: int, batch: int) -> str:
+    """The engine "auto" stands for (weight-free for Gaussian and orthogonal weights when
+    4B <= n), after checking that the weight-free engine can sample the rule's weights."""
+    sampled = rule.law in ("gaussian", "orthogonal")  # laws the weight-free engine samples
+    if engine == "auto":
+        engine = "weightfree" if sampled and 4 * batch <= width else "explicit"
+    if engine == "weightfree" and not sampled:
+        raise ValueError(
+            "engine='weightfree' needs Gaussian or orthogonal weights; "
+            f"init={init!r} draws {rule.law} ones"
+        )
+    if engine == "weightfree" and rule.law == "orthogonal" and 2 * batch > width:
+        raise ValueError(
+            "engine='weightfree' with orthogonal weights needs width >= 2 * batch (room for "
+            f"the fresh frame of the backward pass), got width={width}, batch={batch}"
+        )
+    return engine
+
+
+def _check_run(
+    tree: layers.Layer, block: Block, batch, networks, precision, input_std, key
+) -> float:
+    """Check the batch, network count, precision, input scale and key; returns input_std as
+    a float."""
+    if layers.has_batchnorm(tree) and batch < 2:
+        raise ValueError(
+            f"batch must be >= 2 for {block.name} (its BatchNorm uses the batch statistics), "
+            f"got {batch}"
+        )
+    if networks < 2:
+        raise ValueError(f"networks must be >= 2 to give a standard error, got {networks}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    arch.check_positive("input_std", input_std)
+    input_std = float(input_std)
+    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise ValueError(f"key must be a typed PRNG key from jax.random.key(seed), got {key!r}")
+    return input_std
+
+
+def _chunk_size(
+    block: Block, chunk_size, depth, width, batch, networks, itemsize, engine, shortcut, n_devices
+) -> int:
+    """Networks per compiled call: ``chunk_size`` or the default from available memory, at
+    most ``networks``, rounded up to a multiple of the device count; raises
+    :class:`~meanfield.montecarlo.NetworkMemoryError` when one network alone does not fit."""
+    check_one_network_fits(block, depth, width, batch, itemsize, engine, shortcut)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(
+            depth, width, batch, networks, itemsize, engine=engine, shortcut=shortcut
+        )
+    chunk_size = arch.static_int("chunk_size", chunk_size)
+    chunk_size = min(chunk_size, networks)
+    return -(-chunk_size // n_devices) * n_devices
+
+
+def _run_chunks(fn, sharded, keys, var_w, chunk_size: int, name: str, progress: bool, start):
+    """Per-network statistics of all networks (one key each), ``chunk_size`` at a time, with
+    a progress line per chunk on stderr if ``progress``."""
+    networks = keys.shape[0]
+    parts = []
+    n_chunks = -(-networks // chunk_size)
+    for i in range(n_chunks):
+        chunk = keys[i * chunk_size : (i + 1) * chunk_size]
+        real = chunk.shape[0]
+        if real < chunk_size:  # pad the last chunk with repeated keys; their results are dropped
+            # (cyclically: with networks < chunk_size - real, e.g. 2 networks on 8 devices,
+            # keys[:chunk_size - real] alone is too short)
+            chunk = jnp.concatenate([chunk, keys[np.arange(chunk_size - real) % networks]])
+        out = fn(var_w, jax.device_put(chunk, sharded))
+        parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
+        if progress:
+            done = min((i + 1) * chunk_size, networks)
+            elapsed = time.perf_counter() - start
+            print(
+                f"\r  montecarlo {name}: {done}/{networks} networks, {elapsed:.1f} s",
+                end="" if i + 1 < n_chunks else "\n",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _warn_unreliable(block: Block, estimate: Estimate) -> None:
+    """Warn where the estimate's mean is not reliable (:class:`HeavyTailWarning`) or the
+    weight-free engine lost rank (:class:`RankDeficitWarning`), at the caller of simulate
+    (through :func:`_simulate`)."""
+    message = heavy_tail_message(block, estimate.spread)
+    if message:
+        warnings.warn(message, HeavyTailWarning, stacklevel=4)
+    message = rank_deficit_message(block, estimate.rank_deficit, estimate.rank_deficit_max)
+    if message:
+        warnings.warn(message, RankDeficitWarning, stacklevel=4)
+
+
+def simulate(
+    block: Block,
+    *,
+    key: jax.Array,
+    depth: int,
+    width: int,
+    var_w: float | None = None,
+    init: str | None = None,
+    c: float = 1.0,
+    gain: float = 1.0,
+    networks: int,
+    batch: int,
+    chunk_size: int | None = None,
+    precision: str = "highest",
+    engine: str = "auto",
+    progress: bool = False,
+    input_std: float = 1.0,
+    warn: bool = True,
+    branch_scale: float | None = None,
+) -> Estimate:
+    """Monte-Carlo estimate of the per-layer statistics of ``networks`` sampled networks.
+
+    Args:
+        block: the architecture.
+        key: a JAX PRNG key (``jax.random.key(seed)``); network r uses
+            ``jax.random.split(key, networks)[r]``, so results do not depend on chunking.
+        depth: L, number of blocks. width: n.
+        var_w: variance of one weight entry, weights i.i.d. N(0, var_w) (e.g.
+            ``meanfield.theory.he_var_w(n)``). Give either ``var_w`` or ``init``.
+        init: a scheme of :data:`meanfield.inits.BRANCH_SCHEMES` ("he", "glorot",
+            "depth_scaled" with ``c``, "orthogonal" with ``gain``, "zero", "fixup",
+            "skipinit", "rezero", "weight_norm"); the k weights of every branch are drawn by
+            its rule (:func:`meanfield.inits.branch_init`: per-layer variance, law, and the
+            scalar β that multiplies the branch). Or "risotto" with
+            ``block=inits.RISOTTO_BLOCK``: RISOTTO's type-C network on 2n looks-linear
+            channels (:func:`meanfield.inits.risotto_type_c`), whose statistics are those of
+            the signal y it carries (n units) and of dE/dy; ``var_dw`` is over its
+            2n x 2n weights. Every block maps y to M_l y (M_l orthogonal), so ``m2_z`` and
+            ``m2_dz`` are exactly flat in every network.
+        networks: R, sampled networks. batch: B inputs per network (>= 2 with BN, which uses
+            their batch statistics).
+        chunk_size: networks per compiled call; default from available memory. Rounded up to a
+            multiple of the device count.
+        precision: "highest" (full float32 matmuls, the default) or "default" (TF32 on NVIDIA
+            GPUs; faster, less accurate).
+        engine: "explicit" draws every weight matrix; "weightfree" samples each layer's
+            output U = A W and, in the backward pass, W^T D from their exact conditional laws
+            (:func:`weightfree_linear`), O(nB² + B³) per layer instead of O(n²B) and n²
+            normals; "auto" (default) takes weight-free for Gaussian and orthogonal weights
+            when 4B <= n (:func:`weightfree_orthogonal` samples Haar weights the same way).
+            Both are exact: the same statistics in distribution, not the same numbers.
+        progress: print a progress line per chunk to stderr.
+        input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
+            the stem of a real network starts (:mod:`meanfield.initcheck`).
+        warn: issue a :class:`HeavyTailWarning` when some statistic's standard deviation over
+            networks of its log exceeds :data:`HEAVY_TAIL_SD_LN` at some layer, or it is
+            exactly zero in some networks but not in all; and a :class:`RankDeficitWarning`
+            when a weight-free layer lost rank beyond its structure (``Estimate.rank_deficit``).
+        branch_scale: β >= 0, the scalar multiplying every branch, z^l = z^{l-1} + β h
+            (default: the scheme's, 0 for skipinit and rezero, else 1; SkipInit's small
+            variant needs β < 1/sqrt(depth)).
+
+    With ``block.shortcut`` = k > 1 the statistic ``var_dw`` is the mean over the k weights
+    of each branch of (1/(n² B)) Σ (dE/dW)².
+
+    Returns:
+        :class:`Estimate` with per-layer :class:`Stat` (mean over networks, standard error)
+        and, in ``spread``, each statistic's :class:`Spread` over networks.
+
+    Raises:
+        NetworkMemoryError: (a ``MemoryError``) before compiling, when one network alone needs
+            more memory than is available, with both byte counts.
+    """
+    # Every argument, by name: as the first statement, locals() holds exactly them.
+    return _simulate(**locals())
+
+
+def _simulate(
+    block: Block,
+    *,
+    key: jax.Array,
+    depth: int,
+    width: int,
+    var_w: float | None,
+    init: str | None,
+    c: float,
+    gain: float,
+    networks: int,
+    batch: int,
+    chunk_size: int | None,
+    precision: str,
+    engine: str,
+    progress: bool,
+    input_std: float,
+    warn: bool,
+    branch_scale: float | None,
+) -> Estimate:
+    """:func:`simulate`, given all its arguments: check and resolve them, run the chunks,
+    reduce over networks and warn."""
+    tree = layers.as_tree(block)
+    shortcut = layers.dense_count(tree)
+    depth = arch.static_int("depth", depth)
+    width = arch.static_int("width", width)
+    networks = arch.static_int("networks", networks)
+    batch = arch.static_int("batch", batch)
+    if (var_w is None) == (init is None):
+        raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    rule, init_key, var_w = _resolve_rule(
+        block, tree, width, depth, var_w, init, c, gain, branch_scale
+    )
+    if branch_scale is not None:
+        branch_scale = float(branch_scale)
+    inits.check_plain(block, rule)
+    engine = _resolve_engine(engine, rule, init, width, batch)
+    input_std = _check_run(tree, block, batch, networks, precision, input_std, key)
+
+    dtype = jnp.result_type(float)
+    itemsize = jnp.dtype(dtype).itemsize
+    n_devices = jax.device_count()
+    n = 2 * width if init == "risotto" else width  # RISOTTO's network runs on 2n channels
+    chunk_size = _chunk_size(
+        block, chunk_size, depth, n, batch, networks, itemsize, engine, shortcut, n_devices
+    )
+    fn, sharded = chunk_fn(
+        tree,
+        depth,
+        width,
+        batch,
+        precision,
+        chunk_size,
+        n_devices,
+        init_key,
+        engine,
+        input_std,
+        branch_scale,
+    )
+
+    start = time.perf_counter()
+    keys = jax.random.split(key, networks)
+    var_w = jnp.asarray(var_w, dtype)
+    per = _run_chunks(fn, sharded, keys, var_w, chunk_size, block.name, progress, start)
+    seconds = time.perf_counter() - start
+    estimate = reduce_networks(
+        per, depth=depth, networks=networks, batch=batch, seconds=seconds, dtype=dtype
+    )
+    if warn:
+        _warn_unreliable(block, estimate)
+    return estimate
