@@ -56,14 +56,10 @@ import numpy as np
 import optax
 
 from meanfield import montecarlo, recursions, theory
-from meanfield.models import (
-    ZOO_INITS,
-    ResNet,
-    ResNetConfig,
-    log_mean_square,
-    map_seeds,
-    seed_map_for_backend,
-)
+from meanfield.initpredictions import init_predictions, recursion_weights  # the first re-exported
+from meanfield.models import ZOO_INITS, ResNet, ResNetConfig
+from meanfield.modelstats import log_mean_square
+from meanfield.seedmap import map_seeds, seed_map_for_backend
 
 __all__ = ["NO_GRADIENT", "STATISTICS", "measure", "predict", "compare", "init_predictions"]
 
@@ -136,14 +132,6 @@ def measure(
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
-def _weights(config: ResNetConfig) -> dict:
-    """The recursion's weight arguments for ``config``: its variance, or, for the companion
-    schemes, the scheme itself (their rules depend only on the fan-in k·k·C and the depth)."""
-    if config.init in ZOO_INITS:
-        return dict(init=config.init, c=config.c, branch_scale=config.branch_scale)
-    return dict(var_w=config.var_w, branch_scale=config.branch_scale)
-
-
 def predict(config: ResNetConfig, start: dict[str, float]) -> recursions.Profile:
     """The mean-field profile of ``config``'s blocks from the statistics of z^0 (``start``
     holds ``m2_z``, ``mean_z`` and ``unitvar_z`` at l = 0, as plain values)."""
@@ -155,7 +143,7 @@ def predict(config: ResNetConfig, start: dict[str, float]) -> recursions.Profile
             config.block,
             depth=config.depth,
             width=float(config.fan_in),
-            **_weights(config),
+            **recursion_weights(config),
             input_m2=m2,
             input_mean=mean,
             input_unitvar=unitvar,
@@ -262,18 +250,49 @@ def compare(
         "unitvar_z": float(np.mean(np.exp(measured["log_unitvar_z"][:, 0]))),
     }
     prof = predict(config, start)
-    toy = None
+    toy, toy_log = None, None
     if toy_networks:
         toy = toy_montecarlo(config, start, key=key, batch=toy_batch or 128, networks=toy_networks)
-        toy_log = {
-            "m2_z": np.asarray(toy.log10_m2_z.mean, np.float64),
-            "unitvar_z": np.asarray(toy.log10_unitvar_z.mean, np.float64),
-        }
-        for name in ("m2_dz", "var_dw"):
-            v = np.asarray(getattr(toy, f"log10_{name}").mean, np.float64)
-            with np.errstate(invalid="ignore"):  # -inf - -inf: no gradient (a zero branch)
-                toy_log[name] = v - v[-1]
-    depth = config.depth
+        toy_log = _toy_log10(toy)
+    stats = _statistics(measured, prof, toy_log)
+    return {
+        "model": config.as_dict(),
+        "networks": int(measured["mean_z"].shape[0]),
+        "fan_in": config.fan_in,
+        "var_w": config.var_w,
+        "alpha": config.fan_in * config.var_w,
+        "start": start,
+        "toy": None
+        if toy is None
+        else {"width": config.channels, "networks": toy.networks, "batch": toy.batch},
+        "statistics": stats,
+        "closed_forms": _closed_form_rows(config),
+        "summary": _summary(stats, config.depth, toy is not None),
+    }
+
+
+def _toy_log10(toy: montecarlo.Estimate) -> dict[str, np.ndarray]:
+    """The toy Monte-Carlo's mean log10 profiles as :func:`compare` shows them: ``m2_z`` and
+    ``unitvar_z`` as they are, ``m2_dz`` and ``var_dw`` relative to layer L."""
+    toy_log = {
+        "m2_z": np.asarray(toy.log10_m2_z.mean, np.float64),
+        "unitvar_z": np.asarray(toy.log10_unitvar_z.mean, np.float64),
+    }
+    for name in ("m2_dz", "var_dw"):
+        v = np.asarray(getattr(toy, f"log10_{name}").mean, np.float64)
+        with np.errstate(invalid="ignore"):  # -inf - -inf: no gradient (a zero branch)
+            toy_log[name] = v - v[-1]
+    return toy_log
+
+
+def _statistics(
+    measured: dict[str, np.ndarray],
+    prof: recursions.Profile,
+    toy_log: dict[str, np.ndarray] | None,
+) -> dict[str, Any]:
+    """``statistics`` of :func:`compare`: per statistic, the measured summaries over the K
+    networks, the recursion's prediction, the ``note`` and, when ``toy_log`` is given, the toy
+    Monte-Carlo's profile."""
     stats: dict[str, Any] = {}
     log10 = {k: np.asarray(v) / _LN10 for k, v in measured.items() if k.startswith("log_")}
     with np.errstate(invalid="ignore"):  # inf - inf where a network overflowed: NaN
@@ -301,14 +320,20 @@ def compare(
             "predicted_log10": np.asarray(predicted).tolist(),
             "note": notes[name],
         }
-        if toy is not None:
+        if toy_log is not None:
             stats[name]["toy_log10"] = toy_log[name].tolist()
+    return stats
+
+
+def _closed_form_rows(config: ResNetConfig) -> list[dict[str, Any]]:
+    """``closed_forms`` of :func:`compare`: the paper's closed forms for the backward profile
+    ``m2_dz`` of ``config``'s block (for the plain inits without a learned branch scale)."""
     # The paper's closed forms for the backward profile (normalized at L like the rows above).
     forms = []
     plain_init = config.init not in ZOO_INITS and config.branch_scale is None
     for form in (
         theory.closed_forms(
-            config.block, depth=depth, width=float(config.fan_in), var_w=config.var_w
+            config.block, depth=config.depth, width=float(config.fan_in), var_w=config.var_w
         )
         if plain_init
         else ()
@@ -323,6 +348,12 @@ def compare(
                     "log10_values": _log10(form.values).tolist(),
                 }
             )
+    return forms
+
+
+def _summary(stats: dict[str, Any], depth: int, with_toy: bool) -> dict[str, Any]:
+    """``summary`` of :func:`compare`: each statistic at the layer farthest from the
+    normalization (L for the forward, 1 for the backward)."""
     summary = {}
     for name, layer in (("m2_z", depth), ("unitvar_z", depth), ("m2_dz", 1), ("var_dw", 1)):
         s = stats[name]
@@ -332,95 +363,7 @@ def compare(
             "measured_mean_log10": s["mean_log10"][layer],
             "stderr_log10": s["stderr_log10"][layer],
             "predicted_log10": s["predicted_log10"][layer],
-            "toy_log10": s["toy_log10"][layer] if toy is not None else None,
+            "toy_log10": s["toy_log10"][layer] if with_toy else None,
             "note": s["note"],
         }
-    return {
-        "model": config.as_dict(),
-        "networks": int(measured["mean_z"].shape[0]),
-        "fan_in": config.fan_in,
-        "var_w": config.var_w,
-        "alpha": config.fan_in * config.var_w,
-        "start": start,
-        "toy": None
-        if toy is None
-        else {"width": config.channels, "networks": toy.networks, "batch": toy.batch},
-        "statistics": stats,
-        "closed_forms": forms,
-        "summary": summary,
-    }
-
-
-def init_predictions(
-    config: ResNetConfig,
-    *,
-    key: jax.Array,
-    jacobian_width: int = 64,
-    networks: int = 8,
-) -> dict[str, Any]:
-    """What theory says about ``config`` at initialization, for the training comparison:
-
-    * ``forward_log10``: log10 q_L/q_0 and ``backward_log10``: log10 p_0/p_L from the
-      mean-field recursion of its block and init at fan-in k·k·C (from x ~ N(0, I));
-    * for RISOTTO (no recursion) the exact 0 and 0 of its construction, y -> M_l y on the
-      signal y (the backward is that of y, the quantity RISOTTO keeps isometric);
-    * ``jacobian_sd_log`` and ``jacobian_log10_condition``: the median over ``networks``
-      sampled dense networks of width ``jacobian_width`` (same block, same α per layer) of the
-      standard deviation of ln σ_i and of log10 σ_max/σ_min of dz^L/dx
-      (:mod:`meanfield.jacobian`; BN statistics held fixed over a batch of 8). None where
-      the Jacobian is not defined (a learned branch scale other than SkipInit's).
-
-    ``key`` is the typed key (``jax.random.key``) of the sampled networks
-    (:func:`meanfield.jacobian.singular_values`).
-    """
-    from meanfield import jacobian
-
-    if config.init == "risotto":  # exact: every block maps y to M_l y, |h^l| = |h^0| per pixel
-        sv = jacobian.singular_values(
-            "risotto",
-            key=key,
-            depth=config.depth,
-            width=jacobian_width,
-            networks=networks,
-        )
-        stats = jacobian.spectrum_stats(sv)
-        return {
-            "forward_log10": 0.0,
-            "backward_log10": 0.0,
-            "jacobian_width": jacobian_width,
-            "jacobian_networks": networks,
-            "jacobian_sd_log": float(np.median(stats.sd_log)),
-            "jacobian_log10_condition": float(np.median(np.log10(stats.condition))),
-        }
-    with jax.enable_x64(True):
-        prof = recursions.profile(
-            config.block, depth=config.depth, width=float(config.fan_in), **_weights(config)
-        )
-        logq = np.asarray(prof.log10_m2_z, np.float64)
-        logp = np.asarray(prof.log10_m2_dz, np.float64)
-    out: dict[str, Any] = {
-        "forward_log10": float(logq[-1] - logq[0]),
-        "backward_log10": float(logp[0] - logp[-1]),
-        "jacobian_width": jacobian_width,
-        "jacobian_networks": networks,
-        "jacobian_sd_log": None,
-        "jacobian_log10_condition": None,
-    }
-    if config.branch_scale is not None and config.init != "skipinit":
-        return out
-    sv = jacobian.singular_values(
-        config.init,
-        key=key,
-        depth=config.depth,
-        width=jacobian_width,
-        networks=networks,
-        batch=8 if config.block.norm != "none" else 1,
-        c=config.c,
-        alpha=config.branch_scale or 0.0,
-        block=config.block,
-    )
-    stats = jacobian.spectrum_stats(sv)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["jacobian_sd_log"] = float(np.median(stats.sd_log))
-        out["jacobian_log10_condition"] = float(np.median(np.log10(stats.condition)))
-    return out
+    return summary

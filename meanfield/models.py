@@ -42,15 +42,17 @@ Choices the paper leaves open, made here and configurable:
   ε = 1e-5, momentum 0.9 for the running averages used at evaluation, and a learned scale and
   offset.
 
-The blocks are one ``nn.scan`` over the stacked parameters (leading axis = block), so the
-program size does not grow with depth. On CPU the scan is unrolled: XLA:CPU runs
-convolutions inside a loop body 10-50x slower than straight-line ones (docs/performance.md).
+The blocks (:mod:`meanfield.convblocks`) are one ``nn.scan`` over the stacked parameters
+(leading axis = block), so the program size does not grow with depth. On CPU the scan is
+unrolled: XLA:CPU runs convolutions inside a loop body 10-50x slower than straight-line ones
+(docs/performance.md).
 
 Measurement. ``model.apply(..., taps=jnp.zeros(depth + 1))`` also returns the per-layer
 statistics of z^l (l = 0..L) on the batch (``mean_z``, and ``log_m2_z``, ``log_unitvar_z`` as
 natural logs, computed without overflow), and the gradient of any loss with respect to
 ``taps`` is the per-layer log(mean((dE/dz^l)²)): each tap is the identity forward and returns
-that as its own cotangent. :mod:`meanfield.initcheck` uses this.
+that as its own cotangent (:mod:`meanfield.modelstats`). :mod:`meanfield.initcheck` uses
+this.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -77,6 +79,12 @@ import jax.numpy as jnp
 from meanfield import architecture as arch
 from meanfield import inits, layers
 from meanfield.architecture import Block
+from meanfield.convblocks import FLAX_PADDING, ResidualBlock, RisottoBlock
+from meanfield.modelstats import gradient_tap, layer_stats
+
+# Re-exported for the users of meanfield.models (they lived here before).
+from meanfield.modelstats import log_mean_square as log_mean_square
+from meanfield.seedmap import SEED_MAPS, map_seeds, seed_map_for_backend
 
 __all__ = [
     "CONV_INITS",
@@ -109,7 +117,6 @@ ZOO_INITS = ("fixup", "skipinit", "rezero", "weight_norm")
 # init="risotto" runs RISOTTO's own type-C block on looks-linear channels; this is the Block
 # value that names it (two convolutions per branch, ReLU), though its ReLU comes after the sum.
 RISOTTO_BLOCK = inits.RISOTTO_BLOCK
-_FLAX_PADDING = {"circular": "CIRCULAR", "same": "SAME"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,179 +264,6 @@ class ResNetConfig:
         return cls(**d)
 
 
-def log_mean_square(x: jax.Array, axis=None) -> jax.Array:
-    """log(mean(x²)) without overflow: x ~ 1e20 is a float32 number, x² is not.
-
-    Scaled by s = max|x| first: log mean((x/s)²) + 2 log s. -inf where x is all zero.
-    """
-    x = x.astype(jnp.float32)
-    s = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
-    safe = jnp.where(s > 0, s, 1.0)
-    out = jnp.log(jnp.mean(jnp.square(x / safe), axis=axis, keepdims=True)) + 2 * jnp.log(s)
-    return jnp.squeeze(out, axis=axis) if axis is not None else out.reshape(())
-
-
-@jax.custom_vjp
-def _tap(z: jax.Array, tap: jax.Array) -> jax.Array:
-    """Identity on z; the cotangent of ``tap`` is log(mean((dE/dz)²)) (a per-layer probe)."""
-    del tap
-    return z
-
-
-def _tap_fwd(z, tap):
-    return z, None
-
-
-def _tap_bwd(_, ct):
-    return ct, log_mean_square(ct)
-
-
-_tap.defvjp(_tap_fwd, _tap_bwd)
-
-
-def _layer_stats(z: jax.Array) -> dict[str, jax.Array]:
-    """Per-layer statistics of z (B, H, W, C) pooled over inputs, positions and channels, as
-    natural logs where they can exceed the float range (z ~ 1e23 at He init, L = 100)."""
-    z = z.astype(jnp.float32)
-    centred = z - jax.lax.stop_gradient(jnp.mean(z, axis=0, keepdims=True))
-    return {
-        "mean_z": jnp.mean(z),
-        "log_m2_z": log_mean_square(z),
-        # Each (position, channel) is a unit; its variance over the batch, averaged.
-        "log_unitvar_z": log_mean_square(centred),
-    }
-
-
-class _ResidualBlock(nn.Module):
-    config: ResNetConfig
-    train: bool
-    measure: bool
-    dtype: Any
-
-    @nn.compact
-    def __call__(self, z, tap):
-        cfg = self.config
-        rule = cfg.rule
-        fixup = cfg.init == "fixup" and not layers.has_batchnorm(cfg.tree)
-
-        def conv(i, v):
-            layer = nn.Conv(
-                cfg.channels,
-                (cfg.kernel_size, cfg.kernel_size),
-                padding=_FLAX_PADDING[cfg.padding],
-                use_bias=False,
-                kernel_init=cfg.kernel_init(i),
-                dtype=self.dtype,
-            )
-            if rule.law != "weight_norm":
-                return layer(v)
-            # w = g v/||v|| per output channel, g² = γ (Arpit et al.: sqrt(γ fan_in/fan_out)
-            # with fan-in and fan-out both counting the k·k taps).
-            g = math.sqrt(float(rule.var_w[i]) * cfg.fan_in)
-            return nn.WeightNorm(layer, scale_init=nn.initializers.constant(g))(v)
-
-        def bn(v):
-            return nn.BatchNorm(
-                use_running_average=not self.train, momentum=0.9, epsilon=1e-5, dtype=self.dtype
-            )(v)
-
-        def scalar(name, value):
-            return self.param(name, nn.initializers.constant(value), (), jnp.float32)
-
-        tree = cfg.tree
-        net = _ConvNet(conv, bn, scalar, fixup, float(rule.scale) if cfg.learned_scale else None)
-        if isinstance(tree, layers.Residual):
-            z = tree.conv(z, net)
-        else:  # plain: the block is the branch
-            z = net.branch_output(tree.conv(z, net), None)
-        if not self.measure:
-            return z, None
-        return _tap(z, tap), _layer_stats(z)
-
-
-class _ConvNet:
-    """The ``net`` of :meth:`meanfield.layers.Layer.conv` inside :class:`_ResidualBlock`: the
-    block's convolutions in order (kernel ``i`` from the init's rule), Flax's BatchNorm, and
-    what a scheme adds around them: Fixup's scalar biases (0 at init) before each convolution
-    and each activation and its multiplier (1) and bias at the end of the branch, and a learned
-    branch scale β (SkipInit, ReZero, or any ``branch_scale``)."""
-
-    def __init__(self, conv, bn, scalar, fixup: bool, learned_scale: float | None):
-        self._conv, self._bn, self._scalar = conv, bn, scalar
-        self.fixup, self.learned_scale, self.used = fixup, learned_scale, 0
-
-    def conv(self, v):
-        i = self.used
-        self.used += 1
-        if self.fixup:
-            v = v + self._scalar(f"bias_in_{i}", 0.0)
-        return self._conv(i, v)
-
-    def pre_activation(self, v):
-        return v + self._scalar(f"bias_act_{self.used - 1}", 0.0) if self.fixup else v
-
-    def batch_norm(self, v):
-        return self._bn(v)
-
-    def branch_output(self, h, scale: float | None):
-        if self.fixup:
-            h = self._scalar("multiplier", 1.0) * h + self._scalar("bias_out", 0.0)
-        if self.learned_scale is not None:
-            h = self._scalar("branch_scale", self.learned_scale) * h
-        if scale is not None:  # a fixed β of the tree
-            h = scale * h
-        # The residual stream stays float32 under mixed precision: 100 bfloat16 additions
-        # would lose the small branch contributions of the depth-scaled init.
-        return h.astype(jnp.float32)
-
-
-def _delta_kernel(matrix: jax.Array, k: int, dtype) -> jax.Array:
-    """A k x k kernel whose only non-zero tap, the one aligned with the output position, is
-    ``matrix`` (in, out): the convolution then acts pixel by pixel (a delta-orthogonal
-    kernel when ``matrix`` is orthogonal)."""
-    c = (k - 1) // 2  # with (k-1)//2 padding before, tap c reads the output's own pixel
-    kernel = jnp.zeros((k, k) + matrix.shape, dtype)
-    return kernel.at[c, c].set(matrix.astype(dtype))
-
-
-class _RisottoBlock(nn.Module):
-    """RISOTTO type C on 2C looks-linear channels h = [relu(y); relu(-y)]:
-    h -> relu(W2 * relu(W1 * h) + h) with delta kernels W1 = [[I, -I], [-I, I]] and
-    W2 = [[M - I, -M], [-M, M - I]], M Haar-orthogonal per block (:func:`inits.risotto_type_c`;
-    α = β = 1): each block maps y to M y exactly, pixel by pixel."""
-
-    config: ResNetConfig
-    measure: bool
-    dtype: Any
-
-    @nn.compact
-    def __call__(self, h, tap):
-        cfg = self.config
-        k, width = cfg.kernel_size, 2 * cfg.channels
-
-        def kernel(position):
-            def init(key, shape, dtype=jnp.float32):
-                w = inits.risotto_type_c(key, cfg.channels, dtype=jnp.float32)[position]
-                return _delta_kernel(w.T, k, dtype)  # h @ Wᵀ: the Flax (in, out) layout
-
-            return init
-
-        def conv(position, v):
-            return nn.Conv(
-                width,
-                (k, k),
-                padding=_FLAX_PADDING[cfg.padding],
-                use_bias=False,
-                kernel_init=kernel(position),
-                dtype=self.dtype,
-            )(v)
-
-        h = jax.nn.relu(conv(1, jax.nn.relu(conv(0, h))).astype(jnp.float32) + h)
-        if not self.measure:
-            return h, None
-        return _tap(h, tap), _layer_stats(h)
-
-
 class ResNet(nn.Module):
     """The paper's network (module docstring). ``dtype`` is the computation type (bfloat16 for
     mixed precision; parameters stay float32); ``unroll`` the scan unrolling (None: all
@@ -450,7 +284,7 @@ class ResNet(nn.Module):
         z = nn.Conv(
             cfg.channels,
             (cfg.kernel_size, cfg.kernel_size),
-            padding=_FLAX_PADDING[cfg.padding],
+            padding=FLAX_PADDING[cfg.padding],
             use_bias=False,
             kernel_init=inits.he_normal,
             dtype=self.dtype,
@@ -461,14 +295,14 @@ class ResNet(nn.Module):
             z = jax.nn.relu(jnp.concatenate([z, -z], axis=-1))
         stats0 = None
         if measure:
-            stats0 = _layer_stats(z)
-            z = _tap(z, taps[0])
+            stats0 = layer_stats(z)
+            z = gradient_tap(z, taps[0])
         unroll = self.unroll
         if unroll is None:
             unroll = cfg.depth if jax.default_backend() == "cpu" else 1
         block_args = (cfg, measure, self.dtype) if risotto else (cfg, train, measure, self.dtype)
         blocks = nn.scan(
-            _RisottoBlock if risotto else _ResidualBlock,
+            RisottoBlock if risotto else ResidualBlock,
             variable_axes={"params": 0, "batch_stats": 0},
             split_rngs={"params": True},
             in_axes=0,
@@ -510,51 +344,3 @@ def count_params(config: ResNetConfig) -> int:
     if config.learned_scale:
         block += 1
     return k * k * 3 * c + config.depth * block + c * config.num_classes + config.num_classes
-
-
-SEED_MAPS = ("auto", "vmap", "unroll")
-
-
-def seed_map_for_backend(how: str = "auto") -> str:
-    """``"vmap"`` or ``"unroll"``: ``auto`` unrolls on CPU, where XLA runs the grouped
-    convolutions of a vmapped conv net 15-50x slower than K separate ones (docs/performance.md),
-    and vmaps elsewhere."""
-    if how not in SEED_MAPS:
-        raise ValueError(f"seed_map must be one of {SEED_MAPS}, got {how!r}")
-    if how == "auto":
-        return "unroll" if jax.default_backend() == "cpu" else "vmap"
-    return how
-
-
-def map_seeds(fn, in_axes: tuple, how: str = "auto"):
-    """``fn`` of one network mapped over stacked networks (axis 0 where ``in_axes`` is 0,
-    shared where it is None), by ``jax.vmap`` or by an unrolled loop in the same program.
-
-    Both give the same result up to float rounding; the loop exists for XLA:CPU (see
-    :func:`seed_map_for_backend`).
-    """
-    how = seed_map_for_backend(how)
-    if how == "vmap":
-        return jax.vmap(fn, in_axes=in_axes)
-
-    def unrolled(*args):
-        sizes = {
-            jax.tree_util.tree_leaves(a)[0].shape[0]
-            for a, ax in zip(args, in_axes, strict=True)
-            if ax == 0 and jax.tree_util.tree_leaves(a)
-        }
-        if len(sizes) != 1:
-            raise ValueError(f"mapped arguments must share one leading size, got {sorted(sizes)}")
-        (k,) = sizes
-        outs = [
-            fn(
-                *(
-                    jax.tree_util.tree_map(lambda v, i=i: v[i], a) if ax == 0 else a
-                    for a, ax in zip(args, in_axes, strict=True)
-                )
-            )
-            for i in range(k)
-        ]
-        return jax.tree_util.tree_map(lambda *vs: jnp.stack(vs), *outs)
-
-    return unrolled
