@@ -49,7 +49,15 @@ import numpy as np
 from meanfield import architecture as arch
 from meanfield import montecarlo, recursions
 from meanfield.architecture import Block
-from meanfield.sweeps import _closed_forms64, _log10
+from meanfield.calibration_reasons import (
+    form_reasons,
+    relative_gaps,
+    sampling_reasons,
+    scaled_gaps,
+    shrinks,
+    spread_reasons,
+)
+from meanfield.sweeps import closed_forms64, log10_or_nan
 
 __all__ = ["REASONS", "STATISTICS", "calibrate", "markdown", "summary"]
 
@@ -68,9 +76,9 @@ REASONS = (
 def _forms(block: Block, depth: int, width: int, var_w: float) -> dict[str, dict]:
     """statistic -> {"paper": form, "corrected": form}, log10 values in float64."""
     out: dict[str, dict] = {}
-    for f in _closed_forms64(block, depth=depth, width=width, var_w=var_w):
+    for f in closed_forms64(block, depth=depth, width=width, var_w=var_w):
         out.setdefault(f.statistic, {}).setdefault(
-            f.source, {"label": f.label, "kind": f.kind, "log10": _log10(f.values)}
+            f.source, {"label": f.label, "kind": f.kind, "log10": log10_or_nan(f.values)}
         )
     return out
 
@@ -89,19 +97,132 @@ def _simulate(block, key, depth, width, var_w, networks, batch, simulate_kwargs)
     )
 
 
-def _gaps(est: montecarlo.Estimate, stat: str, log10_rec: np.ndarray):
-    """Relative gap MC/recursion - 1 and its standard error, per layer."""
-    s = getattr(est, f"log10_{stat}")
-    lm = np.asarray(s.mean, np.float64)
-    ls = np.asarray(s.stderr, np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return 10.0 ** (lm - log10_rec) - 1.0, 10.0 ** (ls - log10_rec)
+def _check_arguments(
+    block, depth, width, scale, z_max, form_tol, var_w
+) -> tuple[int, int, int, float]:
+    """The checked (depth, width, scale, var_w) of :func:`calibrate`; ValueError when out of
+    range."""
+    if not isinstance(block, Block):
+        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
+    depth = arch.static_int("depth", depth)
+    width = arch.static_int("width", width)
+    scale = arch.static_int("scale", scale)
+    if scale < 2:
+        raise ValueError(
+            f"scale must be >= 2 (the diagnostic run is scale times larger), got {scale}"
+        )
+    arch.check_positive("z_max", z_max)
+    arch.check_positive("form_tol", form_tol)
+    arch.check_var_w(var_w)
+    return depth, width, scale, float(var_w)
 
 
-def _shrinks(gap, se, gap_scaled, se_scaled) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        closer = np.abs(gap) - np.abs(gap_scaled) > 2.0 * np.hypot(se, se_scaled)
-        return closer & (np.abs(gap_scaled) <= 0.6 * np.abs(gap))
+def _statistics(block: Block, forms: dict[str, dict]) -> list[str]:
+    """The statistics a report covers, in :data:`STATISTICS` order."""
+    # Always the three of the design; var_z and unitvar_z where a closed form speaks of them or
+    # (unitvar_z) where BN divides by it.
+    return [
+        s
+        for s in STATISTICS
+        if s in ("m2_z", "m2_dz", "var_dw")
+        or s in forms
+        or (s == "unitvar_z" and block.norm != "none")
+    ]
+
+
+def _diagnostic_runs(block, key, depth, width, var_w, networks, batch, scale, simulate_kwargs):
+    """The Monte-Carlo runs at ``scale``·width and (BN blocks) at ``scale``·batch and at both:
+    (wide, big, both), None where not run."""
+
+    def run(fold: int, n: int, v: float, b: int) -> montecarlo.Estimate:
+        k = jax.random.fold_in(key, fold)
+        return _simulate(block, k, depth, n, v, networks, b, simulate_kwargs)
+
+    # Same α = n·var_w at the larger width; the recursion depends on α only.
+    wide = run(1, scale * width, var_w / scale, batch)
+    if block.norm == "none":
+        return wide, None, None
+    return (
+        wide,
+        run(2, width, var_w, scale * batch),
+        run(3, scale * width, var_w / scale, scale * batch),
+    )
+
+
+def _form_columns(paper, corrected, layer: int) -> dict:
+    """The closed-form columns of one row: label, kind and log10 value of each form."""
+    return {
+        "paper_form": paper["label"] if paper else "",
+        "paper_kind": paper["kind"] if paper else "",
+        "log10_paper": float(paper["log10"][layer]) if paper else math.nan,
+        "corrected_form": corrected["label"] if corrected else "",
+        "corrected_kind": corrected["kind"] if corrected else "",
+        "log10_corrected": float(corrected["log10"][layer]) if corrected else math.nan,
+    }
+
+
+def _statistic_rows(
+    stat: str,
+    est: montecarlo.Estimate,
+    runs: tuple,
+    log10_rec: np.ndarray,
+    gap_se: tuple[np.ndarray, np.ndarray],
+    forms: dict,
+    columns: dict,
+    *,
+    z_max: float,
+    form_tol: float,
+) -> list[dict]:
+    """The rows of one statistic, one per layer where both Monte-Carlo and the recursion are
+    finite. ``runs``: the diagnostic (wide, big, both) runs, None where not run; ``gap_se``:
+    :func:`relative_gaps` of ``est``; ``columns``: the configuration's columns that start each
+    row."""
+    gap, se = gap_se
+    lm = np.asarray(getattr(est, f"log10_{stat}").mean, np.float64)
+    ls = np.asarray(getattr(est, f"log10_{stat}").stderr, np.float64)
+    spread = est.spread[stat]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = gap / se
+    wide, big, both = runs
+    gap_w, se_w = scaled_gaps(wide, stat, log10_rec, gap)
+    gap_b, se_b = scaled_gaps(big, stat, log10_rec, gap)
+    gap_wb, se_wb = scaled_gaps(both, stat, log10_rec, gap)
+    by_width = shrinks(gap, se, gap_w, se_w)
+    by_batch = shrinks(gap, se, gap_b, se_b)
+    by_both = shrinks(gap, se, gap_wb, se_wb) & ~by_width & ~by_batch
+    paper = forms.get(stat, {}).get("paper")
+    corrected = forms.get(stat, {}).get("corrected")
+    rows = []
+    for layer in range(columns["depth"] + 1):
+        if not (np.isfinite(lm[layer]) and np.isfinite(log10_rec[layer])):
+            continue
+        rec = log10_rec[layer]
+        reasons, paper_rel = form_reasons(paper, corrected, layer, rec, form_tol)
+        reasons += sampling_reasons(
+            z[layer], z_max, by_width[layer], by_batch[layer], by_both[layer]
+        )
+        reasons += spread_reasons(spread, layer)
+        rows.append(
+            columns
+            | {"statistic": stat, "layer": layer}
+            | _form_columns(paper, corrected, layer)
+            | {
+                "log10_recursion": float(rec),
+                "log10_mc_mean": float(lm[layer]),
+                "log10_mc_stderr": float(ls[layer]),
+                "log10_mc_median": float(spread.log10_median[layer]),
+                "sd_ln": float(spread.sd_ln[layer]),
+                "zero_fraction": float(spread.zero_fraction[layer]),
+                "z": float(z[layer]),
+                "rel_error": float(gap[layer]),
+                "paper_rel_error": float(paper_rel),
+                "rel_error_wide": float(gap_w[layer]),
+                "rel_error_big_batch": float(gap_b[layer]),
+                "rel_error_wide_big_batch": float(gap_wb[layer]),
+                "flag": "; ".join(reasons),
+            }
+        )
+    return rows
 
 
 def calibrate(
@@ -134,150 +255,45 @@ def calibrate(
     (paper/recursion - 1), ``rel_error_wide``, ``rel_error_big_batch`` and
     ``rel_error_wide_big_batch`` (the diagnostic runs; NaN when not run) and ``flag``.
     """
-    if not isinstance(block, Block):
-        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
-    depth = arch.static_int("depth", depth)
-    width = arch.static_int("width", width)
-    scale = arch.static_int("scale", scale)
-    if scale < 2:
-        raise ValueError(
-            f"scale must be >= 2 (the diagnostic run is scale times larger), got {scale}"
-        )
-    arch.check_positive("z_max", z_max)
-    arch.check_positive("form_tol", form_tol)
-    arch.check_var_w(var_w)
-    var_w = float(var_w)
-
+    depth, width, scale, var_w = _check_arguments(
+        block, depth, width, scale, z_max, form_tol, var_w
+    )
     prof = recursions.profile(block, depth=depth, width=width, var_w=var_w)
     forms = _forms(block, depth, width, var_w)
     est = _simulate(block, key, depth, width, var_w, networks, batch, simulate_kwargs)
-    # Always the three of the design; var_z and unitvar_z where a closed form speaks of them or
-    # (unitvar_z) where BN divides by it.
-    stats = [
-        s
-        for s in STATISTICS
-        if s in ("m2_z", "m2_dz", "var_dw")
-        or s in forms
-        or (s == "unitvar_z" and block.norm != "none")
-    ]
+    stats = _statistics(block, forms)
     log10_rec = {s: np.asarray(getattr(prof, f"log10_{s}"), np.float64) for s in stats}
-    gaps = {s: _gaps(est, s, log10_rec[s]) for s in stats}
+    gaps = {s: relative_gaps(est, s, log10_rec[s]) for s in stats}
     off = any(np.nanmax(np.abs(g / se), initial=0.0) > z_max for g, se in gaps.values())
 
-    wide = big = both = None
+    runs = (None, None, None)
     if diagnose and off:
-        # Same α = n·var_w at the larger width; the recursion depends on α only.
-        wide = _simulate(
-            block,
-            jax.random.fold_in(key, 1),
-            depth,
-            scale * width,
-            var_w / scale,
-            networks,
-            batch,
-            simulate_kwargs,
+        runs = _diagnostic_runs(
+            block, key, depth, width, var_w, networks, batch, scale, simulate_kwargs
         )
-        if block.norm != "none":
-            big = _simulate(
-                block,
-                jax.random.fold_in(key, 2),
-                depth,
-                width,
-                var_w,
-                networks,
-                scale * batch,
-                simulate_kwargs,
-            )
-            both = _simulate(
-                block,
-                jax.random.fold_in(key, 3),
-                depth,
-                scale * width,
-                var_w / scale,
-                networks,
-                scale * batch,
-                simulate_kwargs,
-            )
-
+    columns = {
+        "block": block.name,
+        "init": init,
+        "width": width,
+        "depth": depth,
+        "batch": batch,
+        "networks": networks,
+        "var_w": var_w,
+        "alpha": var_w * width,
+    }
     rows = []
     for stat in stats:
-        gap, se = gaps[stat]
-        lm = np.asarray(getattr(est, f"log10_{stat}").mean, np.float64)
-        ls = np.asarray(getattr(est, f"log10_{stat}").stderr, np.float64)
-        spread = est.spread[stat]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = gap / se
-        nan = np.full_like(gap, np.nan)
-        gap_w, se_w = _gaps(wide, stat, log10_rec[stat]) if wide is not None else (nan, nan)
-        gap_b, se_b = _gaps(big, stat, log10_rec[stat]) if big is not None else (nan, nan)
-        gap_wb, se_wb = _gaps(both, stat, log10_rec[stat]) if both is not None else (nan, nan)
-        by_width = _shrinks(gap, se, gap_w, se_w)
-        by_batch = _shrinks(gap, se, gap_b, se_b)
-        by_both = _shrinks(gap, se, gap_wb, se_wb) & ~by_width & ~by_batch
-        paper = forms.get(stat, {}).get("paper")
-        corrected = forms.get(stat, {}).get("corrected")
-        for layer in range(depth + 1):
-            if not (np.isfinite(lm[layer]) and np.isfinite(log10_rec[stat][layer])):
-                continue
-            rec = log10_rec[stat][layer]
-            reasons = []
-            paper_rel = math.nan
-            for form in (paper, corrected):
-                if form is None or not np.isfinite(form["log10"][layer]):
-                    continue
-                rel = 10.0 ** (form["log10"][layer] - rec) - 1.0
-                if form is paper:
-                    paper_rel = rel
-                if form["kind"] == "exact" and abs(rel) > 1e-3:
-                    reasons.append("closed form != recursion")
-                elif form is paper and form["kind"] == "approximation" and abs(rel) > form_tol:
-                    reasons.append("paper's approximation")
-                elif form is paper and form["kind"] == "lower_bound" and rel < -form_tol:
-                    reasons.append("paper's bound is loose")
-            if abs(z[layer]) > z_max:
-                if by_width[layer] or by_both[layer]:
-                    reasons.append("finite width")
-                if by_batch[layer] or by_both[layer]:
-                    reasons.append("finite batch")
-                if not (by_width[layer] or by_batch[layer] or by_both[layer]):
-                    reasons.append("unexplained")
-            if spread.degenerate[layer]:
-                reasons.append(f"exactly zero in {spread.zero_fraction[layer]:.0%} of networks")
-            elif spread.heavy_tail[layer]:
-                reasons.append("heavy tail")
-            rows.append(
-                {
-                    "block": block.name,
-                    "init": init,
-                    "width": width,
-                    "depth": depth,
-                    "batch": batch,
-                    "networks": networks,
-                    "var_w": var_w,
-                    "alpha": var_w * width,
-                    "statistic": stat,
-                    "layer": layer,
-                    "paper_form": paper["label"] if paper else "",
-                    "paper_kind": paper["kind"] if paper else "",
-                    "log10_paper": float(paper["log10"][layer]) if paper else math.nan,
-                    "corrected_form": corrected["label"] if corrected else "",
-                    "corrected_kind": corrected["kind"] if corrected else "",
-                    "log10_corrected": float(corrected["log10"][layer]) if corrected else math.nan,
-                    "log10_recursion": float(rec),
-                    "log10_mc_mean": float(lm[layer]),
-                    "log10_mc_stderr": float(ls[layer]),
-                    "log10_mc_median": float(spread.log10_median[layer]),
-                    "sd_ln": float(spread.sd_ln[layer]),
-                    "zero_fraction": float(spread.zero_fraction[layer]),
-                    "z": float(z[layer]),
-                    "rel_error": float(gap[layer]),
-                    "paper_rel_error": float(paper_rel),
-                    "rel_error_wide": float(gap_w[layer]),
-                    "rel_error_big_batch": float(gap_b[layer]),
-                    "rel_error_wide_big_batch": float(gap_wb[layer]),
-                    "flag": "; ".join(reasons),
-                }
-            )
+        rows += _statistic_rows(
+            stat,
+            est,
+            runs,
+            log10_rec[stat],
+            gaps[stat],
+            forms,
+            columns,
+            z_max=z_max,
+            form_tol=form_tol,
+        )
     return rows
 
 

@@ -34,7 +34,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -43,8 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield import architecture as arch
-from meanfield import inits, montecarlo, recursions
+from meanfield import montecarlo, recursions
 from meanfield.architecture import Block
+from meanfield.rootfind import Bracket, refine
+from meanfield.solution import InitSolution
 
 __all__ = [
     "InitSolution",
@@ -55,49 +56,6 @@ __all__ = [
 ]
 
 _LN10 = math.log(10.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class InitSolution:
-    """The solved initialization and what the recursion says of it."""
-
-    block: Block
-    depth: int
-    width: float
-    var_w: float  # the solved variance of one weight entry
-    forward_growth: float  # q_L / q_0 at var_w
-    gradient_spread: float  # max_l / min_l Var[dE/dW^l] at var_w
-    binding: str  # which bound is met with equality: "forward_growth" or "gradient_spread"
-    max_forward_growth: float
-    max_gradient_spread: float
-
-    @property
-    def alpha(self) -> float:
-        """n·Var[w]."""
-        return self.width * self.var_w
-
-    @property
-    def c(self) -> float:
-        """The c of the paper's c/(nL) that gives this variance: Var[w]·n·L."""
-        return self.var_w * self.width * self.depth
-
-    def initializer(self) -> inits.Initializer:
-        """A Flax initializer ``init(key, shape, dtype)`` drawing N(0, var_w), for any shape.
-
-        For a convolution with another fan-in than ``width``, solve at that fan-in, or use
-        ``inits.get("depth_scaled", depth=L, c=solution.c)``, which scales with the fan-in.
-        """
-        var_w = self.var_w
-        return functools.partial(_normal, var_w=var_w)
-
-    def as_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.update(block=self.block.name, alpha=self.alpha, c=self.c)
-        return d
-
-
-def _normal(key, shape, dtype=jnp.float32, *, var_w):
-    return inits.normal(key, shape, var_w, dtype)
 
 
 def log10_band_statistics(block: Block, depth: int, width, var_w) -> tuple[jax.Array, jax.Array]:
@@ -128,6 +86,54 @@ def _check_grid(grid) -> int:
     if grid < 2:
         raise ValueError(message)
     return grid
+
+
+def _check_depths(depth, max_depth) -> tuple[int, int]:
+    """The checked (depth, max_depth), max_depth defaulting to depth."""
+    depth = arch.static_int("depth", depth)
+    max_depth = depth if max_depth is None else arch.static_int("max_depth", max_depth)
+    if max_depth < depth:
+        raise ValueError(f"max_depth must be >= depth={depth}, got {max_depth!r}")
+    return depth, max_depth
+
+
+def _evaluator(block: Block, max_depth: int, depth: int, width: float):
+    """``evaluate(log_v)``: :func:`_evaluate` at the points ``log_v`` in float64, as NumPy."""
+
+    def evaluate(log_v):
+        with jax.enable_x64(True):
+            values, slopes = _evaluate(
+                block,
+                max_depth,
+                jnp.asarray(depth, jnp.int32),
+                jnp.asarray(width, jnp.float64),
+                jnp.asarray(log_v, jnp.float64),
+            )
+            return np.asarray(values), np.asarray(slopes)
+
+    return evaluate
+
+
+def _first_crossing(block: Block, log_v, values, over, growth_max, spread_max) -> int:
+    """The index i of the first grid point outside a bound (``over``: per point and statistic),
+    so that [log_v[i - 1], log_v[i]] brackets the answer; ValueError when the first point is
+    already outside or no point is."""
+    if over[0].any():
+        first = 10.0 ** values[0]
+        raise ValueError(
+            f"the bounds are exceeded already at var_w = {math.exp(log_v[0]):.3g} "
+            f"(growth {first[0]:.3g}, spread {first[1]:.3g}): "
+            f"max_forward_growth={growth_max}, max_gradient_spread={spread_max}"
+        )
+    crossed = np.flatnonzero(over.any(axis=1))
+    if crossed.size == 0:
+        last = 10.0 ** values[-1]
+        raise ValueError(
+            f"block {block.name} stays within the bounds at all {log_v.size} grid points up to "
+            f"var_w = 10/n (growth {last[0]:.3g}, spread {last[1]:.3g} there): the band does "
+            "not constrain it"
+        )
+    return int(crossed[0])
 
 
 def solve_init(
@@ -163,10 +169,7 @@ def solve_init(
     """
     if not isinstance(block, Block):
         raise ValueError(f"block must be a meanfield.Block, got {block!r}")
-    depth = arch.static_int("depth", depth)
-    max_depth = depth if max_depth is None else arch.static_int("max_depth", max_depth)
-    if max_depth < depth:
-        raise ValueError(f"max_depth must be >= depth={depth}, got {max_depth!r}")
+    depth, max_depth = _check_depths(depth, max_depth)
     arch.check_width(width)
     growth_max = _check_bound("max_forward_growth", max_forward_growth)
     spread_max = _check_bound("max_gradient_spread", max_gradient_spread)
@@ -176,43 +179,18 @@ def solve_init(
         raise ValueError(f"rtol must be < 1 (a relative tolerance), got {rtol!r}")
     width = float(width)
     log_bounds = np.log10([growth_max, spread_max])
-
-    def evaluate(log_v):
-        with jax.enable_x64(True):
-            values, slopes = _evaluate(
-                block,
-                max_depth,
-                jnp.asarray(depth, jnp.int32),
-                jnp.asarray(width, jnp.float64),
-                jnp.asarray(log_v, jnp.float64),
-            )
-            return np.asarray(values), np.asarray(slopes)
+    evaluate = _evaluator(block, max_depth, depth, width)
 
     log_v = np.linspace(math.log(1e-6 / (width * depth)), math.log(10.0 / width), grid)
     values, slopes = evaluate(log_v)
     over = ~(values <= log_bounds)  # NaN counts as outside
-    if over[0].any():
-        first = 10.0 ** values[0]
-        raise ValueError(
-            f"the bounds are exceeded already at var_w = {math.exp(log_v[0]):.3g} "
-            f"(growth {first[0]:.3g}, spread {first[1]:.3g}): "
-            f"max_forward_growth={growth_max}, max_gradient_spread={spread_max}"
-        )
-    crossed = np.flatnonzero(over.any(axis=1))
-    if crossed.size == 0:
-        last = 10.0 ** values[-1]
-        raise ValueError(
-            f"block {block.name} stays within the bounds at all {grid} grid points up to "
-            f"var_w = 10/n (growth {last[0]:.3g}, spread {last[1]:.3g} there): the band does "
-            "not constrain it"
-        )
-    i = int(crossed[0])
+    i = _first_crossing(block, log_v, values, over, growth_max, spread_max)
     # Every statistic that crosses in this interval is solved; the first root binds.
     brackets = [
-        _Bracket(k, log_bounds[k], *(arr[[i - 1, i]] for arr in (log_v, values, slopes)))
+        Bracket(k, log_bounds[k], *(arr[[i - 1, i]] for arr in (log_v, values, slopes)))
         for k in np.flatnonzero(over[i])
     ]
-    _refine(evaluate, grid, brackets, rtol)
+    refine(evaluate, grid, brackets, rtol)
     sol = min(brackets, key=lambda br: br.root)
     if not sol.converged:
         raise ValueError(
@@ -234,7 +212,6 @@ def solve_init(
 
 
 _STATISTICS = ("forward_growth", "gradient_spread")
-_MAX_STEPS = 200  # bisection alone narrows a grid interval to float64 resolution in ~60
 
 
 def _log10_statistics(block: Block, max_depth: int, depth, width, log_v) -> jax.Array:
@@ -267,99 +244,6 @@ def _evaluate(block: Block, max_depth: int, depth, width, log_v) -> tuple[jax.Ar
     return jax.vmap(point)(log_v)
 
 
-class _Bracket:
-    """The root of f(x) = log10 statistic_k(e^x) - log10 bound_k on [a, b], f(a) <= 0 < f(b),
-    with f, f' and both statistics known at the two ends."""
-
-    def __init__(self, which, log_bound, x, values, slopes):
-        self.which, self.log_bound = int(which), float(log_bound)
-        self.x = np.asarray(x, np.float64)  # [a, b]
-        self.values = np.asarray(values, np.float64)  # (2, 2): both statistics at a and b
-        self.f = self.values[:, self.which] - self.log_bound
-        self.df = np.asarray(slopes, np.float64)[:, self.which]
-        self.halved = True  # whether the last step at least halved the bracket
-        self.done = False  # no further step: tolerance met or bracket exhausted
-        self.converged = False  # set at the end: |statistic / bound - 1| <= rtol at the root
-
-    @property
-    def _best(self) -> int:
-        """The end nearer the root by |f| (ties to a, the end inside the bound)."""
-        return int(_error(self.f[1]) < _error(self.f[0]))
-
-    @property
-    def error(self) -> float:
-        return _error(self.f[self._best])
-
-    @property
-    def root(self) -> float:
-        return float(self.x[self._best])
-
-    @property
-    def root_values(self) -> np.ndarray:
-        return self.values[self._best]
-
-    def points(self, m: int) -> np.ndarray:
-        """The m >= 1 points to evaluate next: the Newton step from the better end when it lies
-        strictly inside the bracket (and, when it is the only point, the last step halved the
-        bracket; otherwise this is bisection), and evenly spaced points filling the rest."""
-        a, b = self.x
-        j = self._best
-        newton = self.x[j] - self.f[j] / self.df[j] if self.df[j] > 0 else np.nan
-        use_newton = bool(a < newton < b) and (m > 1 or self.halved)
-        n_even = m - int(use_newton)
-        even = a + (b - a) * np.arange(1, n_even + 1) / (n_even + 1)
-        pts = np.concatenate([[newton] if use_newton else [], even])
-        return pts[(pts > a) & (pts < b)]  # none when no float64 lies between a and b
-
-    def update(self, x, values, slopes) -> None:
-        """Narrow to the first sign change among the ends and the newly evaluated points."""
-        x = np.concatenate([self.x[:1], x, self.x[1:]])
-        order = np.argsort(x, kind="stable")
-        x = x[order]
-        values = np.concatenate([self.values[:1], values, self.values[1:]])[order]
-        df = np.concatenate([self.df[:1], slopes[:, self.which], self.df[1:]])[order]
-        f = values[:, self.which] - self.log_bound
-        hi = int(np.argmax(~(f <= 0)))  # the first point outside the bound (b at the latest)
-        keep = [hi - 1, hi]
-        self.halved = x[hi] - x[hi - 1] <= 0.5 * (self.x[1] - self.x[0])
-        self.x, self.values, self.f, self.df = x[keep], values[keep], f[keep], df[keep]
-
-
-def _error(f: float) -> float:
-    """|statistic / bound - 1| from f = log10(statistic / bound)."""
-    return abs(math.expm1(f * _LN10)) if math.isfinite(f) else math.inf
-
-
-def _refine(evaluate, batch: int, brackets: list[_Bracket], rtol: float) -> None:
-    """Safeguarded Newton iteration in every bracket at once, ``batch`` points a step shared
-    among the brackets still open; each stops at |statistic / bound - 1| <= rtol / 1000 at an
-    end, or when no float64 is left inside it, and is ``converged`` if <= rtol."""
-    tight = 1e-3 * rtol
-    for br in brackets:
-        br.done = br.error <= tight
-    for _ in range(_MAX_STEPS):
-        todo = [br for br in brackets if not br.done]
-        if not todo:
-            break
-        shares = [batch // len(todo) + (j < batch % len(todo)) for j in range(len(todo))]
-        pts = [br.points(m) for br, m in zip(todo, shares, strict=True)]
-        for br, p in zip(todo, pts, strict=True):
-            br.done = p.size == 0
-        x = np.concatenate(pts)
-        if x.size == 0:
-            break
-        values, slopes = evaluate(np.pad(x, (0, batch - x.size), mode="edge"))
-        start = 0
-        for br, p in zip(todo, pts, strict=True):
-            if p.size:
-                stop = start + p.size
-                br.update(p, values[start:stop], slopes[start:stop])
-                br.done = br.error <= tight
-                start = stop
-    for br in brackets:
-        br.converged = br.error <= rtol
-
-
 def band_curves(
     block: Block, depth: int, width: float, var_ws, *, max_depth: int | None = None
 ) -> dict[str, np.ndarray]:
@@ -367,10 +251,7 @@ def band_curves(
 
     Evaluated by the program that :func:`solve_init` compiles: one per (block, max_depth
     (default ``depth``), number of points), reused by later calls and by the solver."""
-    depth = arch.static_int("depth", depth)
-    max_depth = depth if max_depth is None else arch.static_int("max_depth", max_depth)
-    if max_depth < depth:
-        raise ValueError(f"max_depth must be >= depth={depth}, got {max_depth!r}")
+    depth, max_depth = _check_depths(depth, max_depth)
     arch.check_width(width)
     v = np.asarray(var_ws, np.float64)
     arch.check_var_w(v)

@@ -1,7 +1,8 @@
 """Sweeps over architectures, initializations and depths, returning plain records.
 
 Closed forms and recursions (:func:`layer_profiles`, :func:`depth_sweep`), Monte-Carlo
-(:func:`montecarlo_profiles`) and their comparison tables (:func:`discrepancy_rows`,
+(:func:`montecarlo_profiles`; the init zoo's :func:`init_zoo_profiles`, from
+:mod:`meanfield.initzoo`) and their comparison tables (:func:`discrepancy_rows`,
 :func:`montecarlo_discrepancy_rows`).
 
 The experiments call these and save what they return; the records hold lists and floats only,
@@ -19,12 +20,23 @@ import numpy as np
 from meanfield import architecture as arch
 from meanfield import inits, theory
 from meanfield.architecture import Block
+from meanfield.initzoo import init_zoo_profiles
 from meanfield.recursions import STATISTICS, profile
+
+__all__ = [
+    "INITS",
+    "depth_sweep",
+    "depth_sweep_rows",
+    "discrepancy_rows",
+    "init_var_w",
+    "init_zoo_profiles",
+    "layer_profiles",
+    "montecarlo_discrepancy_rows",
+    "montecarlo_profiles",
+]
 
 # Initializations of the branch weights that the sweeps compare (see meanfield.inits).
 INITS = ("he", "glorot", "depth_scaled")
-# Statistics that init_zoo_profiles compares.
-_ZOO = ("m2_z", "m2_dz", "var_dw")
 
 
 def init_var_w(init: str, width, depth, c: float = 1.0) -> jax.Array:
@@ -34,7 +46,8 @@ def init_var_w(init: str, width, depth, c: float = 1.0) -> jax.Array:
     return jnp.asarray(inits.var_w(init, fan_in=width, fan_out=width, depth=depth, c=c))
 
 
-def _closed_forms64(block, **kwargs) -> list[theory.ClosedForm]:
+def closed_forms64(block, **kwargs) -> list[theory.ClosedForm]:
+    """:func:`meanfield.theory.closed_forms` with the values as float64 NumPy arrays."""
     # Closed forms are plain powers; float64 keeps them representable far deeper than float32
     # (He init, identity: 3^L overflows float32 at L = 81, float64 at L = 647). Values beyond
     # the float64 range come out inf/0 and are stored as missing.
@@ -60,7 +73,7 @@ def _depth_closed_forms(block, width, depths, var_w) -> list[dict]:
     forms = []
     rows = np.arange(len(depths))
     for f, vals in zip(meta, values, strict=True):
-        logs = _log10(vals)
+        logs = log10_or_nan(vals)
         if f.statistic == "m2_z":
             key, value = "log10_growth", logs[rows, depths]
         elif f.statistic == "var_dw" and f.kind != "lower_bound":  # a bound bounds no ratio
@@ -73,7 +86,8 @@ def _depth_closed_forms(block, width, depths, var_w) -> list[dict]:
     return forms
 
 
-def _log10(values) -> np.ndarray:
+def log10_or_nan(values) -> np.ndarray:
+    """log10 of the values in float64, NaN where it is not finite (zero, negative or inf)."""
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         out = np.log10(np.asarray(values, dtype=np.float64))
     return np.where(np.isfinite(out), out, np.nan)
@@ -95,7 +109,7 @@ def layer_profiles(
             var_w = float(init_var_w(init, width, depth, c))
             prof = profile(block, depth=depth, width=width, var_w=var_w)
             rec = {k: np.asarray(v) for k, v in prof.as_dict().items()}
-            forms = _closed_forms64(block, depth=depth, width=width, var_w=var_w)
+            forms = closed_forms64(block, depth=depth, width=width, var_w=var_w)
             records.append(
                 {
                     "block": block.name,
@@ -111,7 +125,7 @@ def layer_profiles(
                             "source": f.source,
                             "kind": f.kind,
                             "values": np.asarray(f.values),
-                            "log10_values": _log10(f.values),
+                            "log10_values": log10_or_nan(f.values),
                         }
                         for f in forms
                     ],
@@ -297,7 +311,7 @@ def montecarlo_discrepancy_rows(profiles: Sequence[dict], mc: Sequence[dict]) ->
                     row["heavy_tail"] = bool(np.asarray(spread["heavy_tail"])[layer])
                 for source in ("paper", "corrected"):
                     f = forms.get(source)
-                    lc = float(_log10([f["values"][layer]])[0]) if f else np.nan
+                    lc = float(log10_or_nan([f["values"][layer]])[0]) if f else np.nan
                     row[f"{source}_form"] = f["label"] if f else ""
                     row[f"mc_over_{source}_form"] = (
                         10.0 ** (lm[layer] - lc) if np.isfinite(lc) else np.nan
@@ -324,91 +338,3 @@ def depth_sweep_rows(sweep: Sequence[dict]) -> list[dict]:
                 }
             )
     return rows
-
-
-def init_zoo_profiles(
-    setups: Sequence[tuple],
-    *,
-    key: jax.Array,
-    width: int,
-    depth: int,
-    networks: int,
-    batch: int,
-    progress: bool = False,
-) -> list[dict]:
-    """Recursion and Monte-Carlo over layers l = 0..depth for every setup
-    ``(label, block, init, branch_scale)`` (``init`` any of
-    :data:`meanfield.inits.BRANCH_SCHEMES`, ``branch_scale`` None for the scheme's own; or
-    "risotto" with ``block = inits.RISOTTO_BLOCK``, whose "recursion" is the exact statement
-    of its construction: y^l = M_l y^{l-1} with M_l orthogonal keeps E[y²] = 1 and
-    E[(dE/dy)²] = 1 at every layer; it has none for ``var_dw``, given as NaN).
-
-    Each record: label, block, init, branch_scale, ``recursion`` (statistic -> log10 per
-    layer, in float64), ``montecarlo`` (statistic -> {"log10_mean", "log10_stderr"}),
-    ``heavy_tail`` (statistic -> layers whose mean is carried by a few networks) and
-    ``max_abs_z`` (statistic -> the largest |MC - recursion|/SE over layers without a heavy
-    tail and with a positive recursion value; None where there is none). Statistics:
-    m2_z, m2_dz, var_dw.
-    """
-    from meanfield import montecarlo
-
-    records = []
-    for i, (label, block, init, branch_scale) in enumerate(setups):
-        if init == "risotto":  # unit inputs and unit loss weights: log10 1 = 0 throughout
-            flat = np.zeros(depth + 1)
-            rec_log = {"m2_z": flat, "m2_dz": flat, "var_dw": np.full(depth + 1, np.nan)}
-        else:
-            with jax.enable_x64(True):
-                prof = profile(
-                    block, depth=depth, width=width, init=init, branch_scale=branch_scale
-                )
-                rec_log = {s: np.asarray(getattr(prof, f"log10_{s}"), np.float64) for s in _ZOO}
-        est = montecarlo.simulate(
-            block,
-            key=jax.random.fold_in(key, i),
-            depth=depth,
-            width=width,
-            init=init,
-            branch_scale=branch_scale,
-            networks=networks,
-            batch=batch,
-            progress=progress,
-            warn=False,
-        )
-        heavy = est.heavy_tails()
-        mc, zs = {}, {}
-        for s in _ZOO:
-            stat = getattr(est, s)
-            mean = np.asarray(stat.mean, np.float64)
-            se = np.asarray(stat.stderr, np.float64)
-            ref = 10.0 ** rec_log[s]
-            ok = (ref > 0) & (se > 0) & np.isfinite(mean)
-            ok[np.asarray(heavy.get(s, []), int)] = False
-            with np.errstate(divide="ignore", invalid="ignore"):
-                z = np.abs(mean - ref) / se
-            zs[s] = float(np.max(z[ok])) if ok.any() else None
-            log_mean = np.asarray(getattr(est, f"log10_{s}").mean, np.float64)
-            mc[s] = {
-                "log10_mean": np.where(np.isfinite(log_mean), log_mean, np.nan).tolist(),
-                "log10_stderr": np.asarray(getattr(est, f"log10_{s}").stderr, float).tolist(),
-            }
-        records.append(
-            {
-                "label": label,
-                "block": block.name,
-                "init": init,
-                "branch_scale": branch_scale,
-                "depth": depth,
-                "width": width,
-                "networks": networks,
-                "batch": batch,
-                "seconds": est.seconds,
-                "recursion": {
-                    s: np.where(np.isfinite(v), v, np.nan).tolist() for s, v in rec_log.items()
-                },
-                "montecarlo": mc,
-                "heavy_tail": {k: v.tolist() for k, v in heavy.items()},
-                "max_abs_z": zs,
-            }
-        )
-    return records
