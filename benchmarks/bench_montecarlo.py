@@ -3,7 +3,7 @@
 For each (R networks, B inputs, width n, depth L) row, measured after a warm-up call:
 
 * ``meanfield``: :func:`meanfield.montecarlo.simulate`, forward and backward, all statistics;
-* ``rng bound``: the engine's sampler (:func:`meanfield.sampling.standard_normal`) alone
+* ``rng bound``: the engine's sampler (:func:`meanfield.core.sampling.standard_normal`) alone
   drawing the same R·L·n² weights (jitted, chunked); the engine draws every weight twice
   (forward, and again in the checkpointed backward);
 * ``torch``: a straightforward PyTorch implementation of the same computation (weights drawn
@@ -38,7 +38,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from meanfield import Block, montecarlo  # noqa: E402
-from meanfield.sampling import standard_normal  # noqa: E402
+from meanfield.core.sampling import standard_normal  # noqa: E402
 
 ROWS = ((1024, 1, 256, 100), (1024, 64, 256, 100), (4096, 16, 128, 100), (256, 256, 1024, 50))
 

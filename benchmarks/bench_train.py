@@ -4,7 +4,8 @@ For the network of Taki (2017), section 4 (``--depth`` blocks of ``--kernel-size
 ``--kernel-size`` convolutions with ``--channels`` channels, ReLU, ``--padding`` circular or
 zero), with and without BN, measured in the same run:
 
-* ``meanfield K=1``: one jit-compiled :meth:`meanfield.train.Trainer.train_step` (data gather
+* ``meanfield K=1``: one jit-compiled :meth:`meanfield.training.train.Trainer.train_step` (data
+gather
   from the device-resident uint8 set, normalization, forward, backward, SGD with momentum);
 * ``meanfield K=9``: the same step for ``--seeds`` networks in one program (``--seed-map``:
   vmap on accelerators by default, an unrolled loop on CPU);
@@ -37,9 +38,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from meanfield import Block, results  # noqa: E402
-from meanfield.models import ResNetConfig  # noqa: E402
-from meanfield.train import TrainConfig, Trainer  # noqa: E402
+from meanfield import Block  # noqa: E402
+from meanfield.io import results  # noqa: E402
+from meanfield.training.models import ResNetConfig  # noqa: E402
+from meanfield.training.train import TrainConfig, Trainer  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -38,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from meanfield import Block, finitewidth, plots, results  # noqa: E402
+from meanfield import Block  # noqa: E402
+from meanfield.analysis import finitewidth  # noqa: E402
+from meanfield.io import plots, results  # noqa: E402
 
 WIDTH_SWEEPS = (
     # name, block, quantity, depth, smallest width used by the fit

@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
 import meanfield  # noqa: E402
-from meanfield import plots, results, sweeps  # noqa: E402
+from meanfield.analysis import sweeps  # noqa: E402
+from meanfield.io import plots, results  # noqa: E402
 
 BLOCKS = ("identity-bn_post-residual", "relu-bn_post-residual", "relu-bn_pre-residual")
 

@@ -5,7 +5,7 @@ width d with L residual units of k weight layers each, all weights zero, how do 
 Hessian's condition number and spectral norm depend on L? Predicted: depth-invariant for
 k = 2 (eigenvalues ±2σ_j(C), C = E[x (y - x)ᵀ]), growing with L for k = 1, and H = 0 (a
 higher-order saddle) for k >= 3. Computed exactly (jax.hessian) up to 4096 parameters and by
-Lanczos beyond (meanfield.hessian), on synthetic whitened data and, when CIFAR-10 is found
+Lanczos beyond (meanfield.analysis.hessian), on synthetic whitened data and, when CIFAR-10 is found
 locally (--data-dir, $CIFAR10_DIR, ./data or the cache; nothing is downloaded), on the 10
 leading principal components of its images regressed onto the one-hot class.
 
@@ -29,7 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meanfield import data, hessian, plots, results  # noqa: E402
+from meanfield.analysis import hessian  # noqa: E402
+from meanfield.io import plots, results  # noqa: E402
+from meanfield.training import data  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

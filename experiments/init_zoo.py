@@ -33,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from meanfield import Block, plots, results, sweeps  # noqa: E402
+from meanfield import Block  # noqa: E402
+from meanfield.analysis import sweeps  # noqa: E402
 from meanfield.inits import RISOTTO_BLOCK  # noqa: E402
+from meanfield.io import plots, results  # noqa: E402
 
 PAPER = Block("relu", "none")
 LINEAR_LAST = Block("relu", "none", True, shortcut=2, final_activation=False)

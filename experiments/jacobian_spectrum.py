@@ -6,7 +6,7 @@ does the spread grow with depth, for He, depth-scaled c/(nL), Fixup, SkipInit (�
 small α), Arpit et al.'s weight norm and RISOTTO, with and without BN? Predicted: Fixup and
 SkipInit at α = 0 give J = I (their branches start at zero); RISOTTO gives every σ_i = 1
 at any width and depth, with a branch that is not zero; He spreads the spectrum
-exponentially in depth, BN and the depth-scaled init less (meanfield.jacobian).
+exponentially in depth, BN and the depth-scaled init less (meanfield.analysis.jacobian).
 
 Command:
 
@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from meanfield import jacobian, plots, results  # noqa: E402
+from meanfield.analysis import jacobian  # noqa: E402
+from meanfield.io import plots, results  # noqa: E402
 
 # label, init, norm, extra keyword arguments (alpha: SkipInit's branch scale)
 CONFIGS = (

@@ -5,8 +5,8 @@ depth-scaled init, width 256, depth 100), put the paper's closed form, the corre
 form, the infinite-width recursion and Monte-Carlo side by side for every statistic at every
 layer, with the z-score and relative error of Monte-Carlo against the recursion, and name the
 reason wherever they disagree: the paper's approximation, a loose bound, finite width, finite
-batch, a heavy tail, or unexplained (meanfield.calibration). Finite width and finite batch are
-measured, not guessed: a disagreeing configuration is sampled again at 4x the width, 4x the
+batch, a heavy tail, or unexplained (meanfield.analysis.calibration). Finite width and finite batch
+are measured, not guessed: a disagreeing configuration is sampled again at 4x the width, 4x the
 BN batch and both, and the reason is the change that closes the gap.
 
 Command:
@@ -30,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from meanfield import Block, calibration, plots, results, sweeps  # noqa: E402
+from meanfield import Block  # noqa: E402
+from meanfield.analysis import calibration, sweeps  # noqa: E402
+from meanfield.io import plots, results  # noqa: E402
 
 BLOCKS = (
     "identity-none-residual",
@@ -122,8 +124,9 @@ def main(argv=None) -> Path:
         f"# Calibration report: n = {args.width}, L = {args.depth}, B = {args.batch}, "
         f"R = {args.networks}, seed {args.seed}\n\n"
         f"z = (Monte-Carlo mean − recursion)/SE; a point disagrees when |z| > {args.z_max:g}. "
-        "Reasons (meanfield.calibration): the paper's approximation or loose bound; finite "
-        f"width / finite batch when {args.scale}x the width / batch (or both) closes the gap; "
+        "Reasons (meanfield.analysis.calibration): the paper's approximation or loose bound; "
+        f"finite width / finite batch when {args.scale}x the width / batch (or both) closes the "
+        "gap; "
         "heavy tail when the sd of ln over networks exceeds 1; unexplained otherwise.\n\n"
         "## Summary\n\n"
     )

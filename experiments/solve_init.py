@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from meanfield import Block, plots, results, solver  # noqa: E402
+from meanfield import Block  # noqa: E402
+from meanfield.analysis import solver  # noqa: E402
+from meanfield.io import plots, results  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -35,7 +35,7 @@ configuration), one folder per setup (config.json, metrics.jsonl, initcheck.json
 checkpoints/), learning_curves.{png,pdf}, initcheck.{png,pdf}, summary.csv and summary.json
 (mean and std over seeds of the validation accuracy after epoch 1 and after the last epoch,
 next to each setup's predicted forward and backward growth over the network and the spread of
-its input-output Jacobian, meanfield.initcheck.init_predictions), and inits.{png,pdf}, the
+its input-output Jacobian, meanfield.training.initcheck.init_predictions), and inits.{png,pdf}, the
 same side by side.
 
 The inits preset (Fixup, SkipInit, Arpit et al.'s weight norm and RISOTTO next to He,
@@ -59,9 +59,11 @@ import numpy as np
 # Runnable as `python experiments/train_cifar.py` from a checkout without installing.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from meanfield import Block, data, initcheck, plots, results  # noqa: E402
-from meanfield.models import PADDINGS, RISOTTO_BLOCK, ResNetConfig  # noqa: E402
-from meanfield.train import (  # noqa: E402
+from meanfield import Block  # noqa: E402
+from meanfield.io import plots, results  # noqa: E402
+from meanfield.training import data, initcheck  # noqa: E402
+from meanfield.training.models import PADDINGS, RISOTTO_BLOCK, ResNetConfig  # noqa: E402
+from meanfield.training.train import (  # noqa: E402
     OPTIMIZERS,
     PRECISIONS,
     TrainConfig,
@@ -421,7 +423,7 @@ def summarize(
 
 @functools.lru_cache(maxsize=16)
 def _init_predictions(model: ResNetConfig) -> dict:
-    """:func:`meanfield.initcheck.init_predictions` of ``model`` (a function of the frozen
+    """:func:`meanfield.training.initcheck.init_predictions` of ``model`` (a function of the frozen
     configuration and PREDICTION_SEED alone: a resume in the same process reuses it)."""
     return initcheck.init_predictions(model, key=jax.random.key(PREDICTION_SEED))
 

@@ -1,6 +1,6 @@
 """Exact infinite-width mean-field recursions for the toy ResNets, iterated layer by layer.
 
-For every :class:`~meanfield.architecture.Block` (activation x norm x residual), the limit
+For every :class:`~meanfield.core.architecture.Block` (activation x norm x residual), the limit
 n -> ∞ at fixed depth L and α = n·var_w of the per-layer statistics that
 :mod:`meanfield.montecarlo` estimates at finite width (same names):
 
@@ -61,9 +61,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from meanfield import architecture as arch
 from meanfield import inits, layers
-from meanfield.architecture import Block
+from meanfield.core import architecture as arch
+from meanfield.core.architecture import Block
 from meanfield.layers import mean_field as mfb
 
 __all__ = ["Profile", "profile", "STATISTICS"]

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meanfield import architecture as arch
-from meanfield.architecture import Block
+from meanfield.core import architecture as arch
+from meanfield.core.architecture import Block
 
 
 def test_twelve_distinct_blocks_round_trip_through_their_names():

@@ -3,7 +3,7 @@
 
 import pytest
 
-from meanfield import plots
+from meanfield.io import plots
 from tests.helpers import load_script
 
 SCRIPTS = [

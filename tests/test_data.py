@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from meanfield import data
+from meanfield.training import data
 from tests.helpers import CIFAR10_CLASSES, write_cifar_folder
 
 

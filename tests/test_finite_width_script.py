@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from meanfield import results
+from meanfield.io import results
 from tests.helpers import load_script
 
 

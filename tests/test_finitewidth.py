@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from meanfield import finitewidth as fw
-from meanfield import theory as t
-from meanfield.architecture import Block
+from meanfield.analysis import finitewidth as fw
+from meanfield.core.architecture import Block
+from meanfield.theory import batchnorm as theory_batchnorm
 
 RELU = Block("relu", "none", True)
 IDENTITY_BN = Block("identity", "bn_post", True)
@@ -87,7 +87,9 @@ def test_a_wrong_finite_batch_exponent_is_rejected(bn_batch_rows):
     worst = 0.0
     for r in bn_batch_rows:
         b, L = r["batch"], r["depth"]
-        pi = t._gamma_product(np.array([1.0, L]), float(L), (b - 1.0) / b, (b - 1.0) / (b - 2.0))
+        pi = theory_batchnorm.gamma_product(
+            np.array([1.0, L]), float(L), (b - 1.0) / b, (b - 1.0) / (b - 2.0)
+        )
         wrong = {"log10_wrong": float(np.log10(pi[0] / pi[1]))}
         worst = max(worst, abs(_z(r | wrong, "log10_wrong")))
     assert worst > 6

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from meanfield import gaussian
+from meanfield.core import gaussian
 from tests.helpers import assert_close
 
 _U = np.linspace(0.0, 14.0, 280_001)  # relu(u) is 0 for u < 0; the tail past 14 sd is < 1e-40

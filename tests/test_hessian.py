@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from meanfield import hessian as h
+from meanfield.analysis import hessian as h
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,11 @@ import optax
 import pytest
 
 import meanfield
-from meanfield import Block, initcheck, montecarlo, results
-from meanfield.models import ResNetConfig
-from meanfield.train import TrainConfig, Trainer
+from meanfield import Block, montecarlo
+from meanfield.io import results
+from meanfield.training import initcheck
+from meanfield.training.models import ResNetConfig
+from meanfield.training.train import TrainConfig, Trainer
 
 NETWORKS = 64
 

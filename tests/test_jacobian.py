@@ -9,8 +9,8 @@ import pytest
 
 import meanfield
 from meanfield import inits
-from meanfield import jacobian as J
-from meanfield.sampling import standard_normal
+from meanfield.analysis import jacobian as J
+from meanfield.core.sampling import standard_normal
 
 
 def _sv(init, **kw):

@@ -10,7 +10,7 @@ import pytest
 import meanfield
 from meanfield import layers as ml
 from meanfield import recursions
-from meanfield.architecture import Block
+from meanfield.core.architecture import Block
 from tests.helpers import assert_close
 
 RELU, ID = ml.Activation("relu"), ml.Activation("identity")
@@ -219,7 +219,7 @@ def test_the_conv_model_of_a_tree_has_the_requested_kernel_variances():
     its configuration reads back from a results file."""
     import math
 
-    from meanfield import models
+    from meanfield.training import models
 
     cfg = models.ResNetConfig(
         block=RESNET_V2, depth=6, channels=16, kernel_size=3, init="depth_scaled", c=2.0
@@ -246,7 +246,7 @@ def test_the_conv_model_of_a_tree_has_the_requested_kernel_variances():
 
 
 def test_the_jacobian_of_a_tree_is_that_of_its_preset():
-    from meanfield import jacobian
+    from meanfield.analysis import jacobian
 
     kw = dict(key=jax.random.key(3), depth=3, width=16, networks=2, batch=4)
     a = jacobian.singular_values("he", block=Block("relu", "bn_pre", shortcut=2), **kw)

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meanfield import Block, models
-from meanfield.models import ResNet, ResNetConfig
+from meanfield import Block
+from meanfield.training import models
+from meanfield.training.models import ResNet, ResNetConfig
 
 # 8x8 images: the network is convolutional with global pooling, so nothing tested here depends
 # on the 32x32 of CIFAR-10 (parameters, the realized init, equality with the reference), and a

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meanfield import Block, initcheck, models
-from meanfield.models import ResNet, ResNetConfig
-from meanfield.train import TrainConfig, Trainer
+from meanfield import Block
+from meanfield.training import initcheck, models
+from meanfield.training.models import ResNet, ResNetConfig
+from meanfield.training.train import TrainConfig, Trainer
 
 # 8x8 images for everything but the Monte-Carlo growth test (32x32 there): parameters, rules
 # and the equality with the reference do not depend on the image size (convolutions with

@@ -19,8 +19,8 @@ import meanfield
 from meanfield import layers as ml
 from meanfield import montecarlo, recursions
 from meanfield import theory as t
-from meanfield.architecture import Block
-from meanfield.sampling import standard_normal
+from meanfield.core.architecture import Block
+from meanfield.core.sampling import standard_normal
 from tests.helpers import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]

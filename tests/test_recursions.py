@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import meanfield
 from meanfield import recursions
-from meanfield.architecture import Block
+from meanfield.core.architecture import Block
 from tests.helpers import assert_close
 
 E1, E2 = 1 / math.sqrt(2 * math.pi), 0.5

@@ -5,7 +5,7 @@ import csv
 
 import pytest
 
-from meanfield import results
+from meanfield.io import results
 from tests.helpers import load_script
 
 

@@ -6,7 +6,7 @@ import stat
 import numpy as np
 import pytest
 
-from meanfield import results
+from meanfield.io import results
 
 
 def test_json_round_trip_with_arrays_and_non_finite(tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from meanfield import sampling
+from meanfield.core import sampling
 
 SHAPES = [(), (1,), (3,), (7, 5), (2, 3, 5), (8, 4096), (1001,)]
 

@@ -8,7 +8,7 @@ import pytest
 
 from meanfield import montecarlo, recursions
 from meanfield import theory as t
-from meanfield.architecture import Block
+from meanfield.core.architecture import Block
 from tests.helpers import assert_close, closed_form_labels, closed_forms_over
 
 SHORTCUT_BLOCKS = [

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 import meanfield
-from meanfield import Block, data, montecarlo, recursions, results, theory, train
-from meanfield.models import ResNetConfig
-from meanfield.train import TrainConfig, Trainer
+from meanfield import Block, montecarlo, recursions, theory
+from meanfield.io import results
+from meanfield.training import data, train
+from meanfield.training.models import ResNetConfig
+from meanfield.training.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.smoke
 
@@ -87,7 +89,7 @@ def test_one_train_step_of_a_tiny_model():
 def test_results_and_a_figure(tmp_path):
     from matplotlib.figure import Figure
 
-    from meanfield import plots
+    from meanfield.io import plots
 
     path = results.save_json(tmp_path / "r.json", {"x": np.arange(3), "env": results.environment()})
     assert results.load_json(path)["x"] == [0, 1, 2]

@@ -15,8 +15,8 @@ import pytest
 
 import meanfield
 from meanfield import montecarlo
-from meanfield.architecture import Block
-from meanfield.solver import band_curves, log10_band_statistics, solve_init
+from meanfield.analysis.solver import band_curves, log10_band_statistics, solve_init
+from meanfield.core.architecture import Block
 
 MAX_DEPTH = 100
 GRID = 256  # solve_init's default

@@ -10,7 +10,8 @@ import pytest
 
 from meanfield import montecarlo
 from meanfield import theory as t
-from meanfield.architecture import Block
+from meanfield.core.architecture import Block
+from meanfield.theory import finite_width
 
 NETWORKS = 2000
 DEPTH = 10
@@ -80,12 +81,12 @@ def test_log_moments_match_the_exact_law(single_input_estimates, name):
     ],
 )
 def test_a_wrong_law_is_rejected(single_input_estimates, monkeypatch, name, planted):
-    real = t._log_factor_moments
+    real = finite_width.log_factor_moments
 
     def patched(block_name, n, alpha):
         return planted(real, n, alpha) if block_name == name else real(block_name, n, alpha)
 
-    monkeypatch.setattr(t, "_log_factor_moments", patched)
+    monkeypatch.setattr(finite_width, "log_factor_moments", patched)
     law = t.finite_width_log_m2_spread(Block.from_name(name), DEPTH, WIDTH, EXACT[name])
     assert max(_log_moment_zscores(single_input_estimates[name].spread["m2_z"], law)) > 6.0
 

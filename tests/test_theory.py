@@ -11,7 +11,7 @@ import pytest
 import meanfield
 from meanfield import recursions
 from meanfield import theory as t
-from meanfield.architecture import Block
+from meanfield.core.architecture import Block
 from tests.helpers import assert_close, closed_forms_over
 
 

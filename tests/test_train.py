@@ -9,9 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meanfield import Block, data, results
-from meanfield.models import ResNetConfig
-from meanfield.train import (
+from meanfield import Block
+from meanfield.io import results
+from meanfield.training import data
+from meanfield.training.models import ResNetConfig
+from meanfield.training.train import (
     TrainConfig,
     Trainer,
     latest_checkpoint,

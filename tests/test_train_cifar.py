@@ -5,8 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from meanfield import data, initcheck, results
-from meanfield.train import TrainConfig, Trainer, restore_checkpoint
+from meanfield.io import results
+from meanfield.training import data, initcheck
+from meanfield.training.train import TrainConfig, Trainer, restore_checkpoint
 from tests.helpers import load_script, write_cifar_folder
 
 TINY = [

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from meanfield import results
+from meanfield.io import results
 from tests.helpers import load_script, write_cifar_folder
 
 TINY = [

@@ -15,7 +15,7 @@ import pytest
 
 import meanfield
 from meanfield import inits, montecarlo
-from meanfield.architecture import Block
+from meanfield.core.architecture import Block
 
 HIGHEST = jax.lax.Precision.HIGHEST
 

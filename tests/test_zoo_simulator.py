@@ -12,8 +12,8 @@ import pytest
 
 from meanfield import inits, montecarlo, recursions
 from meanfield import theory as t
-from meanfield.architecture import Block
-from meanfield.sampling import standard_normal
+from meanfield.core.architecture import Block
+from meanfield.core.sampling import standard_normal
 from tests.helpers import assert_close
 
 LINEAR_LAST = Block("relu", "none", True, shortcut=2, final_activation=False)

@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from meanfield import architecture as arch
 from meanfield import layers, theory
+from meanfield.core import architecture as arch
+from meanfield.core.sampling import standard_normal
 from meanfield.inits.companions import fixup_var_w, weight_norm_gamma
 from meanfield.inits.initializers import (
     SCHEMES,
@@ -27,7 +28,6 @@ from meanfield.inits.initializers import (
     orthogonal,
     var_w,
 )
-from meanfield.sampling import standard_normal
 
 Array = jax.Array
 
@@ -69,7 +69,7 @@ def _check_zero_scale(scheme: str, depth: ArrayLike, branch_scale: ArrayLike | N
     if scheme == "rezero" and branch_scale is not None:
         raise ValueError(f"branch_scale must be None for rezero (0 at init), got {branch_scale!r}")
     if scheme == "skipinit" and branch_scale is not None:
-        if not (arch._is_traced(depth) or arch._is_traced(branch_scale)):
+        if not (arch.is_traced(depth) or arch.is_traced(branch_scale)):
             bound = 1.0 / np.sqrt(np.asarray(depth, float))  # SkipInit's "small" α
             if np.any(np.asarray(branch_scale) >= bound):
                 raise ValueError(
@@ -162,7 +162,7 @@ def check_plain(block: Any, rule: BranchInit) -> None:
     tree = layers.as_tree(block)
     if isinstance(tree, layers.Residual):
         return
-    if any(arch._is_traced(v) for v in (rule.scale, *rule.var_w)):
+    if any(arch.is_traced(v) for v in (rule.scale, *rule.var_w)):
         return
     if bool(jnp.any(jnp.asarray(rule.scale) == 0)) or any(
         bool(jnp.any(jnp.asarray(v) == 0)) for v in rule.var_w
@@ -186,7 +186,7 @@ def branch_weight(
     N(0, var_w); orthogonal: sqrt(var_w·n) times a Haar matrix; weight_norm: w = g v/||v|| per
     output unit (column) with g² = var_w · fan_in (Arpit et al.'s g = sqrt(γ fan_in/fan_out)
     for a square weight). A zero variance gives zeros under every law. The Gaussian and
-    weight-norm draws use :func:`meanfield.sampling.standard_normal` (the Monte-Carlo engine's
+    weight-norm draws use :func:`meanfield.core.sampling.standard_normal` (the Monte-Carlo engine's
     sampler: ``jax.random.normal``'s numbers in JAX's original counter layout)."""
     v = jnp.asarray(rule.var_w[position], dtype)
     if rule.law == "gaussian":

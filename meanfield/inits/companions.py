@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
-from meanfield import architecture as arch
 from meanfield import theory
+from meanfield.core import architecture as arch
 from meanfield.inits.initializers import check_shape, fan_in_out, normal, orthogonal, zero
 
 Array = jax.Array

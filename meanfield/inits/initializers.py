@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
-from meanfield import architecture as arch
 from meanfield import theory
+from meanfield.core import architecture as arch
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -192,7 +192,7 @@ def var_w(
         return theory.depth_scaled_var_w(fan_in, depth, c)
     arch.check_width(fan_in)
     if scheme == "orthogonal":
-        if fan_out is not None and not (arch._is_traced(fan_in) or arch._is_traced(fan_out)):
+        if fan_out is not None and not (arch.is_traced(fan_in) or arch.is_traced(fan_out)):
             if jnp.any(jnp.asarray(fan_out) != jnp.asarray(fan_in)):
                 raise ValueError(
                     f"fan_out must equal fan_in for orthogonal (a square weight), "

@@ -33,8 +33,8 @@ Each kind carries, in its class below:
   inputs, all in log form relative to the block input), and ``backward(ct, mf)``, its rule for
   the cotangent's second moment p and batch-sum moment S (:class:`Cotangent`).
 * ``conv(v, net)``: its convolutional Flax counterpart on a (batch, height, width, channels)
-  array, inside the trainer's block module (:mod:`meanfield.models`: ``net.conv`` is a k x k
-  convolution with the init's kernel, ``net.batch_norm`` Flax's BatchNorm).
+  array, inside the trainer's block module (:mod:`meanfield.training.models`: ``net.conv`` is a k x
+  k convolution with the init's kernel, ``net.batch_norm`` Flax's BatchNorm).
 * ``flags(f)``: what the mean field knows about its output (:class:`Flags`), so that a tree
   whose mean field is not exact (an activation of a non-Gaussian signal, a BatchNorm whose
   units differ in their variance over inputs) is refused before anything is computed.
@@ -65,6 +65,7 @@ from meanfield.layers.trees import (
     from_name,
     has_batchnorm,
     network_from_name,
+    preset_of,
     walk,
 )
 
@@ -89,6 +90,7 @@ __all__ = [
     "has_batchnorm",
     "merge",
     "network_from_name",
+    "preset_of",
     "residual",
     "serial",
     "times",

@@ -9,8 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from meanfield import architecture as arch
-from meanfield.gaussian import activation_moments, relu_kernel_gap_ratio
+from meanfield.core import architecture as arch
+from meanfield.core.gaussian import activation_moments, relu_kernel_gap_ratio
 from meanfield.layers.base import Cotangent, Flags, Layer, Signal, State, times
 
 
@@ -18,7 +18,7 @@ from meanfield.layers.base import Cotangent, Flags, Layer, Signal, State, times
 class Activation(Layer):
     """f applied elementwise. The mean field needs a centred Gaussian input (a Dense output,
     or a BatchNorm of a Gaussian signal); its expectations are closed forms
-    (:mod:`meanfield.gaussian`: the arc-cosine kernels of ReLU)."""
+    (:mod:`meanfield.core.gaussian`: the arc-cosine kernels of ReLU)."""
 
     activation: str = "relu"
 

@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from meanfield import architecture as arch
+from meanfield.core import architecture as arch
 from meanfield.layers.base import Cotangent, Flags, Layer, Signal, State, meet, merge
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meanfield import architecture as arch
+from meanfield.core import architecture as arch
 from meanfield.layers.activation import Activation
 from meanfield.layers.base import INPUT_FLAGS, Flags, Layer, meet
 from meanfield.layers.combinators import residual, serial
@@ -33,7 +33,7 @@ def dense_activations(tree: Layer) -> tuple[str, ...]:
     """Per Dense, in order, the activation that follows it before the next Dense (or, where
     none does, the one before it; "identity" if there is none): what an init's rule reads
     (weight norm's γ, :func:`meanfield.inits.branch_init`). For a preset this is
-    :meth:`~meanfield.architecture.Block.activations`."""
+    :meth:`~meanfield.core.architecture.Block.activations`."""
     leaves = [x for x in walk(tree) if isinstance(x, (Dense, Activation))]
     out = []
     for i, layer in enumerate(leaves):
@@ -52,7 +52,7 @@ def dense_activations(tree: Layer) -> tuple[str, ...]:
 
 
 def block_tree(block: arch.Block) -> Layer:
-    """The tree of a preset :class:`~meanfield.architecture.Block` (its module docstring has
+    """The tree of a preset :class:`~meanfield.core.architecture.Block` (its module docstring has
     the table): unit i is Dense, f (none); BatchNorm, Dense, f (bn_post); BatchNorm, f, Dense
     (bn_pre); the branch is the k units in order, and the block residual(branch) or, plain,
     the branch itself."""
@@ -67,6 +67,24 @@ def block_tree(block: arch.Block) -> Layer:
             units.append(serial(BatchNorm(), Activation(block.activation), Dense()))
     branch = serial(*units)
     return residual(branch) if block.residual else branch
+
+
+def preset_of(tree: Layer) -> arch.Block | None:
+    """The preset :class:`~meanfield.architecture.Block` whose tree is ``tree``, or None (what
+    the closed forms, which are written for presets, apply to)."""
+    for block in _all_presets():
+        if block_tree(block) == tree:
+            return block
+    return None
+
+
+def _all_presets():
+    for act in arch.ACTIVATIONS:
+        for norm in arch.NORMS:
+            for res in (True, False):
+                for k in arch.SHORTCUTS:
+                    for final in (True, False) if norm != "bn_pre" else (True,):
+                        yield arch.Block(act, norm, res, k, final)
 
 
 def as_tree(network: Any) -> Layer:
@@ -122,7 +140,7 @@ def from_name(name: str) -> Layer:
 
 
 def network_from_name(name: str) -> arch.Block | Layer:
-    """A preset by its name (:meth:`~meanfield.architecture.Block.from_name`), else a tree
+    """A preset by its name (:meth:`~meanfield.core.architecture.Block.from_name`), else a tree
     (:func:`from_name`): what a results file's ``block`` field reads back to."""
     try:
         return arch.Block.from_name(name)

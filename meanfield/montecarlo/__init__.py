@@ -1,6 +1,6 @@
 """Monte-Carlo over sampled finite-width networks: forward and backward, with standard errors.
 
-:func:`simulate` draws R independent networks of a :class:`~meanfield.architecture.Block`,
+:func:`simulate` draws R independent networks of a :class:`~meanfield.core.architecture.Block`,
 propagates B inputs x ~ N(0, I_n) through each, backpropagates the loss E = Σ_b g_b · z^L_b with
 g i.i.d. N(0, 1) (independent of everything, so dE/dz^L has zero mean and unit variance; the
 same choice as :mod:`meanfield.recursions`), and returns per-layer statistics with the names of
@@ -42,7 +42,7 @@ How it is computed:
   schemes). Orthogonal weights have their own weight-free layer
   (:func:`weightfree_orthogonal`); weight-normalized ones need the explicit engine.
 * **Normals.** Every Gaussian draw (inputs, the loss vector g, Gaussian and weight-normalized
-  weights, the weight-free draws) comes from :func:`meanfield.sampling.standard_normal`:
+  weights, the weight-free draws) comes from :func:`meanfield.core.sampling.standard_normal`:
   JAX's threefry normals (its original counter layout), from a hash that XLA fuses, 2.7-3.2x
   ``jax.random.normal``'s rate on CPU. Explicit Haar-orthogonal weights
   (:func:`meanfield.inits.orthogonal`), bound by their QR, keep ``jax.random.normal``.

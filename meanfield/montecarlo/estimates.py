@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from meanfield.architecture import Block
+from meanfield.core.architecture import Block
 
 _LN10 = math.log(10.0)
 # Per-network statistics kept in log form (positive), and the raw mean.

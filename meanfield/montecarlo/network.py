@@ -1,7 +1,7 @@
 """One sampled network of a block tree: its forward and backward pass and its statistics.
 
 :func:`network_statistics` propagates B inputs through one network of a
-:class:`~meanfield.architecture.Block` (or a :mod:`meanfield.layers` tree), in a checkpointed
+:class:`~meanfield.core.architecture.Block` (or a :mod:`meanfield.layers` tree), in a checkpointed
 ``lax.scan`` over layers that draws each layer's weights from ``fold_in(network_key, layer)``,
 and reads the backward statistics out of the probes (:mod:`meanfield.montecarlo.probes`).
 Its ``_Network`` is the engine a block's layers call for their Dense products, explicit
@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import inits, layers
-from meanfield.architecture import Block
+from meanfield.core.architecture import Block
+from meanfield.core.sampling import standard_normal
 from meanfield.montecarlo.probes import grad_gate, gram_probe, moments
 from meanfield.montecarlo.risotto import risotto_statistics
 from meanfield.montecarlo.weightfree import (
@@ -27,7 +28,6 @@ from meanfield.montecarlo.weightfree import (
     weightfree_linear_with_gram,
     weightfree_orthogonal_with_gram,
 )
-from meanfield.sampling import standard_normal
 
 
 def _rms(z: jax.Array) -> jax.Array:

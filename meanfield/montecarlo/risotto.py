@@ -16,13 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import inits
+from meanfield.core.sampling import standard_normal
 from meanfield.montecarlo.probes import gram_probe, moments, signal_probe
 from meanfield.montecarlo.weightfree import (
     SAVE_WEIGHTFREE,
     structural_rank,
     weightfree_orthogonal_with_gram,
 )
-from meanfield.sampling import standard_normal
 
 
 def _signal(h: jax.Array, n: int) -> jax.Array:

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from meanfield import architecture as arch
 from meanfield import inits, layers
-from meanfield.architecture import Block
+from meanfield.core import architecture as arch
+from meanfield.core.architecture import Block
 from meanfield.montecarlo.estimates import (
     Estimate,
     HeavyTailWarning,
@@ -262,7 +262,7 @@ def simulate(
             Both are exact: the same statistics in distribution, not the same numbers.
         progress: print a progress line per chunk to stderr.
         input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
-            the stem of a real network starts (:mod:`meanfield.initcheck`).
+            the stem of a real network starts (:mod:`meanfield.training.initcheck`).
         warn: issue a :class:`HeavyTailWarning` when some statistic's standard deviation over
             networks of its log exceeds :data:`HEAVY_TAIL_SD_LN` at some layer, or it is
             exactly zero in some networks but not in all; and a :class:`RankDeficitWarning`

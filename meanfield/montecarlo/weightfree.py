@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from meanfield.sampling import standard_normal
+from meanfield.core.sampling import standard_normal
 
 # The checkpoint policy of the scans over layers: keep the weight-free layers' outputs and
 # Gram factors (named "weightfree" below), recompute everything else.

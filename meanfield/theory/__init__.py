@@ -57,20 +57,6 @@ Example:
 from __future__ import annotations
 
 # The modules and types theory.py imported, kept as attributes (see the end of this file).
-import math as math
-from collections.abc import Callable as Callable
-from typing import Any as Any
-from typing import NamedTuple as NamedTuple
-
-import jax as jax
-import jax.numpy as jnp  # noqa: F401
-import numpy as np  # noqa: F401
-import scipy as scipy
-from jax.typing import ArrayLike as ArrayLike
-
-from meanfield import architecture as arch  # noqa: F401
-from meanfield.gaussian import activation_moments as activation_moments
-from meanfield.theory import batchnorm, catalog, common, finite_width
 from meanfield.theory.backward import (
     backward_second_moment,
     identity_delta_variance,
@@ -178,29 +164,3 @@ __all__ = [
     "finite_width_m2_sd",
     "finite_width_log_m2_spread",
 ]
-
-# The names this package had as one module (meanfield/theory.py), its helpers under their old
-# private names included, stay attributes of it: tests/test_finitewidth.py calls
-# _gamma_product, and tests/test_spread.py replaces _log_factor_moments here to plant a wrong
-# law (finite_width.finite_width_log_m2_spread looks it up here for that reason).
-_alpha = common.alpha_of
-_layers = common.check_layers
-_input_moment = common.input_moment
-_check_block = common.check_block
-_norm_placement = common.norm_placement
-_log_gamma_ratio = batchnorm.log_gamma_ratio
-_gamma_product = batchnorm.gamma_product
-_SPREAD_BLOCKS = finite_width.SPREAD_BLOCKS
-_spread_block = finite_width.spread_block
-_factor_moments = finite_width.factor_moments
-_log_chi2_moments = finite_width.log_chi2_moments
-_mixture_log_moments = finite_width.mixture_log_moments
-_log_factor_moments = finite_width.log_factor_moments
-_At = catalog.At
-_pad = catalog.pad
-_paper_block = catalog.paper_block
-_when = catalog.when
-_BN = catalog.BN_NORMS
-_ALL = catalog.ALL_ACTIVATIONS
-_E = CatalogEntry
-_plain_forward = catalog.plain_forward

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from meanfield import architecture as arch
-from meanfield.gaussian import activation_moments
+from meanfield.core import architecture as arch
+from meanfield.core.gaussian import activation_moments
 from meanfield.theory.common import Array, alpha_of, check_layers, input_moment, norm_placement
 
 
@@ -241,7 +241,7 @@ def identity_bn_finite_batch_gradient_variance(
     plain BN gradients grow), and π_0 = αB(B-2)/((B-1)(B-3)) π_1.
     """
     layer, depth = check_layers(layer, depth)
-    arch._check_all("batch", batch, lambda a: a > 3, "a number > 3", integer=False)
+    arch.check_all("batch", batch, lambda a: a > 3, "a number > 3", integer=False)
     if not isinstance(residual, (bool, np.bool_)):
         raise ValueError(f"residual must be True or False, got {residual!r}")
     alpha = alpha_of(width, var_w)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from meanfield import architecture as arch
-from meanfield.gaussian import activation_moments
+from meanfield.core import architecture as arch
+from meanfield.core.gaussian import activation_moments
 from meanfield.theory.common import Array, alpha_of, check_layers, input_moment
 
 

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from meanfield import architecture as arch
+from meanfield.core import architecture as arch
 from meanfield.theory.backward import (
     backward_second_moment,
     identity_gradient_variance,

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from meanfield import architecture as arch
+from meanfield.core import architecture as arch
 
 Array = jax.Array
 

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from meanfield import architecture as arch
-from meanfield.gaussian import activation_moments
+from meanfield.core import architecture as arch
+from meanfield.core.gaussian import activation_moments
+from meanfield.layers import Layer, preset_of
 from meanfield.theory.catalog import CATALOG, At
 from meanfield.theory.common import Array, check_block
 
@@ -27,7 +28,7 @@ class ClosedForm(NamedTuple):
 
 
 def closed_forms(
-    block: arch.Block,
+    block: arch.Block | Layer,
     *,
     depth: ArrayLike,
     width: ArrayLike,
@@ -43,8 +44,13 @@ def closed_forms(
     As in :func:`~meanfield.recursions.profile`, ``depth`` may be traced (under ``jax.vmap``)
     when ``max_depth`` fixes the length; entries past ``depth`` are NaN, and so is every entry
     when a traced ``depth`` exceeds ``max_depth`` (a concrete one raises ValueError).
-    ``width`` and ``var_w`` are scalars here. ``block`` must be a :class:`meanfield.Block`.
+    ``width`` and ``var_w`` are scalars here. ``block`` is a :class:`meanfield.Block`, or a
+    :mod:`meanfield.layers` tree: the forms of the preset it equals, none if it is no preset.
     """
+    if isinstance(block, Layer):
+        block = preset_of(block)
+        if block is None:
+            return []
     check_block(block)
     if max_depth is None:
         if isinstance(depth, jax.core.Tracer):

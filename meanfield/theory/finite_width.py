@@ -4,7 +4,6 @@ the blocks whose layers multiply the squared norm by an independent factor."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ import numpy as np
 import scipy.special
 from jax.typing import ArrayLike
 
-from meanfield import architecture as arch
+from meanfield.core import architecture as arch
 from meanfield.theory.common import Array, alpha_of, check_block, check_layers
 
 # With B = 1 and no normalization, three blocks multiply the squared norm by a factor that is
@@ -114,15 +113,6 @@ def log_factor_moments(name: str, n: int, alpha: float) -> tuple[float, float]:
     return scale + mean, var
 
 
-def _log_factor_law() -> Callable[[str, int, float], tuple[float, float]]:
-    """:func:`log_factor_moments` as the package attribute ``meanfield.theory._log_factor_moments``
-    (the name it had when the package was one module), so that replacing that attribute, as
-    tests/test_spread.py does to plant a wrong law, reaches :func:`finite_width_log_m2_spread`."""
-    from meanfield import theory
-
-    return theory._log_factor_moments
-
-
 def finite_width_log_m2_spread(
     block: arch.Block, depth: int, width: int, var_w: float
 ) -> LogSpread:
@@ -146,8 +136,7 @@ def finite_width_log_m2_spread(
     depth = arch.static_int("depth", depth)
     width = arch.static_int("width", width)
     arch.check_var_w(var_w)
-    factor_law = _log_factor_law()
-    m_in, v_in = factor_law("identity-none-plain", width, 1.0)  # Y = χ²_n / n
-    m_x, v_x = factor_law(name, width, float(width) * float(var_w))
+    m_in, v_in = log_factor_moments("identity-none-plain", width, 1.0)  # Y = χ²_n / n
+    m_x, v_x = log_factor_moments(name, width, float(width) * float(var_w))
     layers = np.arange(depth + 1, dtype=np.float64)
     return LogSpread(mean=m_in + layers * m_x, sd=np.sqrt(v_in + layers * v_x))

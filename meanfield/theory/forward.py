@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from meanfield import architecture as arch
-from meanfield.gaussian import activation_moments
+from meanfield.core import architecture as arch
+from meanfield.core.gaussian import activation_moments
 from meanfield.theory.common import Array, alpha_of, check_layers, input_moment
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from meanfield import architecture as arch
+from meanfield.core import architecture as arch
 from meanfield.theory.common import Array
 
 

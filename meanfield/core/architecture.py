@@ -1,0 +1,224 @@
+"""Frozen, validated values that name a network, and the checks for sizes.
+
+Everything else in meanfield takes these values and does not validate them again.
+
+A residual block (Taki 2017, eq. 3, 29, 43) maps z^{l-1} (width n) to z^l:
+
+=========  =====================================  ==============================
+``norm``   branch                                 paper
+=========  =====================================  ==============================
+none       u = W z^{l-1},      h = f(u)           eq. 3, Fig. 1a
+bn_post    u = W BN(z^{l-1}),  h = f(u)           eq. 29, Fig. 1b
+bn_pre     h = W f(BN(z^{l-1}))                   eq. 43, Fig. 4
+=========  =====================================  ==============================
+
+and z^l = z^{l-1} + h when ``residual`` is True, z^l = h for the plain network used as
+contrast. BN normalizes every unit by its mean and (biased) variance over the inputs,
+without epsilon or affine parameters.
+
+Shortcut depth (Li et al. 2016): a branch of ``shortcut`` = k weight layers is the unit of the
+table repeated k times, W_1 first:
+
+=========  ==========================================================
+``norm``   branch with k weight layers
+=========  ==========================================================
+none       h = f(W_k f(... f(W_1 z^{l-1})))
+bn_post    h = f(W_k BN(... f(W_1 BN(z^{l-1}))))
+bn_pre     h = W_k f(BN(... W_1 f(BN(z^{l-1}))))
+=========  ==========================================================
+
+so k = 1 is the paper's block. ``final_activation=False`` drops the f after W_k (for
+``none`` and ``bn_post``; a ``bn_pre`` branch already ends with W_k): with k = 2 and no BN
+this is the branch z -> W_2 relu(W_1 z) of the no-normalization ResNets of Fixup, SkipInit
+and Arpit et al. (2019).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+ACTIVATIONS = ("identity", "relu")
+NORMS = ("none", "bn_post", "bn_pre")
+SHORTCUTS = (1, 2, 3)
+
+
+def is_traced(value: Any) -> bool:
+    """Whether ``value`` is a tracer (inside jit/vmap): such values cannot be inspected, and
+    were checked where they were made."""
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """One residual block kind; frozen, hashable (usable as a static jit argument).
+
+    Example:
+        >>> Block(activation="relu", norm="bn_post", residual=True).name
+        'relu-bn_post-residual'
+    """
+
+    activation: str = "relu"  # f: "identity" or "relu"
+    norm: str = "none"  # "none" (Fig. 1a), "bn_post" (Fig. 1b), "bn_pre" (Fig. 4)
+    residual: bool = True  # z + branch(z); False gives the plain network z = branch(z)
+    shortcut: int = 1  # k, weight layers per residual branch (the paper's block has one)
+    final_activation: bool = True  # False: no f after the branch's last weight (none, bn_post)
+
+    def __post_init__(self):
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Block.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+            )
+        if not isinstance(self.norm, str) or self.norm not in NORMS:
+            raise ValueError(f"Block.norm must be one of {NORMS}, got {self.norm!r}")
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise ValueError(f"Block.residual must be True or False, got {self.residual!r}")
+        # An integer (not bool, not float: 2.0 == 2 would pass ``in`` but name the block
+        # '-k2.0', which from_name cannot read back, and break the engines' range(k)).
+        integral = isinstance(self.shortcut, numbers.Integral) and not isinstance(
+            self.shortcut, (bool, np.bool_)
+        )
+        if not integral or self.shortcut not in SHORTCUTS:
+            raise ValueError(
+                f"Block.shortcut must be an integer in {SHORTCUTS} (weight layers per branch; "
+                f"1 is the paper's block; not a bool or float), got {self.shortcut!r}"
+            )
+        if not isinstance(self.final_activation, (bool, np.bool_)):
+            raise ValueError(
+                f"Block.final_activation must be True or False, got {self.final_activation!r}"
+            )
+        if not self.final_activation and self.norm == "bn_pre":
+            raise ValueError(
+                "Block.final_activation must be True for norm='bn_pre' (the branch already ends "
+                "with its weight, h = W_k f(BN(...))), got False"
+            )
+        object.__setattr__(self, "residual", bool(self.residual))
+        object.__setattr__(self, "shortcut", int(self.shortcut))
+        object.__setattr__(self, "final_activation", bool(self.final_activation))
+
+    def activations(self) -> tuple[str, ...]:
+        """The activation after each of the k weight layers of the branch ("identity" where
+        none is applied): for none and bn_post f after every W_i, except the last when
+        ``final_activation`` is False; for bn_pre the f that precedes W_i."""
+        acts = [self.activation] * self.shortcut
+        if not self.final_activation:
+            acts[-1] = "identity"
+        return tuple(acts)
+
+    @property
+    def name(self) -> str:
+        """Short label used in results and plots, e.g. ``'relu-bn_pre-plain'``; a branch of
+        k > 1 weight layers adds ``-k2``, one without its last activation ``-linear``
+        (``'relu-none-residual-k2-linear'``)."""
+        name = f"{self.activation}-{self.norm}-{'residual' if self.residual else 'plain'}"
+        if self.shortcut != 1:
+            name += f"-k{self.shortcut}"
+        if not self.final_activation:
+            name += "-linear"
+        return name
+
+    @classmethod
+    def from_name(cls, name: str) -> Block:
+        """Inverse of :attr:`name`."""
+        parts = name.split("-") if isinstance(name, str) else []
+        final_activation = not (len(parts) > 3 and parts[-1] == "linear")
+        if not final_activation:
+            parts = parts[:-1]
+        shortcut = 1
+        if len(parts) == 4 and parts[3][:1] == "k" and parts[3][1:].isdigit():
+            shortcut = int(parts[3][1:])
+            parts = parts[:3]
+        if len(parts) != 3 or parts[2] not in ("residual", "plain"):
+            raise ValueError(
+                f"block name must look like 'relu-bn_post-residual' "
+                f"(activation-norm-residual|plain[-k2][-linear]), got {name!r}"
+            )
+        return cls(
+            activation=parts[0],
+            norm=parts[1],
+            residual=parts[2] == "residual",
+            shortcut=shortcut,
+            final_activation=final_activation,
+        )
+
+
+def all_blocks() -> tuple[Block, ...]:
+    """The 12 architectures: activation x norm x (residual, plain)."""
+    return tuple(
+        Block(activation=a, norm=nm, residual=r)
+        for r in (True, False)
+        for nm in NORMS
+        for a in ACTIVATIONS
+    )
+
+
+def check_all(name: str, value: Any, ok, allowed: str, integer: bool) -> None:
+    """Raise ValueError naming ``name``, the first bad value and what is ``allowed`` unless
+    every entry of ``value`` is a finite number (an integer if ``integer``) with ``ok`` true;
+    None and traced values pass."""
+    if value is None or is_traced(value):
+        return
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    arr = np.asarray(value)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if integer and not np.issubdtype(arr.dtype, np.integer):
+        if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    bad = ~(np.isfinite(arr) & ok(arr))
+    if np.any(bad):
+        shown = arr[bad].ravel()[0].item() if arr.ndim else arr.item()
+        raise ValueError(f"{name} must be {allowed}, got {shown!r}")
+
+
+def check_depth(depth: Any) -> None:
+    """Raise ValueError unless ``depth`` is an integer >= 1 (or an array of them)."""
+    check_all("depth", depth, lambda a: a >= 1, "an integer >= 1", integer=True)
+
+
+def check_width(width: Any) -> None:
+    """Raise ValueError unless ``width`` is a finite number >= 1 (or an array of them)."""
+    check_all("width", width, lambda a: a >= 1, "a finite number >= 1", integer=False)
+
+
+def check_var_w(var_w: Any) -> None:
+    """Raise ValueError unless ``var_w`` is a finite number > 0 (or an array of them)."""
+    check_all("var_w", var_w, lambda a: a > 0, "a finite number > 0", integer=False)
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is finite and > 0 (used for c, batch, ...)."""
+    check_all(name, value, lambda a: a > 0, "a finite number > 0", integer=False)
+
+
+def check_nonnegative(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is finite and >= 0 (a branch scale, ...)."""
+    check_all(name, value, lambda a: a >= 0, "a finite number >= 0", integer=False)
+
+
+def check_layer(layer: Any, depth: Any = None) -> None:
+    """Raise ValueError unless 0 <= layer (<= depth when both are concrete)."""
+    check_all("layer", layer, lambda a: a >= 0, "an integer >= 0", integer=True)
+    if depth is None or is_traced(layer) or is_traced(depth):
+        return
+    if np.any(np.asarray(layer) > np.asarray(depth)):
+        raise ValueError(f"layer must be <= depth, got layer={layer!r}, depth={depth!r}")
+
+
+def static_int(name: str, value: Any) -> int:
+    """A concrete Python int >= 1 (a size that fixes array shapes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, (float, np.floating)) and math.isfinite(value) and value == int(value):
+            value = int(value)
+        else:
+            raise ValueError(f"{name} must be a Python integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a Python integer >= 1, got {value!r}")
+    return int(value)
