@@ -264,3 +264,57 @@ def test_tree_names_read_back():
     assert ml.network_from_name("relu-bn_pre-residual-k2") == Block("relu", "bn_pre", shortcut=2)
     with pytest.raises(ValueError, match="cannot read 'Conv'"):
         ml.from_name("res[BatchNorm-Conv]")
+
+
+def test_profile_and_estimate_share_field_names_and_are_pytrees():
+    import dataclasses
+
+    kw = dict(depth=3, width=16, var_w=1 / 16)
+    prof = recursions.profile(MIX_NONE, **kw)
+    est = meanfield.simulate(MIX_NONE, key=jax.random.key(0), networks=4, batch=4, warn=False, **kw)
+    names = {f.name for f in dataclasses.fields(prof)}
+    assert names <= {f.name for f in dataclasses.fields(est)}
+    # Both map through jax.tree: every statistic of the estimate, mean and standard error.
+    doubled = jax.tree.map(lambda x: 2 * x, est)
+    assert type(doubled) is type(est) and doubled.networks == est.networks
+    np.testing.assert_array_equal(doubled.m2_z.stderr, 2 * est.m2_z.stderr)
+    halved = jax.tree.map(lambda x: x / 2, prof)
+    np.testing.assert_array_equal(halved.m2_dz, np.asarray(prof.m2_dz) / 2)
+
+
+def test_the_prediction_check_runs_on_a_tree():
+    """initcheck.compare of the conv network of a tree: for the ResNet-v2 tree the same record
+    as for its preset, and for a mix that no preset names the tree's own recursion (and no
+    closed forms, which are written for presets)."""
+    from meanfield.io import results
+    from meanfield.training import initcheck, models
+    from meanfield.training.train import TrainConfig, Trainer
+
+    def record(block):
+        cfg = models.ResNetConfig(block=block, depth=2, channels=4, kernel_size=3)
+        trainer = Trainer(
+            TrainConfig(model=cfg, seeds=(0, 1, 2), seed_map="vmap"),
+            (0.5, 0.5, 0.5),
+            (0.25, 0.25, 0.25),
+        )
+        state = trainer.init_state()
+        x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))
+        variables = {"params": state.params}
+        if trainer.has_bn:
+            variables["batch_stats"] = state.batch_stats
+        m = initcheck.measure(trainer.model, variables, x, np.arange(8) % 10, seed_map="vmap")
+        out = initcheck.compare(cfg, m, key=jax.random.key(0), toy_networks=0)
+        return cfg, m, results.to_jsonable(out)
+
+    _, _, tree_record = record(RESNET_V2)
+    _, _, preset_record = record(Block("relu", "bn_pre", shortcut=2))
+    # The same check, up to the configuration's name of the block (a tree name, a preset name).
+    assert tree_record["model"]["block"] == RESNET_V2.name
+    tree_record["model"]["block"] = preset_record["model"]["block"]
+    assert tree_record == preset_record
+    cfg, m, mix = record(MIX_NONE)
+    assert mix["closed_forms"] == []
+    q0 = float(np.mean(np.exp(m["log_m2_z"][:, 0])))
+    predicted = np.asarray(mix["statistics"]["m2_z"]["predicted_log10"], float)
+    assert np.all(np.isfinite(predicted)) and predicted.shape == (3,)
+    assert predicted[0] == pytest.approx(np.log10(q0), rel=1e-6)

@@ -9,6 +9,7 @@ overflow), and the spread over networks (median, 5-95% band, mean and sd of ln).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
@@ -75,9 +76,26 @@ class Spread(NamedTuple):
     degenerate: np.ndarray = None
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "mean_z",
+        *_LOG_STATS,
+        *(f"log10_{name}" for name in _LOG_STATS),
+        "overflow",
+        "spread",
+        "rank_deficit",
+        "rank_deficit_max",
+    ],
+    meta_fields=["networks", "batch", "seconds"],
+)
 @dataclasses.dataclass(frozen=True)
 class Estimate:
     """Monte-Carlo estimate: per-layer :class:`Stat` for every statistic of the recursions.
+
+    A pytree (the arrays are its leaves; ``networks``, ``batch`` and ``seconds`` are static),
+    with the field names of :class:`meanfield.recursions.Profile` plus the Monte-Carlo ones,
+    so ``jax.tree.map`` and code written for a profile's fields apply to both.
 
     ``log10_m2_z`` etc. hold log10 of the mean and of the standard error; ``overflow`` is True
     at layers where a raw mean is not representable in the float type.
