@@ -383,6 +383,7 @@ def test_second_call_reuses_the_compiled_chunk():
         "weightfree",  # auto: 4B <= n
         1.0,  # input_std, as simulate passes it
         None,  # branch_scale
+        0,  # progress_every: no per-layer report for a call this short
     )
     before = fn._cache_size()
     montecarlo.simulate(block, key=jax.random.key(1), **(kw | {"var_w": 0.2}))
@@ -472,3 +473,35 @@ def test_a_network_that_cannot_fit_is_refused_before_compiling(monkeypatch):
     assert isinstance(info.value, MemoryError)
     with pytest.raises(montecarlo.NetworkMemoryError, match="engine='weightfree' needs about"):
         montecarlo.simulate(Block("relu", "none", True), **(kw | {"depth": 20000, "batch": 16}))
+
+
+def test_a_deep_single_chunk_reports_its_layers_and_computes_the_same(capfd, monkeypatch):
+    """A depth-100 run in one chunk says, while it runs, which layer it has reached forward
+    and backward (every L/50 layers); the numbers are those of a silent run. With
+    progress=None the report turns on for calls estimated to be long."""
+    block = Block("relu", "bn_post", True)
+    kw = dict(key=jax.random.key(3), depth=100, width=8, var_w=0.1, networks=2, batch=4)
+    kw |= dict(warn=False, engine="explicit")
+    quiet = montecarlo.simulate(block, progress=False, **kw)
+    assert capfd.readouterr().err == ""
+    loud = montecarlo.simulate(block, progress=True, **kw)
+    err = capfd.readouterr().err
+    assert "chunk 1/1, forward layer 50/100" in err and "backward layer 2/100" in err
+    assert "2/2 networks" in err
+    for name in recursions.STATISTICS:
+        np.testing.assert_array_equal(getattr(loud, name).mean, getattr(quiet, name).mean)
+    montecarlo.simulate(block, **kw)  # progress=None: a short call stays silent
+    assert capfd.readouterr().err == ""
+    monkeypatch.setattr(montecarlo.runner, "AUTO_SECONDS", 0.0)
+    montecarlo.simulate(block, **kw)  # ... and a "long" one reports
+    assert "forward layer" in capfd.readouterr().err
+
+
+def test_the_run_time_estimate_orders_the_engines():
+    from meanfield.montecarlo.progress import estimated_seconds
+
+    # Explicit weights cost n² per layer, weight-free nB²: at n = 4096, B = 16 the latter wins.
+    explicit = estimated_seconds("explicit", 16, 100, 4096, 16, 1)
+    weightfree = estimated_seconds("weightfree", 16, 100, 4096, 16, 1)
+    assert explicit > 10 * weightfree > 0
+    assert estimated_seconds("explicit", 32, 100, 4096, 16, 2) == pytest.approx(4 * explicit)

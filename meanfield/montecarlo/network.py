@@ -21,6 +21,7 @@ from meanfield import inits, layers
 from meanfield.core.architecture import Block
 from meanfield.core.sampling import standard_normal
 from meanfield.montecarlo.probes import grad_gate, gram_probe, moments
+from meanfield.montecarlo.progress import LAYER_PROGRESS
 from meanfield.montecarlo.risotto import risotto_statistics
 from meanfield.montecarlo.weightfree import (
     SAVE_WEIGHTFREE,
@@ -108,10 +109,14 @@ def _block_output(tree: layers.Layer, z_hat: jax.Array, net: _Network):
     return z_new, jnp.stack(net.grams), net.deficit
 
 
-def _layer_step(tree: layers.Layer, linear, n_dense: int, key_w, scale, precision):
+def _layer_step(
+    tree: layers.Layer, linear, n_dense: int, key_w, scale, precision, progress_every: int = 0
+):
     """The scan body over layers: ((z_hat, log s), (layer, Gram probes, gate)) -> the next
     carry and (moments of z_hat, log s, Gram matrices of the Dense inputs, rank lost). The
-    output is renormalized to unit RMS, its scale carried in log s."""
+    output is renormalized to unit RMS, its scale carried in log s. With ``progress_every``
+    > 0 every that many layers call :data:`~meanfield.montecarlo.progress.LAYER_PROGRESS`
+    (in the forward pass and again in the backward pass's recomputation)."""
 
     # The backward pass recomputes each layer from its input (re-drawing explicit weights
     # instead of storing them); only the weight-free layers' outputs and Gram factors,
@@ -120,6 +125,12 @@ def _layer_step(tree: layers.Layer, linear, n_dense: int, key_w, scale, precisio
     def layer_step(carry, inputs):
         z_hat, log_s = carry
         layer, probes, gate = inputs
+        if progress_every:
+            jax.lax.cond(
+                layer % progress_every == 0,
+                lambda: jax.debug.callback(LAYER_PROGRESS.report, layer),
+                lambda: None,
+            )
         net = _Network(linear, n_dense, key_w, layer, probes, log_s, scale, precision)
         z_new, gram_a, deficit = _block_output(tree, z_hat, net)
         rho = jax.lax.stop_gradient(_rms(z_new))
@@ -200,6 +211,7 @@ def network_statistics(
     engine: str = "explicit",
     input_std: float = 1.0,
     branch_scale: float | None = None,
+    progress_every: int = 0,
 ) -> dict[str, jax.Array]:
     """Per-layer statistics of one sampled network (arrays of length depth + 1).
 
@@ -217,7 +229,8 @@ def network_statistics(
     Unbatched; :func:`simulate` vmaps it over networks. The inputs are ``input_std`` times
     standard normal (carried as the initial log-scale, so nothing else changes).
     ``init=("risotto", ...)`` simulates RISOTTO's own network instead
-    (:func:`meanfield.montecarlo.risotto.risotto_statistics`).
+    (:func:`meanfield.montecarlo.risotto.risotto_statistics`). ``progress_every`` (static):
+    report the scan's layer every that many layers (:mod:`meanfield.montecarlo.progress`).
     """
     dtype = jnp.result_type(float, var_w)
     if init is not None and init[0] == "risotto":
@@ -230,7 +243,8 @@ def network_statistics(
     rule = _branch_rule(tree, var_w, init, n, L, K, branch_scale)
     scale = jnp.asarray(rule.scale, dtype)
     linear = _engine_linear(engine, rule, n, dtype, precision)
-    loss = _loss(_layer_step(tree, linear, K, key_w, scale, precision), x, g, input_std, L, dtype)
+    step = _layer_step(tree, linear, K, key_w, scale, precision, progress_every)
+    loss = _loss(step, x, g, input_std, L, dtype)
     # Only O(L·B²) statistics come out of the backward pass: per layer the gate's
     # (log r, mean square of dE_hat/dz_hat) and per weight the Gram matrix of δ_hat.
     probes = jnp.zeros((L, K, B, B), dtype)

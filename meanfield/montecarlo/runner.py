@@ -10,7 +10,6 @@ per-network values into an :class:`~meanfield.montecarlo.Estimate`
 from __future__ import annotations
 
 import functools
-import sys
 import time
 import warnings
 
@@ -32,6 +31,12 @@ from meanfield.montecarlo.estimates import (
 )
 from meanfield.montecarlo.memory import auto_chunk_size, check_one_network_fits
 from meanfield.montecarlo.network import network_statistics
+from meanfield.montecarlo.progress import (
+    AUTO_SECONDS,
+    LAYER_PROGRESS,
+    estimated_seconds,
+    layer_every,
+)
 
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 ENGINES = ("explicit", "weightfree", "auto")
@@ -50,6 +55,7 @@ def chunk_fn(
     engine="explicit",
     input_std=1.0,
     branch_scale=None,
+    progress_every=0,
 ):
     """(jitted function of (var_w, a chunk of network keys) -> per-network statistics, the
     sharding of the keys' network axis over the first ``n_devices`` devices); cached, so a
@@ -66,6 +72,7 @@ def chunk_fn(
         engine=engine,
         input_std=input_std,
         branch_scale=branch_scale,
+        progress_every=progress_every,
     )
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
     sharded = NamedSharding(mesh, PartitionSpec("networks"))
@@ -170,9 +177,11 @@ def _chunk_size(
     return -(-chunk_size // n_devices) * n_devices
 
 
-def _run_chunks(fn, sharded, keys, var_w, chunk_size: int, name: str, progress: bool, start):
+def _run_chunks(fn, sharded, keys, var_w, chunk_size: int, progress: bool):
     """Per-network statistics of all networks (one key each), ``chunk_size`` at a time, with
-    a progress line per chunk on stderr if ``progress``."""
+    a progress line per chunk on stderr if ``progress`` (and, where the chunk was compiled
+    with it, per layer inside a chunk: :data:`~meanfield.montecarlo.progress.LAYER_PROGRESS`,
+    set up by the caller)."""
     networks = keys.shape[0]
     parts = []
     n_chunks = -(-networks // chunk_size)
@@ -183,17 +192,11 @@ def _run_chunks(fn, sharded, keys, var_w, chunk_size: int, name: str, progress: 
             # (cyclically: with networks < chunk_size - real, e.g. 2 networks on 8 devices,
             # keys[:chunk_size - real] alone is too short)
             chunk = jnp.concatenate([chunk, keys[np.arange(chunk_size - real) % networks]])
+        LAYER_PROGRESS.chunk(i)
         out = fn(var_w, jax.device_put(chunk, sharded))
         parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
         if progress:
-            done = min((i + 1) * chunk_size, networks)
-            elapsed = time.perf_counter() - start
-            print(
-                f"\r  montecarlo {name}: {done}/{networks} networks, {elapsed:.1f} s",
-                end="" if i + 1 < n_chunks else "\n",
-                file=sys.stderr,
-                flush=True,
-            )
+            LAYER_PROGRESS.chunk_done(min((i + 1) * chunk_size, networks), i + 1 == n_chunks)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -224,7 +227,7 @@ def simulate(
     chunk_size: int | None = None,
     precision: str = "highest",
     engine: str = "auto",
-    progress: bool = False,
+    progress: bool | None = None,
     input_std: float = 1.0,
     warn: bool = True,
     branch_scale: float | None = None,
@@ -260,7 +263,11 @@ def simulate(
             normals; "auto" (default) takes weight-free for Gaussian and orthogonal weights
             when 4B <= n (:func:`weightfree_orthogonal` samples Haar weights the same way).
             Both are exact: the same statistics in distribution, not the same numbers.
-        progress: print a progress line per chunk to stderr.
+        progress: print a progress line per chunk to stderr, and inside a chunk of L >= 100
+            layers the layer reached, forward and backward (every L/50 layers). None
+            (default): on when the call is estimated to take over
+            :data:`~meanfield.montecarlo.progress.AUTO_SECONDS` on a CPU
+            (:func:`~meanfield.montecarlo.progress.estimated_seconds`).
         input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
             the stem of a real network starts (:mod:`meanfield.training.initcheck`).
         warn: issue a :class:`HeavyTailWarning` when some statistic's standard deviation over
@@ -301,7 +308,7 @@ def _simulate(
     chunk_size: int | None,
     precision: str,
     engine: str,
-    progress: bool,
+    progress: bool | None,
     input_std: float,
     warn: bool,
     branch_scale: float | None,
@@ -334,6 +341,9 @@ def _simulate(
     chunk_size = _chunk_size(
         block, chunk_size, depth, n, batch, networks, itemsize, engine, shortcut, n_devices
     )
+    if progress is None:
+        progress = estimated_seconds(engine, networks, depth, n, batch, shortcut) > AUTO_SECONDS
+    every = layer_every(depth) if progress and init != "risotto" else 0
     fn, sharded = chunk_fn(
         tree,
         depth,
@@ -346,12 +356,14 @@ def _simulate(
         engine,
         input_std,
         branch_scale,
+        every,
     )
 
     start = time.perf_counter()
     keys = jax.random.split(key, networks)
     var_w = jnp.asarray(var_w, dtype)
-    per = _run_chunks(fn, sharded, keys, var_w, chunk_size, block.name, progress, start)
+    LAYER_PROGRESS.begin(block.name, depth, networks, -(-networks // chunk_size))
+    per = _run_chunks(fn, sharded, keys, var_w, chunk_size, bool(progress))
     seconds = time.perf_counter() - start
     estimate = reduce_networks(
         per, depth=depth, networks=networks, batch=batch, seconds=seconds, dtype=dtype
