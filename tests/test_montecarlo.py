@@ -484,17 +484,21 @@ def test_a_deep_single_chunk_reports_its_layers_and_computes_the_same(capfd, mon
     kw |= dict(warn=False, engine="explicit")
     quiet = montecarlo.simulate(block, progress=False, **kw)
     assert capfd.readouterr().err == ""
+    montecarlo.simulate(block, progress=True, **kw)  # a short chunk: one line, no layers
+    err = capfd.readouterr().err
+    assert "2/2 networks" in err and "layer" not in err
+    monkeypatch.setattr(montecarlo.runner, "AUTO_SECONDS", 0.0)  # every call is "long" now
     loud = montecarlo.simulate(block, progress=True, **kw)
     err = capfd.readouterr().err
     assert "chunk 1/1, forward layer 50/100" in err and "backward layer 2/100" in err
     assert "2/2 networks" in err
     for name in recursions.STATISTICS:
         np.testing.assert_array_equal(getattr(loud, name).mean, getattr(quiet, name).mean)
-    montecarlo.simulate(block, **kw)  # progress=None: a short call stays silent
-    assert capfd.readouterr().err == ""
-    monkeypatch.setattr(montecarlo.runner, "AUTO_SECONDS", 0.0)
-    montecarlo.simulate(block, **kw)  # ... and a "long" one reports
+    montecarlo.simulate(block, **kw)  # progress=None: a "long" call reports by itself
     assert "forward layer" in capfd.readouterr().err
+    monkeypatch.undo()
+    montecarlo.simulate(block, **kw)  # ... and a short one stays silent
+    assert capfd.readouterr().err == ""
 
 
 def test_the_run_time_estimate_orders_the_engines():

@@ -1,7 +1,8 @@
 """Progress of a long :func:`~meanfield.montecarlo.simulate` call, on stderr.
 
-Per chunk a line says how many networks are done; inside a chunk of a deep network (L >= 100)
-the scan over layers reports every L/50 layers, forward and then backward (the checkpointed
+Per chunk a line says how many networks are done; inside a long chunk (estimated over
+:data:`AUTO_SECONDS`) of a deep network (L >= 100) the scan over layers reports every L/50
+layers, forward and then backward (the checkpointed
 backward pass recomputes each layer, in reverse), through ``jax.debug.callback``, which does
 not change what is computed. With ``progress=None`` (the default of ``simulate``) this is on
 when :func:`estimated_seconds` says the call takes longer than :data:`AUTO_SECONDS`, so a

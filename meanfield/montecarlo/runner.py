@@ -263,8 +263,9 @@ def simulate(
             normals; "auto" (default) takes weight-free for Gaussian and orthogonal weights
             when 4B <= n (:func:`weightfree_orthogonal` samples Haar weights the same way).
             Both are exact: the same statistics in distribution, not the same numbers.
-        progress: print a progress line per chunk to stderr, and inside a chunk of L >= 100
-            layers the layer reached, forward and backward (every L/50 layers). None
+        progress: print a progress line per chunk to stderr, and, inside a chunk of L >= 100
+            layers estimated to take over :data:`~meanfield.montecarlo.progress.AUTO_SECONDS`,
+            the layer reached, forward and backward (every L/50 layers). None
             (default): on when the call is estimated to take over
             :data:`~meanfield.montecarlo.progress.AUTO_SECONDS` on a CPU
             (:func:`~meanfield.montecarlo.progress.estimated_seconds`).
@@ -343,7 +344,9 @@ def _simulate(
     )
     if progress is None:
         progress = estimated_seconds(engine, networks, depth, n, batch, shortcut) > AUTO_SECONDS
-    every = layer_every(depth) if progress and init != "risotto" else 0
+    # Inside a chunk, report layers only where one chunk is long enough to need it.
+    long_chunk = estimated_seconds(engine, chunk_size, depth, n, batch, shortcut) > AUTO_SECONDS
+    every = layer_every(depth) if progress and long_chunk and init != "risotto" else 0
     fn, sharded = chunk_fn(
         tree,
         depth,
