@@ -40,6 +40,7 @@ import jax  # noqa: E402
 
 from meanfield import Block  # noqa: E402
 from meanfield.analysis import finitewidth  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 
 WIDTH_SWEEPS = (
@@ -56,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument(
         "--widths",
         type=int,
@@ -94,6 +96,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    runtime.use_compile_cache(args)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "finite_width")
     key = jax.random.key(args.seed)

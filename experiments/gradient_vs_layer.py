@@ -39,6 +39,7 @@ import jax  # noqa: E402
 
 import meanfield  # noqa: E402
 from meanfield.analysis import sweeps  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 
 BLOCKS = ("identity-bn_post-residual", "relu-bn_post-residual", "relu-bn_pre-residual")
@@ -49,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument(
         "--depths", type=int, nargs="+", default=[10, 50, 100, 500], help="depths L to compare"
     )
@@ -88,6 +90,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    runtime.use_compile_cache(args)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "gradient_vs_layer")
     blocks = [meanfield.Block.from_name(b) for b in BLOCKS]

@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meanfield.analysis import hessian  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 from meanfield.training import data  # noqa: E402
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument(
         "--depths",
         type=int,
@@ -121,6 +123,7 @@ def _sweep(name, x, y, args, key) -> dict:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    runtime.use_compile_cache(args)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "hessian_vs_depth")
     sets = []

@@ -35,6 +35,7 @@ import jax  # noqa: E402
 
 from meanfield import Block  # noqa: E402
 from meanfield.analysis import sweeps  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.inits import RISOTTO_BLOCK  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument("--width", type=int, default=256, help="n, the width of every layer")
     p.add_argument(
         "--depth",
@@ -87,6 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    runtime.use_compile_cache(args)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "init_zoo")
     records = sweeps.init_zoo_profiles(

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 
 from meanfield.analysis import jacobian  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 
 # label, init, norm, extra keyword arguments (alpha: SkipInit's branch scale)
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument(
         "--depths",
         type=int,
@@ -90,6 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    runtime.use_compile_cache(args)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "jacobian_spectrum")
     key = jax.random.key(args.seed)

@@ -32,6 +32,7 @@ import jax  # noqa: E402
 
 from meanfield import Block  # noqa: E402
 from meanfield.analysis import calibration, sweeps  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 
 BLOCKS = (
@@ -48,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument("--width", type=int, default=256, help="fan-in n of every branch weight")
     p.add_argument("--depth", type=int, default=100, help="depth L")
     p.add_argument("--c", type=float, default=1.0, help="coefficient of var_w = c/(nL)")
@@ -86,6 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    runtime.use_compile_cache(args)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "report")
     key = jax.random.key(args.seed)

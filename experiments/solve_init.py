@@ -37,6 +37,7 @@ import jax  # noqa: E402
 
 from meanfield import Block  # noqa: E402
 from meanfield.analysis import solver  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 
 
@@ -45,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument("--depth", type=int, default=100, help="residual blocks L")
     p.add_argument("--kernel-size", type=int, default=8, help="k: the fan-in is n = k·k·C")
     p.add_argument("--channels", type=int, default=16, help="C: the fan-in is n = k·k·C")
@@ -80,6 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    runtime.use_compile_cache(args)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "solve_init")
     n, L = args.kernel_size**2 * args.channels, args.depth

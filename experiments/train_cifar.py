@@ -60,6 +60,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from meanfield import Block  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 from meanfield.training import data, initcheck  # noqa: E402
 from meanfield.training.models import PADDINGS, RISOTTO_BLOCK, ResNetConfig  # noqa: E402
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in this folder with its saved settings (default: a new run)",
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument(
         "--data-dir",
         default=None,
@@ -479,6 +481,7 @@ def check_only(configs: dict[str, TrainConfig], dataset, out: Path, formats) -> 
 def main(argv=None) -> Path:
     start = time.perf_counter()
     args, settings, configs, dataset = prepare(argv)
+    runtime.use_compile_cache(args)
     if args.resume is not None:
         out = args.resume
         print(f"resuming {out}")

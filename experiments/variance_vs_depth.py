@@ -48,6 +48,7 @@ import jax  # noqa: E402
 
 import meanfield  # noqa: E402
 from meanfield.analysis import sweeps  # noqa: E402
+from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 
 RESIDUAL_COLUMNS = (
@@ -64,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     results.add_out_argument(p)
+    runtime.add_compile_cache_argument(p)
     p.add_argument("--width", type=int, default=256, help="fan-in n of every branch weight")
     p.add_argument("--depth", type=int, default=100, help="depth L of the per-layer profiles")
     p.add_argument("--max-depth", type=int, default=1000, help="largest L of the depth sweep")
@@ -114,6 +116,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> Path:
     args = parse_args(argv)
+    runtime.use_compile_cache(args)
     jax.config.update("jax_enable_x64", args.x64)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "variance_vs_depth")
