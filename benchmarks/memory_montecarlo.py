@@ -21,7 +21,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from meanfield import Block, montecarlo  # noqa: E402
 
@@ -31,7 +30,7 @@ def chunk_memory(block, depth, width, batch, chunk, engine):
         block, depth, width, batch, "highest", chunk, jax.device_count(), None, engine
     )
     keys = jax.random.split(jax.random.key(0), chunk)
-    compiled = fn.lower(jnp.float32(2.0 / width), keys).compile()
+    compiled = fn.lower(montecarlo.runner.chunk_values(2.0 / width), keys).compile()
     return compiled.memory_analysis()
 
 

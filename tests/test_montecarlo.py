@@ -379,10 +379,9 @@ def test_second_call_reuses_the_compiled_chunk():
         "highest",
         4,
         jax.device_count(),
-        None,
+        None,  # no init scheme: var_w
         "weightfree",  # auto: 4B <= n
-        1.0,  # input_std, as simulate passes it
-        None,  # branch_scale
+        False,  # no branch scale given
         0,  # progress_every: no per-layer report for a call this short
     )
     before = fn._cache_size()
@@ -509,3 +508,56 @@ def test_the_run_time_estimate_orders_the_engines():
     weightfree = estimated_seconds("weightfree", 16, 100, 4096, 16, 1)
     assert explicit > 10 * weightfree > 0
     assert estimated_seconds("explicit", 32, 100, 4096, 16, 2) == pytest.approx(4 * explicit)
+
+
+@pytest.fixture
+def count_compiles():
+    """A list that collects one entry per XLA backend compile while the test runs."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield compiles
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_another_var_w_c_branch_scale_input_scale_or_seed_compiles_nothing(count_compiles):
+    """One compiled program per (tree, sizes, engine, scheme): the values are traced."""
+    block = Block("relu", "none", True)
+    kw = dict(depth=4, width=16, networks=4, batch=4, warn=False)
+    runs = [
+        dict(key=jax.random.key(0), init="depth_scaled", c=1.0),
+        dict(key=jax.random.key(1), init="depth_scaled", c=2.5, input_std=3.0),
+        dict(key=jax.random.key(0), var_w=0.1, branch_scale=0.5),
+        dict(key=jax.random.key(2), var_w=0.2, branch_scale=0.25, input_std=0.5),
+    ]
+    for first, second in (runs[:2], runs[2:]):
+        montecarlo.simulate(block, **kw, **first)  # compiles
+        before = len(count_compiles)
+        est = montecarlo.simulate(block, **kw, **second)
+        assert len(count_compiles) == before, second
+        assert np.all(np.isfinite(est.m2_z.mean))
+    # The recursion likewise: another var_w, c or input statistics is the same program.
+    recursions.profile(block, depth=7, width=16, init="depth_scaled", c=1.0)
+    before = len(count_compiles)
+    recursions.profile(block, depth=7, width=16, init="depth_scaled", c=3.0, input_m2=2.0)
+    recursions.profile(block, depth=7, width=16, var_w=0.3)
+    assert len(count_compiles) == before
+    # And the counter counts: a new depth is a new program.
+    recursions.profile(block, depth=8, width=16, var_w=0.3)
+    assert len(count_compiles) > before
+
+
+def test_traced_values_give_the_numbers_of_separate_programs():
+    """The traced c and branch scale give what a program with them fixed gives (to float32
+    rounding: a constant c is divided on the host in float64, a traced one on the device)."""
+    block = Block("relu", "none", True)
+    kw = dict(depth=4, width=16, networks=4, batch=4, warn=False, key=jax.random.key(3))
+    a = montecarlo.simulate(block, init="depth_scaled", c=2.0, **kw)
+    var_w = 2.0 / (16 * 4)
+    b = montecarlo.simulate(block, var_w=var_w, **kw)
+    for name in recursions.STATISTICS:
+        assert_close(getattr(a, name).mean, getattr(b, name).mean, rtol=1e-5, err_msg=name)

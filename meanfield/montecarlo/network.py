@@ -142,13 +142,13 @@ def _layer_step(
     return layer_step
 
 
-def _loss(layer_step, x: jax.Array, g: jax.Array, input_std: float, depth: int, dtype):
+def _loss(layer_step, x: jax.Array, g: jax.Array, log_input_std, depth: int, dtype):
     """The normalized network's loss E_hat = Σ_b g_b · z_hat^L as a function of (probes,
     gates), with the forward statistics as its auxiliary output."""
 
     def loss(probes, gates):
         z0 = grad_gate(x, gates[0])
-        log_s0 = jnp.full((), math.log(input_std), dtype)
+        log_s0 = jnp.full((), log_input_std, dtype)
         layers = jnp.arange(1, depth + 1)
         (z_last, _), (mom, log_ss, grams, deficit) = jax.lax.scan(
             layer_step, (z0, log_s0), (layers, probes, gates[1:])
@@ -212,6 +212,7 @@ def network_statistics(
     input_std: float = 1.0,
     branch_scale: float | None = None,
     progress_every: int = 0,
+    log_input_std=None,
 ) -> dict[str, jax.Array]:
     """Per-layer statistics of one sampled network (arrays of length depth + 1).
 
@@ -228,6 +229,8 @@ def network_statistics(
     weights); with k > 1 Dense layers per block, ``var_dw`` is the mean over the k weights.
     Unbatched; :func:`simulate` vmaps it over networks. The inputs are ``input_std`` times
     standard normal (carried as the initial log-scale, so nothing else changes).
+    ``input_std``, ``var_w``, ``branch_scale`` and the ``c`` and ``gain`` of ``init`` may be
+    traced; ``log_input_std``, when given, is log(input_std) computed by the caller.
     ``init=("risotto", ...)`` simulates RISOTTO's own network instead
     (:func:`meanfield.montecarlo.risotto.risotto_statistics`). ``progress_every`` (static):
     report the scan's layer every that many layers (:mod:`meanfield.montecarlo.progress`).
@@ -244,7 +247,9 @@ def network_statistics(
     scale = jnp.asarray(rule.scale, dtype)
     linear = _engine_linear(engine, rule, n, dtype, precision)
     step = _layer_step(tree, linear, K, key_w, scale, precision, progress_every)
-    loss = _loss(step, x, g, input_std, L, dtype)
+    if log_input_std is None:
+        log_input_std = math.log(input_std)
+    loss = _loss(step, x, g, log_input_std, L, dtype)
     # Only O(L·B²) statistics come out of the backward pass: per layer the gate's
     # (log r, mean square of dE_hat/dz_hat) and per weight the Gram matrix of δ_hat.
     probes = jnp.zeros((L, K, B, B), dtype)

@@ -10,6 +10,7 @@ per-network values into an :class:`~meanfield.montecarlo.Estimate`
 from __future__ import annotations
 
 import functools
+import math
 import time
 import warnings
 
@@ -51,29 +52,38 @@ def chunk_fn(
     precision_name,
     chunk,
     n_devices,
-    init=None,
+    scheme=None,
     engine="explicit",
-    input_std=1.0,
-    branch_scale=None,
+    has_branch_scale=False,
     progress_every=0,
 ):
-    """(jitted function of (var_w, a chunk of network keys) -> per-network statistics, the
+    """(jitted function of (values, a chunk of network keys) -> per-network statistics, the
     sharding of the keys' network axis over the first ``n_devices`` devices); cached, so a
-    second :func:`simulate` with the same static arguments reuses the compiled chunk."""
+    second :func:`simulate` with the same static arguments reuses the compiled chunk.
+
+    Only what fixes the program is static: the tree, sizes, precision, the init scheme's name
+    (its law and which weights are zero), the engine, whether a branch scale is given. The
+    values (:func:`chunk_values`: var_w, the scheme's c and gain, the input scale, β) are
+    traced, so another var_w, c, β, input scale or seed runs the same compiled program."""
     precision = PRECISIONS[precision_name]
-    one = functools.partial(
-        network_statistics,
-        block,
-        depth,
-        width,
-        batch,
-        precision=precision,
-        init=init,
-        engine=engine,
-        input_std=input_std,
-        branch_scale=branch_scale,
-        progress_every=progress_every,
-    )
+
+    def one(values, key):
+        return network_statistics(
+            block,
+            depth,
+            width,
+            batch,
+            values["var_w"],
+            key,
+            precision=precision,
+            init=None if scheme is None else (scheme, values["c"], values["gain"]),
+            engine=engine,
+            input_std=values["input_std"],
+            log_input_std=values["log_input_std"],
+            branch_scale=values["branch_scale"] if has_branch_scale else None,
+            progress_every=progress_every,
+        )
+
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
     sharded = NamedSharding(mesh, PartitionSpec("networks"))
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -177,7 +187,16 @@ def _chunk_size(
     return -(-chunk_size // n_devices) * n_devices
 
 
-def _run_chunks(fn, sharded, keys, var_w, chunk_size: int, progress: bool):
+def chunk_values(var_w, c=1.0, gain=1.0, input_std=1.0, branch_scale=None, dtype=None) -> dict:
+    """The traced arguments of a :func:`chunk_fn` program, as arrays of ``dtype``."""
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    values = dict(var_w=var_w, c=c, gain=gain, input_std=input_std)
+    values["log_input_std"] = math.log(input_std)  # on the host, as the one-network code did
+    values["branch_scale"] = 0.0 if branch_scale is None else branch_scale
+    return {k: jnp.asarray(v, dtype) for k, v in values.items()}
+
+
+def _run_chunks(fn, sharded, keys, values, chunk_size: int, progress: bool):
     """Per-network statistics of all networks (one key each), ``chunk_size`` at a time, with
     a progress line per chunk on stderr if ``progress`` (and, where the chunk was compiled
     with it, per layer inside a chunk: :data:`~meanfield.montecarlo.progress.LAYER_PROGRESS`,
@@ -193,7 +212,7 @@ def _run_chunks(fn, sharded, keys, var_w, chunk_size: int, progress: bool):
             # keys[:chunk_size - real] alone is too short)
             chunk = jnp.concatenate([chunk, keys[np.arange(chunk_size - real) % networks]])
         LAYER_PROGRESS.chunk(i)
-        out = fn(var_w, jax.device_put(chunk, sharded))
+        out = fn(values, jax.device_put(chunk, sharded))
         parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
         if progress:
             LAYER_PROGRESS.chunk_done(min((i + 1) * chunk_size, networks), i + 1 == n_chunks)
@@ -355,18 +374,18 @@ def _simulate(
         precision,
         chunk_size,
         n_devices,
-        init_key,
+        None if init_key is None else init_key[0],
         engine,
-        input_std,
-        branch_scale,
+        branch_scale is not None,
         every,
     )
 
     start = time.perf_counter()
     keys = jax.random.split(key, networks)
-    var_w = jnp.asarray(var_w, dtype)
+    c_gain = (1.0, 1.0) if init_key is None else init_key[1:]
+    values = chunk_values(var_w, *c_gain, input_std, branch_scale, dtype)
     LAYER_PROGRESS.begin(block.name, depth, networks, -(-networks // chunk_size))
-    per = _run_chunks(fn, sharded, keys, var_w, chunk_size, bool(progress))
+    per = _run_chunks(fn, sharded, keys, values, chunk_size, bool(progress))
     seconds = time.perf_counter() - start
     estimate = reduce_networks(
         per, depth=depth, networks=networks, batch=batch, seconds=seconds, dtype=dtype
