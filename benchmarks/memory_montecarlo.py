@@ -30,7 +30,8 @@ def chunk_memory(block, depth, width, batch, chunk, engine):
         block, depth, width, batch, "highest", chunk, jax.device_count(), None, engine
     )
     keys = jax.random.split(jax.random.key(0), chunk)
-    compiled = fn.lower(montecarlo.runner.chunk_values(2.0 / width), keys).compile()
+    values = montecarlo.runner.chunk_values(2.0 / width)
+    compiled = fn.lower(values, jax.random.key_data(keys)).compile()
     return compiled.memory_analysis()
 
 

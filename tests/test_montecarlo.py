@@ -383,6 +383,7 @@ def test_second_call_reuses_the_compiled_chunk():
         "weightfree",  # auto: 4B <= n
         False,  # no branch scale given
         0,  # progress_every: no per-layer report for a call this short
+        "threefry2x32",  # the key's implementation
     )
     before = fn._cache_size()
     montecarlo.simulate(block, key=jax.random.key(1), **(kw | {"var_w": 0.2}))

@@ -38,7 +38,7 @@ def bytes_per_network(
 
 
 def _available_bytes() -> int:
-    dev = jax.devices()[0]
+    dev = jax.local_devices()[0]
     try:
         stats = dev.memory_stats()
     except Exception:  # noqa: BLE001  (backends without memory stats)
@@ -88,6 +88,6 @@ def check_one_network_fits(block, depth, width, batch, itemsize, engine, shortcu
     raise NetworkMemoryError(
         f"one network does not fit in memory: {block.name} at width {width}, depth {depth}, "
         f"batch {batch}, engine={engine!r} needs about {_gib(need)} for {what} and the "
-        f"backward pass, but {_gib(have)} are available on {jax.devices()[0].device_kind}. "
+        f"backward pass, but {_gib(have)} are available on {jax.local_devices()[0].device_kind}. "
         f"Use {hint}a smaller width, depth or batch."
     )

@@ -17,6 +17,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from meanfield import inits, layers
@@ -56,8 +57,10 @@ def chunk_fn(
     engine="explicit",
     has_branch_scale=False,
     progress_every=0,
+    key_impl=None,
 ):
-    """(jitted function of (values, a chunk of network keys) -> per-network statistics, the
+    """(jitted function of (values, a chunk of network keys as raw key data) -> per-network
+    statistics, the
     sharding of the keys' network axis over the first ``n_devices`` devices); cached, so a
     second :func:`simulate` with the same static arguments reuses the compiled chunk.
 
@@ -67,7 +70,8 @@ def chunk_fn(
     traced, so another var_w, c, β, input scale or seed runs the same compiled program."""
     precision = PRECISIONS[precision_name]
 
-    def one(values, key):
+    def one(values, raw_key):
+        key = jax.random.wrap_key_data(raw_key, impl=key_impl)
         return network_statistics(
             block,
             depth,
@@ -196,24 +200,39 @@ def chunk_values(var_w, c=1.0, gain=1.0, input_std=1.0, branch_scale=None, dtype
     return {k: jnp.asarray(v, dtype) for k, v in values.items()}
 
 
+def _place(raw_keys: np.ndarray, sharded: NamedSharding) -> jax.Array:
+    """The chunk's raw keys as one array over the mesh: each process supplies the rows of its
+    own devices (every process holds all keys), so the same call runs on one host or many."""
+    return jax.make_array_from_callback(raw_keys.shape, sharded, lambda index: raw_keys[index])
+
+
+def _gather(out: dict) -> dict:
+    """Per-network outputs as NumPy arrays on this process: with several processes
+    (``jax.distributed``) the shards of the other hosts are gathered first."""
+    if jax.process_count() > 1:
+        out = multihost_utils.process_allgather(out, tiled=True)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
 def _run_chunks(fn, sharded, keys, values, chunk_size: int, progress: bool):
     """Per-network statistics of all networks (one key each), ``chunk_size`` at a time, with
     a progress line per chunk on stderr if ``progress`` (and, where the chunk was compiled
     with it, per layer inside a chunk: :data:`~meanfield.montecarlo.progress.LAYER_PROGRESS`,
     set up by the caller)."""
     networks = keys.shape[0]
+    raw = np.asarray(jax.random.key_data(keys))
     parts = []
     n_chunks = -(-networks // chunk_size)
     for i in range(n_chunks):
-        chunk = keys[i * chunk_size : (i + 1) * chunk_size]
+        chunk = raw[i * chunk_size : (i + 1) * chunk_size]
         real = chunk.shape[0]
         if real < chunk_size:  # pad the last chunk with repeated keys; their results are dropped
             # (cyclically: with networks < chunk_size - real, e.g. 2 networks on 8 devices,
             # keys[:chunk_size - real] alone is too short)
-            chunk = jnp.concatenate([chunk, keys[np.arange(chunk_size - real) % networks]])
+            chunk = np.concatenate([chunk, raw[np.arange(chunk_size - real) % networks]])
         LAYER_PROGRESS.chunk(i)
-        out = fn(values, jax.device_put(chunk, sharded))
-        parts.append({k: np.asarray(v)[:real] for k, v in out.items()})
+        out = _gather(fn(values, _place(chunk, sharded)))
+        parts.append({k: v[:real] for k, v in out.items()})
         if progress:
             LAYER_PROGRESS.chunk_done(min((i + 1) * chunk_size, networks), i + 1 == n_chunks)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -378,6 +397,7 @@ def _simulate(
         engine,
         branch_scale is not None,
         every,
+        str(jax.random.key_impl(key)),
     )
 
     start = time.perf_counter()
