@@ -17,12 +17,12 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from meanfield import inits, layers
 from meanfield.core import architecture as arch
 from meanfield.core.architecture import Block
+from meanfield.montecarlo.chunks import run_chunks
 from meanfield.montecarlo.estimates import (
     Estimate,
     HeavyTailWarning,
@@ -200,44 +200,6 @@ def chunk_values(var_w, c=1.0, gain=1.0, input_std=1.0, branch_scale=None, dtype
     return {k: jnp.asarray(v, dtype) for k, v in values.items()}
 
 
-def _place(raw_keys: np.ndarray, sharded: NamedSharding) -> jax.Array:
-    """The chunk's raw keys as one array over the mesh: each process supplies the rows of its
-    own devices (every process holds all keys), so the same call runs on one host or many."""
-    return jax.make_array_from_callback(raw_keys.shape, sharded, lambda index: raw_keys[index])
-
-
-def _gather(out: dict) -> dict:
-    """Per-network outputs as NumPy arrays on this process: with several processes
-    (``jax.distributed``) the shards of the other hosts are gathered first."""
-    if jax.process_count() > 1:
-        out = multihost_utils.process_allgather(out, tiled=True)
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
-def _run_chunks(fn, sharded, keys, values, chunk_size: int, progress: bool):
-    """Per-network statistics of all networks (one key each), ``chunk_size`` at a time, with
-    a progress line per chunk on stderr if ``progress`` (and, where the chunk was compiled
-    with it, per layer inside a chunk: :data:`~meanfield.montecarlo.progress.LAYER_PROGRESS`,
-    set up by the caller)."""
-    networks = keys.shape[0]
-    raw = np.asarray(jax.random.key_data(keys))
-    parts = []
-    n_chunks = -(-networks // chunk_size)
-    for i in range(n_chunks):
-        chunk = raw[i * chunk_size : (i + 1) * chunk_size]
-        real = chunk.shape[0]
-        if real < chunk_size:  # pad the last chunk with repeated keys; their results are dropped
-            # (cyclically: with networks < chunk_size - real, e.g. 2 networks on 8 devices,
-            # keys[:chunk_size - real] alone is too short)
-            chunk = np.concatenate([chunk, raw[np.arange(chunk_size - real) % networks]])
-        LAYER_PROGRESS.chunk(i)
-        out = _gather(fn(values, _place(chunk, sharded)))
-        parts.append({k: v[:real] for k, v in out.items()})
-        if progress:
-            LAYER_PROGRESS.chunk_done(min((i + 1) * chunk_size, networks), i + 1 == n_chunks)
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 def _warn_unreliable(block: Block, estimate: Estimate) -> None:
     """Warn where the estimate's mean is not reliable (:class:`HeavyTailWarning`) or the
     weight-free engine lost rank (:class:`RankDeficitWarning`), at the caller of simulate
@@ -332,6 +294,16 @@ def simulate(
     return _simulate(**locals())
 
 
+def _progress_plan(progress, engine, networks, chunk_size, depth, n, batch, dense, risotto):
+    """(whether to report per chunk, every how many layers to report inside one: 0 for none).
+    ``progress=None`` reports when the call is estimated to be long; layers are reported only
+    inside a chunk that is long itself."""
+    if progress is None:
+        progress = estimated_seconds(engine, networks, depth, n, batch, dense) > AUTO_SECONDS
+    long_chunk = estimated_seconds(engine, chunk_size, depth, n, batch, dense) > AUTO_SECONDS
+    return bool(progress), layer_every(depth) if progress and long_chunk and not risotto else 0
+
+
 def _simulate(
     block: Block,
     *,
@@ -380,11 +352,9 @@ def _simulate(
     chunk_size = _chunk_size(
         block, chunk_size, depth, n, batch, networks, itemsize, engine, shortcut, n_devices
     )
-    if progress is None:
-        progress = estimated_seconds(engine, networks, depth, n, batch, shortcut) > AUTO_SECONDS
-    # Inside a chunk, report layers only where one chunk is long enough to need it.
-    long_chunk = estimated_seconds(engine, chunk_size, depth, n, batch, shortcut) > AUTO_SECONDS
-    every = layer_every(depth) if progress and long_chunk and init != "risotto" else 0
+    progress, every = _progress_plan(
+        progress, engine, networks, chunk_size, depth, n, batch, shortcut, init == "risotto"
+    )
     fn, sharded = chunk_fn(
         tree,
         depth,
@@ -405,7 +375,7 @@ def _simulate(
     c_gain = (1.0, 1.0) if init_key is None else init_key[1:]
     values = chunk_values(var_w, *c_gain, input_std, branch_scale, dtype)
     LAYER_PROGRESS.begin(block.name, depth, networks, -(-networks // chunk_size))
-    per = _run_chunks(fn, sharded, keys, values, chunk_size, bool(progress))
+    per = run_chunks(fn, sharded, keys, values, chunk_size, progress)
     seconds = time.perf_counter() - start
     estimate = reduce_networks(
         per, depth=depth, networks=networks, batch=batch, seconds=seconds, dtype=dtype
