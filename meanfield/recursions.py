@@ -288,7 +288,7 @@ def profile(
     arch.check_width(width)
     if (var_w is None) == (init is None):
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
-    max_depth = _max_depth(depth, max_depth)
+    max_depth = arch.check_max_depth(depth, max_depth)
     rule = _rule(tree, width, depth, var_w, init, c, gain, branch_scale)
     inits.check_plain(tree, rule)
     scale = rule.scale
@@ -298,21 +298,6 @@ def profile(
     log_scale = jnp.log(jnp.asarray(scale, dtype))
     start = _start_state(input_m2, input_mean, input_unitvar)
     return _profile(tree, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start)
-
-
-def _max_depth(depth: ArrayLike, max_depth: int | None) -> int:
-    """The static length - 1 of the profile, with ``depth`` checked against it."""
-    if max_depth is None:
-        if isinstance(depth, jax.core.Tracer):
-            raise ValueError("max_depth must be given when depth is traced (e.g. under jax.vmap)")
-        max_depth = arch.static_int("depth", depth)
-    else:
-        max_depth = arch.static_int("max_depth", max_depth)
-        arch.check_depth(depth)
-        if not isinstance(depth, jax.core.Tracer) and jnp.any(jnp.asarray(depth) > max_depth):
-            raise ValueError(f"depth must be <= max_depth={max_depth}, got {depth!r}")
-    arch.check_depth(depth)
-    return max_depth
 
 
 def _rule(tree, width, depth, var_w, init, c, gain, branch_scale) -> inits.BranchInit:

@@ -212,6 +212,23 @@ def check_layer(layer: Any, depth: Any = None) -> None:
         raise ValueError(f"layer must be <= depth, got layer={layer!r}, depth={depth!r}")
 
 
+def check_max_depth(depth: Any, max_depth: int | None) -> int:
+    """The static length - 1 of per-layer arrays: ``max_depth``, or a concrete ``depth`` when
+    it is None (a traced depth needs ``max_depth``); ``depth`` is checked to be an integer
+    >= 1 and, where concrete, <= ``max_depth``."""
+    if max_depth is None:
+        if is_traced(depth):
+            raise ValueError("max_depth must be given when depth is traced (e.g. under jax.vmap)")
+        max_depth = static_int("depth", depth)
+    else:
+        max_depth = static_int("max_depth", max_depth)
+        check_depth(depth)
+        if not is_traced(depth) and np.any(np.asarray(depth) > max_depth):
+            raise ValueError(f"depth must be <= max_depth={max_depth}, got {depth!r}")
+    check_depth(depth)
+    return max_depth
+
+
 def static_int(name: str, value: Any) -> int:
     """A concrete Python int >= 1 (a size that fixes array shapes)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from meanfield.core import architecture as arch
@@ -52,15 +50,7 @@ def closed_forms(
         if block is None:
             return []
     check_block(block)
-    if max_depth is None:
-        if isinstance(depth, jax.core.Tracer):
-            raise ValueError("max_depth must be given when depth is traced (e.g. under jax.vmap)")
-        max_depth = arch.static_int("depth", depth)
-    else:
-        max_depth = arch.static_int("max_depth", max_depth)
-        arch.check_depth(depth)
-        if not isinstance(depth, jax.core.Tracer) and np.any(np.asarray(depth) > max_depth):
-            raise ValueError(f"depth must be <= max_depth={max_depth}, got {depth!r}")
+    max_depth = arch.check_max_depth(depth, max_depth)
     layers = jnp.arange(max_depth + 1)
     # A traced depth past max_depth cannot be refused: its curves are all NaN, not cut short.
     active = (layers <= depth) & (depth <= max_depth)
