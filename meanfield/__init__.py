@@ -6,7 +6,8 @@ Three methods that must agree where theory says they should: closed forms
 (:mod:`meanfield.montecarlo`; :func:`profile` and :func:`simulate` at the top level), all of
 one network language (:mod:`meanfield.layers`: each layer kind defined once; ``Block`` names
 the presets); initialization schemes in :mod:`meanfield.inits`, and :func:`solve_init`, the
-largest weight variance that keeps a network inside a growth band.
+largest weight variance that keeps a network inside a growth band; :func:`sweep` runs a grid
+of configurations (var_w or c, depth, seeds) by both engines, each grid one compiled program.
 
     >>> import jax, meanfield
     >>> block = meanfield.Block(activation="relu", norm="bn_post", residual=True)
@@ -27,6 +28,7 @@ import importlib
 
 from meanfield import inits, layers, montecarlo, recursions, theory
 from meanfield.analysis import solver
+from meanfield.analysis.grid import Sweep, sweep
 from meanfield.analysis.solver import InitSolution, solve_init
 from meanfield.core import architecture, gaussian
 from meanfield.core.architecture import Block, all_blocks
@@ -66,6 +68,7 @@ __all__ = [
     "Estimate",
     "InitSolution",
     "Profile",
+    "Sweep",
     "all_blocks",
     "architecture",
     "closed_forms",
@@ -78,6 +81,7 @@ __all__ = [
     "simulate",
     "solve_init",
     "solver",
+    "sweep",
     "theory",
     "__version__",
 ]

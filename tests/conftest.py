@@ -48,6 +48,20 @@ def x64():
         yield
 
 
+@pytest.fixture
+def count_compiles():
+    """A list that collects one entry per XLA backend compile while the test runs."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield compiles
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
     """Free every module's compiled programs when it ends. Each XLA:CPU executable keeps its

@@ -511,20 +511,6 @@ def test_the_run_time_estimate_orders_the_engines():
     assert estimated_seconds("explicit", 32, 100, 4096, 16, 2) == pytest.approx(4 * explicit)
 
 
-@pytest.fixture
-def count_compiles():
-    """A list that collects one entry per XLA backend compile while the test runs."""
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    yield compiles
-    jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def test_another_var_w_c_branch_scale_input_scale_or_seed_compiles_nothing(count_compiles):
     """One compiled program per (tree, sizes, engine, scheme): the values are traced."""
     block = Block("relu", "none", True)

@@ -79,6 +79,8 @@ sqrt((e^{σ²} - 1)/R), needs R of order e^{σ²} networks to mean anything; at 
 already 55/R.
 
 The package: :mod:`~meanfield.montecarlo.runner` (:func:`simulate`, the chunked, sharded runs),
+:mod:`~meanfield.montecarlo.grid` (:func:`simulate_grid`: a grid of configurations as one
+program),
 :mod:`~meanfield.montecarlo.network` (one network of a block tree, :func:`network_statistics`),
 :mod:`~meanfield.montecarlo.risotto` (RISOTTO's network), :mod:`~meanfield.montecarlo.weightfree`
 (the weight-free layers), :mod:`~meanfield.montecarlo.probes` (the custom-VJP probes),
@@ -94,6 +96,7 @@ from meanfield.montecarlo.estimates import (
     Spread,
     Stat,
 )
+from meanfield.montecarlo.grid import simulate_grid
 from meanfield.montecarlo.memory import NetworkMemoryError
 from meanfield.montecarlo.memory import auto_chunk_size as auto_chunk_size
 from meanfield.montecarlo.network import network_statistics
@@ -112,6 +115,7 @@ __all__ = [
     "Stat",
     "network_statistics",
     "simulate",
+    "simulate_grid",
     "weightfree_linear",
     "weightfree_orthogonal",
 ]

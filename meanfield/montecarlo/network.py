@@ -110,13 +110,22 @@ def _block_output(tree: layers.Layer, z_hat: jax.Array, net: _Network):
 
 
 def _layer_step(
-    tree: layers.Layer, linear, n_dense: int, key_w, scale, precision, progress_every: int = 0
+    tree: layers.Layer,
+    linear,
+    n_dense: int,
+    key_w,
+    scale,
+    precision,
+    progress_every: int = 0,
+    active_depth=None,
 ):
     """The scan body over layers: ((z_hat, log s), (layer, Gram probes, gate)) -> the next
     carry and (moments of z_hat, log s, Gram matrices of the Dense inputs, rank lost). The
     output is renormalized to unit RMS, its scale carried in log s. With ``progress_every``
     > 0 every that many layers call :data:`~meanfield.montecarlo.progress.LAYER_PROGRESS`
-    (in the forward pass and again in the backward pass's recomputation)."""
+    (in the forward pass and again in the backward pass's recomputation). With
+    ``active_depth`` (traced) the blocks past it are the identity: their output is their
+    input, exactly, so the network is the one of ``active_depth`` blocks."""
 
     # The backward pass recomputes each layer from its input (re-drawing explicit weights
     # instead of storing them); only the weight-free layers' outputs and Gram factors,
@@ -135,6 +144,10 @@ def _layer_step(
         z_new, gram_a, deficit = _block_output(tree, z_hat, net)
         rho = jax.lax.stop_gradient(_rms(z_new))
         rho = jnp.where(rho > 0, rho, 1.0)
+        if active_depth is not None:
+            active = layer <= active_depth
+            z_new = jnp.where(active, z_new, z_hat)
+            rho = jnp.where(active, rho, 1.0)
         z_new = grad_gate(z_new / rho, gate)
         log_s = log_s + jnp.log(rho)
         return (z_new, log_s), (moments(z_new), log_s, gram_a, deficit)
@@ -213,6 +226,7 @@ def network_statistics(
     branch_scale: float | None = None,
     progress_every: int = 0,
     log_input_std=None,
+    active_depth=None,
 ) -> dict[str, jax.Array]:
     """Per-layer statistics of one sampled network (arrays of length depth + 1).
 
@@ -234,6 +248,10 @@ def network_statistics(
     ``init=("risotto", ...)`` simulates RISOTTO's own network instead
     (:func:`meanfield.montecarlo.risotto.risotto_statistics`). ``progress_every`` (static):
     report the scan's layer every that many layers (:mod:`meanfield.montecarlo.progress`).
+    ``active_depth`` (an int, may be traced, <= ``depth``): the network has that many blocks,
+    the scan still runs ``depth`` (the blocks past it are the identity, and what a scheme
+    reads of the depth is ``active_depth``), and the statistics past it are NaN: one
+    compiled program for every depth up to ``depth``, with the same weights per layer.
     """
     dtype = jnp.result_type(float, var_w)
     if init is not None and init[0] == "risotto":
@@ -243,10 +261,11 @@ def network_statistics(
     key_x, key_g, key_w = jax.random.split(key, 3)
     x = standard_normal(key_x, (B, n), dtype)
     g = standard_normal(key_g, (B, n), dtype)
-    rule = _branch_rule(tree, var_w, init, n, L, K, branch_scale)
+    rule_depth = L if active_depth is None else active_depth
+    rule = _branch_rule(tree, var_w, init, n, rule_depth, K, branch_scale)
     scale = jnp.asarray(rule.scale, dtype)
     linear = _engine_linear(engine, rule, n, dtype, precision)
-    step = _layer_step(tree, linear, K, key_w, scale, precision, progress_every)
+    step = _layer_step(tree, linear, K, key_w, scale, precision, progress_every, active_depth)
     if log_input_std is None:
         log_input_std = math.log(input_std)
     loss = _loss(step, x, g, log_input_std, L, dtype)
@@ -255,4 +274,8 @@ def network_statistics(
     probes = jnp.zeros((L, K, B, B), dtype)
     gates = jnp.zeros((L + 1, 2), dtype)
     grads, aux = jax.grad(loss, argnums=(0, 1), has_aux=True)(probes, gates)
-    return _read_out(grads, aux, n, B, dtype)
+    out = _read_out(grads, aux, n, B, dtype)
+    if active_depth is None:
+        return out
+    live = jnp.arange(L + 1) <= active_depth
+    return {k: jnp.where(live, v, 0.0 if k == "rank_deficit" else jnp.nan) for k, v in out.items()}

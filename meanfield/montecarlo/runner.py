@@ -58,6 +58,7 @@ def chunk_fn(
     has_branch_scale=False,
     progress_every=0,
     key_impl=None,
+    grid=False,
 ):
     """(jitted function of (values, a chunk of network keys as raw key data) -> per-network
     statistics, the
@@ -67,7 +68,10 @@ def chunk_fn(
     Only what fixes the program is static: the tree, sizes, precision, the init scheme's name
     (its law and which weights are zero), the engine, whether a branch scale is given. The
     values (:func:`chunk_values`: var_w, the scheme's c and gain, the input scale, β) are
-    traced, so another var_w, c, β, input scale or seed runs the same compiled program."""
+    traced, so another var_w, c, β, input scale or seed runs the same compiled program.
+    With ``grid`` every network carries its own values (a leading axis, sharded like the
+    keys), and a ``"depth"`` among them makes the depth traced too, up to ``depth``
+    (:func:`meanfield.montecarlo.simulate_grid`)."""
     precision = PRECISIONS[precision_name]
 
     def one(values, raw_key):
@@ -86,14 +90,15 @@ def chunk_fn(
             log_input_std=values["log_input_std"],
             branch_scale=values["branch_scale"] if has_branch_scale else None,
             progress_every=progress_every,
+            active_depth=values.get("depth"),
         )
 
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
     sharded = NamedSharding(mesh, PartitionSpec("networks"))
     replicated = NamedSharding(mesh, PartitionSpec())
     fn = jax.jit(
-        jax.vmap(one, in_axes=(None, 0)),
-        in_shardings=(replicated, sharded),
+        jax.vmap(one, in_axes=(0 if grid else None, 0)),
+        in_shardings=(sharded if grid else replicated, sharded),
         out_shardings=sharded,
     )
     return fn, sharded
@@ -135,7 +140,7 @@ def _resolve_rule(
     return rule, init_key, var_w
 
 
-def _resolve_engine(engine: str, rule, init, width: int, batch: int) -> str:
+def resolve_engine(engine: str, rule, init, width: int, batch: int) -> str:
     """The engine "auto" stands for (weight-free for Gaussian and orthogonal weights when
     4B <= n), after checking that the weight-free engine can sample the rule's weights."""
     sampled = rule.law in ("gaussian", "orthogonal")  # laws the weight-free engine samples
@@ -175,7 +180,7 @@ def _check_run(
     return input_std
 
 
-def _chunk_size(
+def networks_per_call(
     block: Block, chunk_size, depth, width, batch, networks, itemsize, engine, shortcut, n_devices
 ) -> int:
     """Networks per compiled call: ``chunk_size`` or the default from available memory, at
@@ -342,14 +347,14 @@ def _simulate(
     if branch_scale is not None:
         branch_scale = float(branch_scale)
     inits.check_plain(block, rule)
-    engine = _resolve_engine(engine, rule, init, width, batch)
+    engine = resolve_engine(engine, rule, init, width, batch)
     input_std = _check_run(tree, block, batch, networks, precision, input_std, key)
 
     dtype = jnp.result_type(float)
     itemsize = jnp.dtype(dtype).itemsize
     n_devices = jax.device_count()
     n = 2 * width if init == "risotto" else width  # RISOTTO's network runs on 2n channels
-    chunk_size = _chunk_size(
+    chunk_size = networks_per_call(
         block, chunk_size, depth, n, batch, networks, itemsize, engine, shortcut, n_devices
     )
     progress, every = _progress_plan(

@@ -1,0 +1,110 @@
+"""A grid of configurations of one block, by the recursion and by Monte-Carlo, each in one
+compiled program: :func:`sweep`.
+
+The recursion's :func:`~meanfield.recursions.profile` broadcasts its traced values (var_w, c,
+gain, depth up to ``max_depth``, β, the input's second moment), so the whole grid is one
+jitted call; Monte-Carlo's :func:`~meanfield.montecarlo.grid.simulate_grid` runs every
+(configuration, network) as an item of one chunked, sharded program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from meanfield import layers
+from meanfield.montecarlo import Estimate
+from meanfield.montecarlo.grid import grid_values, simulate_grid
+from meanfield.recursions import Profile, profile
+
+__all__ = ["Sweep", "sweep"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """What :func:`sweep` returns: ``config`` (each value of the grid as an array of shape
+    (C,): var_w, c, gain, depth, input_std, branch_scale; var_w is NaN where ``init`` sets
+    it), ``recursion`` (a :class:`~meanfield.recursions.Profile`, arrays (C, max_depth + 1))
+    and ``montecarlo`` (an :class:`~meanfield.montecarlo.Estimate` of the same shape, or None
+    when ``networks`` is 0)."""
+
+    config: dict[str, np.ndarray]
+    recursion: Profile
+    montecarlo: Estimate | None
+
+
+def sweep(
+    block,
+    *,
+    depth,
+    width,
+    var_w=None,
+    init: str | None = None,
+    c=1.0,
+    gain=1.0,
+    max_depth: int | None = None,
+    input_std=1.0,
+    branch_scale=None,
+    key: jax.Array | None = None,
+    networks: int = 0,
+    batch: int = 64,
+    **simulate_kwargs,
+) -> Sweep:
+    """A grid over var_w (or the ``c`` and ``gain`` of ``init``), depth, input scale, branch
+    scale and seeds of one block: the recursion as one program, and, with ``networks`` > 0,
+    Monte-Carlo as one program (:func:`meanfield.montecarlo.grid.simulate_grid`, which says
+    how ``key`` gives seeds; ``simulate_kwargs`` go to it: chunk_size, precision, engine,
+    progress).
+
+    Values are numbers or 1-D arrays that broadcast to C configurations::
+
+        v = np.geomspace(0.1, 10, 64) / n
+        s = meanfield.sweep(block, depth=100, width=n, var_w=v, key=jax.random.key(0),
+                            networks=256, batch=16)
+        s.recursion.log10_m2_z[:, -1], s.montecarlo.log10_m2_z.mean[:, -1]
+
+    Past each configuration's depth every statistic is NaN.
+    """
+    tree = layers.as_tree(block)
+    grid = grid_values(var_w, init, c, gain, depth, input_std, branch_scale)
+    max_depth = int(grid["depth"].max()) if max_depth is None else max_depth
+    config = dict(grid)
+    if var_w is None:
+        config["var_w"] = np.full(grid["var_w"].shape, np.nan)
+    if branch_scale is None:
+        config["branch_scale"] = np.full(grid["branch_scale"].shape, np.nan)
+    prof = profile(
+        tree,
+        depth=grid["depth"],
+        width=width,
+        var_w=None if var_w is None else grid["var_w"],
+        init=init,
+        c=grid["c"],
+        gain=grid["gain"],
+        max_depth=max_depth,
+        input_m2=grid["input_std"].astype(float) ** 2,
+        branch_scale=None if branch_scale is None else grid["branch_scale"],
+    )
+    est = None
+    if networks:
+        if key is None:
+            raise ValueError("sweep needs a key when networks > 0 (jax.random.key(seed))")
+        est = simulate_grid(
+            tree,
+            key=key,
+            depth=grid["depth"],
+            width=width,
+            networks=networks,
+            batch=batch,
+            var_w=var_w if var_w is None else grid["var_w"],
+            init=init,
+            c=grid["c"],
+            gain=grid["gain"],
+            max_depth=max_depth,
+            input_std=grid["input_std"],
+            branch_scale=None if branch_scale is None else grid["branch_scale"],
+            **simulate_kwargs,
+        )
+    return Sweep(config, prof, est)
