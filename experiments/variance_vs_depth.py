@@ -123,12 +123,15 @@ def main(argv=None) -> Path:
     blocks = meanfield.all_blocks()
     depths = np.unique(np.geomspace(1, args.max_depth, args.num_depths).round().astype(int))
 
-    print(f"[1/4] per-layer profiles at depth {args.depth} for {len(blocks)} blocks", flush=True)
-    profiles = sweeps.layer_profiles(
-        blocks, args.inits, width=args.width, depth=args.depth, c=args.c
+    print(
+        f"[1/4] per-layer profiles at depth {args.depth} for {len(blocks)} blocks, and\n"
+        f"[2/4] the depth sweep over {len(depths)} depths up to {args.max_depth}: one program "
+        "per block",
+        flush=True,
     )
-    print(f"[2/4] depth sweep over {len(depths)} depths up to {args.max_depth}", flush=True)
-    sweep = sweeps.depth_sweep(blocks, args.inits, width=args.width, depths=depths, c=args.c)
+    profiles, sweep = sweeps.profiles_and_depth_sweep(
+        blocks, args.inits, width=args.width, depth=args.depth, depths=depths, c=args.c
+    )
     mc = []
     if args.networks:
         mc_blocks = [meanfield.Block.from_name(b) for b in RESIDUAL_COLUMNS]

@@ -19,9 +19,16 @@ import numpy as np
 
 from meanfield import inits, theory
 from meanfield.analysis.initzoo import init_zoo_profiles
+from meanfield.analysis.tables import (
+    depth_sweep_rows,
+    discrepancy_rows,
+    log10_or_nan,
+    montecarlo_discrepancy_rows,
+)
 from meanfield.core import architecture as arch
 from meanfield.core.architecture import Block
-from meanfield.recursions import STATISTICS, profile
+from meanfield.montecarlo.grid import configuration, simulate_grid
+from meanfield.recursions import profile
 
 __all__ = [
     "INITS",
@@ -33,6 +40,7 @@ __all__ = [
     "layer_profiles",
     "montecarlo_discrepancy_rows",
     "montecarlo_profiles",
+    "profiles_and_depth_sweep",
 ]
 
 # Initializations of the branch weights that the sweeps compare (see meanfield.inits).
@@ -58,9 +66,9 @@ def closed_forms64(block, **kwargs) -> list[theory.ClosedForm]:
         ]
 
 
-def _depth_closed_forms(block, width, depths, var_w) -> list[dict]:
-    """log10 growth q_L and gradient ratio from every closed form, at each depth (vmapped)."""
-    max_depth = int(depths[-1])
+def _closed_form_grid(block, width, depths, var_w, max_depth: int):
+    """(every closed form of the block, as labels, and its values at each configuration:
+    arrays of shape (C, max_depth + 1)) in float64, one vmapped program for the grid."""
 
     def at(L, v):
         forms = theory.closed_forms(block, depth=L, width=width, var_w=v, max_depth=max_depth)
@@ -69,7 +77,23 @@ def _depth_closed_forms(block, width, depths, var_w) -> list[dict]:
     with jax.enable_x64(True):
         meta = theory.closed_forms(block, depth=1, width=width, var_w=float(var_w[0]))
         values = jax.jit(jax.vmap(at))(jnp.asarray(depths), jnp.asarray(var_w, jnp.float64))
-        values = [np.asarray(v) for v in values]
+        return meta, [np.asarray(v) for v in values]
+
+
+def _form_record(f, values) -> dict:
+    return {
+        "statistic": f.statistic,
+        "label": f.label,
+        "source": f.source,
+        "kind": f.kind,
+        "values": values,
+        "log10_values": log10_or_nan(values),
+    }
+
+
+def _depth_forms(meta, values, depths) -> list[dict]:
+    """log10 growth q_L and gradient ratio var_dw[1]/var_dw[L] of every closed form that gives
+    them, at each depth (rows of ``values`` = the depths)."""
     forms = []
     rows = np.arange(len(depths))
     for f, vals in zip(meta, values, strict=True):
@@ -86,11 +110,70 @@ def _depth_closed_forms(block, width, depths, var_w) -> list[dict]:
     return forms
 
 
-def log10_or_nan(values) -> np.ndarray:
-    """log10 of the values in float64, NaN where it is not finite (zero, negative or inf)."""
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        out = np.log10(np.asarray(values, dtype=np.float64))
-    return np.where(np.isfinite(out), out, np.nan)
+def profiles_and_depth_sweep(
+    blocks: Sequence[Block],
+    inits: Sequence[str],
+    *,
+    width: float,
+    depth: int | None,
+    depths: Sequence[int] = (),
+    c: float = 1.0,
+) -> tuple[list[dict], list[dict]]:
+    """The records of :func:`layer_profiles` at ``depth`` and of :func:`depth_sweep` over
+    ``depths`` (either may be left out: None, or no depths), from one recursion program and
+    one closed-form program per block: every (init, depth) is one configuration of a grid
+    (:func:`meanfield.sweep`), so a block compiles once however many inits and depths."""
+    if depth is not None:
+        depth = arch.static_int("depth", depth)
+    depths = np.asarray(sorted({arch.static_int("depths", int(d)) for d in depths}), int)
+    own = [] if depth is None else [depth]
+    per_init = np.concatenate([own, depths]).astype(int)
+    max_depth = int(per_init.max())
+    grid_depth = np.tile(per_init, len(inits))
+    grid_var_w = np.concatenate(
+        [
+            np.broadcast_to(init_var_w(i, width, jnp.asarray(per_init), c), per_init.shape)
+            for i in inits
+        ]
+    )
+    profiles, sweep = [], []
+    for block in blocks:
+        prof = profile(block, depth=grid_depth, width=width, var_w=grid_var_w, max_depth=max_depth)
+        prof = {k: np.asarray(v) for k, v in prof.as_dict().items()}
+        meta, values = _closed_form_grid(block, width, grid_depth, grid_var_w, max_depth)
+        for j, init in enumerate(inits):
+            first = j * per_init.size
+            if depth is not None:
+                var_w = float(grid_var_w[first])
+                profiles.append(
+                    {
+                        "block": block.name,
+                        "init": init,
+                        "depth": depth,
+                        "var_w": var_w,
+                        "alpha": var_w * width,
+                        "recursion": {k: v[first, : depth + 1] for k, v in prof.items()},
+                        "closed_forms": [
+                            _form_record(f, vals[first, : depth + 1])
+                            for f, vals in zip(meta, values, strict=True)
+                        ],
+                    }
+                )
+            if depths.size:
+                rows = np.arange(first + len(own), first + per_init.size)
+                sweep.append(
+                    {
+                        "block": block.name,
+                        "init": init,
+                        "depths": depths,
+                        "var_w": grid_var_w[rows],
+                        "log10_growth": prof["log10_m2_z"][rows, depths],
+                        "log10_ratio": prof["log10_var_dw"][rows, 1]
+                        - prof["log10_var_dw"][rows, depths],
+                        "closed_forms": _depth_forms(meta, [v[rows] for v in values], depths),
+                    }
+                )
+    return profiles, sweep
 
 
 def layer_profiles(
@@ -102,36 +185,7 @@ def layer_profiles(
     ``log10_`` versions) and ``closed_forms`` (list of dicts: statistic, label, source, kind,
     values, log10_values).
     """
-    depth = arch.static_int("depth", depth)
-    records = []
-    for block in blocks:
-        for init in inits:
-            var_w = float(init_var_w(init, width, depth, c))
-            prof = profile(block, depth=depth, width=width, var_w=var_w)
-            rec = {k: np.asarray(v) for k, v in prof.as_dict().items()}
-            forms = closed_forms64(block, depth=depth, width=width, var_w=var_w)
-            records.append(
-                {
-                    "block": block.name,
-                    "init": init,
-                    "depth": depth,
-                    "var_w": var_w,
-                    "alpha": var_w * width,
-                    "recursion": rec,
-                    "closed_forms": [
-                        {
-                            "statistic": f.statistic,
-                            "label": f.label,
-                            "source": f.source,
-                            "kind": f.kind,
-                            "values": np.asarray(f.values),
-                            "log10_values": log10_or_nan(f.values),
-                        }
-                        for f in forms
-                    ],
-                }
-            )
-    return records
+    return profiles_and_depth_sweep(blocks, inits, width=width, depth=depth, c=c)[0]
 
 
 def depth_sweep(
@@ -145,61 +199,10 @@ def depth_sweep(
     """End-to-end growth against depth L for every (block, init).
 
     For each L: the forward growth q_L/q_0 = m2_z[L] (q_0 = 1), the gradient ratio
-    var_dw[1]/var_dw[L] from the recursion (one vmapped call over all depths), and the same two
-    numbers from every closed form that gives them.
+    var_dw[1]/var_dw[L] from the recursion (one program over all depths and inits), and the
+    same two numbers from every closed form that gives them.
     """
-    depths = np.asarray(sorted({arch.static_int("depths", int(d)) for d in depths}))
-    max_depth = int(depths[-1])
-    records = []
-    for block in blocks:
-        for init in inits:
-            var_w = jnp.broadcast_to(init_var_w(init, width, jnp.asarray(depths), c), depths.shape)
-
-            def final(L, v, block=block):
-                p = profile(block, depth=L, width=width, var_w=v, max_depth=max_depth)
-                return p.log10_m2_z[L], p.log10_var_dw[1] - p.log10_var_dw[L]
-
-            log10_growth, log10_ratio = jax.vmap(final)(jnp.asarray(depths), var_w)
-            forms = _depth_closed_forms(block, width, depths, np.asarray(var_w))
-            records.append(
-                {
-                    "block": block.name,
-                    "init": init,
-                    "depths": depths,
-                    "var_w": np.asarray(var_w),
-                    "log10_growth": np.asarray(log10_growth),
-                    "log10_ratio": np.asarray(log10_ratio),
-                    "closed_forms": forms,
-                }
-            )
-    return records
-
-
-def discrepancy_rows(profiles: Sequence[dict]) -> list[dict]:
-    """One row per (block, init, closed form): its largest relative gap to the recursion."""
-    rows = []
-    for rec in profiles:
-        for f in rec["closed_forms"]:
-            if f["statistic"] not in STATISTICS:
-                continue
-            r = np.asarray(rec["recursion"][f["statistic"]], dtype=float)
-            c = np.asarray(f["values"], dtype=float)
-            ok = np.isfinite(r) & np.isfinite(c) & (r != 0)
-            rel = np.abs(c[ok] / r[ok] - 1.0) if ok.any() else np.array([np.nan])
-            rows.append(
-                {
-                    "block": rec["block"],
-                    "init": rec["init"],
-                    "var_w": rec["var_w"],
-                    "statistic": f["statistic"],
-                    "closed_form": f["label"],
-                    "source": f["source"],
-                    "kind": f["kind"],
-                    "max_rel_gap": float(np.max(rel)),
-                    "closed_over_recursion_at_L": float(c[-1] / r[-1]) if ok[-1] else None,
-                }
-            )
-    return rows
+    return profiles_and_depth_sweep(blocks, inits, width=width, depth=None, depths=depths, c=c)[1]
 
 
 def montecarlo_profiles(
@@ -222,25 +225,30 @@ def montecarlo_profiles(
     fields of :class:`meanfield.montecarlo.Spread`: median, 5-95% band, mean and sd of ln) and
     ``heavy_tail`` (statistic -> the layers where the mean is carried by a few networks; no
     warning is issued, the record says it). BN blocks need ``batch >= 2``. Every
-    (block, init) gets its own key, folded from ``key``.
+    (block, init) gets its own key, folded from ``key``; a block's inits run as one grid
+    (:func:`meanfield.montecarlo.simulate_grid`: one program, the networks of a
+    :func:`~meanfield.montecarlo.simulate` call with that key). ``simulate_kwargs`` go to
+    the grid (chunk_size, precision, engine, input_std, branch_scale).
     """
-    from meanfield import montecarlo
-
+    kwargs = {k: v for k, v in simulate_kwargs.items() if k != "warn"}  # the records say it
     records = []
     for i, block in enumerate(blocks):
+        var_w = [float(init_var_w(init, width, depth, c)) for init in inits_]
+        keys = [jax.random.fold_in(jax.random.fold_in(key, i), j) for j in range(len(inits_))]
+        # The block's inits as one grid: one program, the networks of simulate(key=keys[j]).
+        grid = simulate_grid(
+            block,
+            key=jnp.stack(keys),
+            depth=depth,
+            width=width,
+            var_w=var_w,
+            networks=networks,
+            batch=batch,
+            progress=bool(progress),
+            **kwargs,
+        )
         for j, init in enumerate(inits_):
-            var_w = float(init_var_w(init, width, depth, c))
-            est = montecarlo.simulate(
-                block,
-                key=jax.random.fold_in(jax.random.fold_in(key, i), j),
-                depth=depth,
-                width=width,
-                var_w=var_w,
-                networks=networks,
-                batch=batch,
-                progress=progress,
-                **({"warn": False} | simulate_kwargs),
-            )
+            est = configuration(grid, j)
             stats = est.as_dict()
             records.append(
                 {
@@ -248,7 +256,7 @@ def montecarlo_profiles(
                     "init": init,
                     "depth": depth,
                     "width": width,
-                    "var_w": var_w,
+                    "var_w": var_w[j],
                     "networks": networks,
                     "batch": batch,
                     "seconds": est.seconds,
@@ -261,80 +269,3 @@ def montecarlo_profiles(
                 }
             )
     return records
-
-
-def montecarlo_discrepancy_rows(profiles: Sequence[dict], mc: Sequence[dict]) -> list[dict]:
-    """Per (block, init, statistic, layer): MC mean ± SE, the median network, the 5-95% band
-    and the sd of ln over networks with the heavy-tail flag (when the record has ``spread``),
-    the recursion and the z-score (MC - recursion)/SE, and MC / closed form for the paper's
-    and the corrected form.
-
-    Computed from the log10 values, so it stays finite where raw values overflow.
-    """
-    by_key = {(r["block"], r["init"], r.get("depth")): r for r in profiles}
-    rows = []
-    for rec in mc:
-        prof = by_key.get((rec["block"], rec["init"], rec.get("depth")))
-        if prof is None:
-            continue
-        for stat in ("m2_z", "m2_dz", "var_dw"):
-            lm = np.asarray(rec["montecarlo"][f"log10_{stat}"]["mean"], dtype=float)
-            ls = np.asarray(rec["montecarlo"][f"log10_{stat}"]["stderr"], dtype=float)
-            lr = np.asarray(prof["recursion"][f"log10_{stat}"], dtype=float)
-            forms = {}
-            for f in prof["closed_forms"]:
-                if f["statistic"] == stat:
-                    forms.setdefault(f["source"], f)
-            with np.errstate(invalid="ignore", over="ignore"):
-                z = (10.0 ** (lm - lr) - 1.0) / 10.0 ** (ls - lr)
-            for layer in range(lm.size):
-                if not np.isfinite(lm[layer]):
-                    continue
-                row = {
-                    "block": rec["block"],
-                    "init": rec["init"],
-                    "depth": rec.get("depth"),
-                    "statistic": stat,
-                    "layer": layer,
-                    "networks": rec["networks"],
-                    "batch": rec["batch"],
-                    "log10_mc_mean": lm[layer],
-                    "log10_mc_stderr": ls[layer],
-                    "log10_recursion": lr[layer],
-                    "z_mc_vs_recursion": z[layer],
-                }
-                spread = rec.get("spread", {}).get(stat)
-                if spread is not None:
-                    fields = ("log10_median", "log10_q05", "log10_q95", "sd_ln", "zero_fraction")
-                    for field in fields:
-                        row[f"mc_{field}"] = float(np.asarray(spread[field], float)[layer])
-                    row["heavy_tail"] = bool(np.asarray(spread["heavy_tail"])[layer])
-                for source in ("paper", "corrected"):
-                    f = forms.get(source)
-                    lc = float(log10_or_nan([f["values"][layer]])[0]) if f else np.nan
-                    row[f"{source}_form"] = f["label"] if f else ""
-                    row[f"mc_over_{source}_form"] = (
-                        10.0 ** (lm[layer] - lc) if np.isfinite(lc) else np.nan
-                    )
-                rows.append(row)
-    return rows
-
-
-def depth_sweep_rows(sweep: Sequence[dict]) -> list[dict]:
-    """One row per (block, init, depth) of :func:`depth_sweep`: log10 growth and ratio."""
-    rows = []
-    for r in sweep:
-        depths = np.asarray(r["depths"])
-        var_w = np.broadcast_to(np.asarray(r["var_w"]), depths.shape)
-        for L, v, g, q in zip(depths, var_w, r["log10_growth"], r["log10_ratio"], strict=True):
-            rows.append(
-                {
-                    "block": r["block"],
-                    "init": r["init"],
-                    "depth": int(L),
-                    "var_w": float(v),
-                    "log10_growth": float(g),
-                    "log10_grad_ratio": float(q),
-                }
-            )
-    return rows

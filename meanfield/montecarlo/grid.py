@@ -11,6 +11,7 @@ device busy, however small each configuration is.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -30,7 +31,7 @@ from meanfield.montecarlo.runner import (
     resolve_engine,
 )
 
-__all__ = ["grid_values", "simulate_grid", "stack_estimates"]
+__all__ = ["configuration", "grid_values", "simulate_grid", "stack_estimates"]
 
 
 def grid_values(var_w, init, c, gain, depth, input_std, branch_scale) -> dict[str, np.ndarray]:
@@ -158,6 +159,19 @@ def _grid_program(
         True,
     )
     return fn, sharded, chunk
+
+
+def configuration(est: Estimate, i: int) -> Estimate:
+    """Configuration ``i`` of a grid's :class:`Estimate`, as the Estimate of its own run
+    (``seconds``: the grid's, shared out evenly)."""
+    configs = est.overflow.shape[0]
+    fields = {
+        f.name: getattr(est, f.name)
+        for f in dataclasses.fields(est)
+        if f.name not in ("networks", "batch", "seconds")
+    }
+    picked = jax.tree.map(lambda v: v[i], fields, is_leaf=lambda v: v is None)
+    return Estimate(**picked, networks=est.networks, batch=est.batch, seconds=est.seconds / configs)
 
 
 def simulate_grid(
