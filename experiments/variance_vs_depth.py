@@ -60,6 +60,14 @@ RESIDUAL_COLUMNS = (
 )
 
 
+def residual_columns(activations) -> tuple[str, ...]:
+    """The residual blocks of the figures (and of Monte-Carlo): the paper's five, or with
+    other activations each of them with none, bn_post and bn_pre."""
+    if tuple(activations) == meanfield.architecture.ACTIVATIONS:
+        return RESIDUAL_COLUMNS
+    return tuple(f"{a}-{nm}-residual" for a in activations for nm in ("none", "bn_post", "bn_pre"))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -92,6 +100,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=0, help="Monte-Carlo: seed of jax.random.key")
     p.add_argument(
+        "--activation",
+        nargs="+",
+        default=list(meanfield.architecture.ACTIVATIONS),
+        choices=meanfield.architecture.ACTIVATION_NAMES,
+        metavar="NAME",
+        help="activations of the blocks (default: the paper's identity and relu); any of "
+        + " ".join(meanfield.architecture.ACTIVATION_NAMES)
+        + " (closed forms exist for the paper's)",
+    )
+    p.add_argument(
         "--chunk-size",
         type=int,
         default=None,
@@ -120,7 +138,7 @@ def main(argv=None) -> Path:
     jax.config.update("jax_enable_x64", args.x64)
     start = time.perf_counter()
     out = results.new_run_dir(args.out, "variance_vs_depth")
-    blocks = meanfield.all_blocks()
+    blocks = meanfield.all_blocks(tuple(args.activation))
     depths = np.unique(np.geomspace(1, args.max_depth, args.num_depths).round().astype(int))
 
     print(
@@ -132,9 +150,10 @@ def main(argv=None) -> Path:
     profiles, sweep = sweeps.profiles_and_depth_sweep(
         blocks, args.inits, width=args.width, depth=args.depth, depths=depths, c=args.c
     )
+    columns = residual_columns(args.activation)
     mc = []
     if args.networks:
-        mc_blocks = [meanfield.Block.from_name(b) for b in RESIDUAL_COLUMNS]
+        mc_blocks = [meanfield.Block.from_name(b) for b in columns]
         print(
             f"[3/4] Monte-Carlo: {args.networks} networks x {args.batch} inputs, width "
             f"{args.width}, depth {args.depth}, {len(mc_blocks) * len(args.inits)} "
@@ -178,15 +197,15 @@ def main(argv=None) -> Path:
     saved = results.load_json(out / "results.json")
     fig = plots.profile_figure(
         saved["profiles"],
-        RESIDUAL_COLUMNS,
+        columns,
         montecarlo=saved["montecarlo"],
         title=f"Per-layer statistics at depth L = {args.depth}, width n = {args.width}",
     )
     plots.save_figure(fig, out / "profile", args.formats)
-    columns = [{"block": b, "contrast": b.replace("residual", "plain")} for b in RESIDUAL_COLUMNS]
+    contrasts = [{"block": b, "contrast": b.replace("residual", "plain")} for b in columns]
     fig = plots.depth_figure(
         saved["depth_sweep"],
-        columns,
+        contrasts,
         title=f"Growth against depth, width n = {args.width} (thin: plain network)",
     )
     plots.save_figure(fig, out / "depth", args.formats)

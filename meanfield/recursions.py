@@ -11,6 +11,7 @@ n -> ∞ at fixed depth L and α = n·var_w of the per-layer statistics that
 ``unitvar_z``       mean over units of the variance over inputs of z_j^l (what BN divides by)
 ``m2_dz``           p_l = E (dE/dz^l)^2 for the loss E = Σ_b g_b·z^L_b, g i.i.d. N(0, 1)
 ``var_dw``          E (dE/dW^l_{ji})^2 / B, the batch gradient per input (NaN at l = 0)
+``corr_z``          k_l / q_l, k = E z^l(x) z^l(x') for distinct inputs (raw, not centred)
 ==================  ==========================================================================
 
 plus ``log10_`` versions that stay finite where the raw values overflow.
@@ -68,7 +69,7 @@ from meanfield.layers import mean_field as mfb
 
 __all__ = ["Profile", "profile", "STATISTICS"]
 
-STATISTICS = ("mean_z", "m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw")
+STATISTICS = ("mean_z", "m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw", "corr_z")
 _LN10 = math.log(10.0)
 
 
@@ -88,6 +89,7 @@ class Profile:
     unitvar_z: jax.Array
     m2_dz: jax.Array
     var_dw: jax.Array
+    corr_z: jax.Array  # k/q, the raw correlation of distinct inputs
     log10_m2_z: jax.Array
     log10_var_z: jax.Array
     log10_unitvar_z: jax.Array
@@ -161,10 +163,14 @@ def _outputs(t, logs: dict, keep: jax.Array, dtype) -> Profile:
     abs_t = jnp.abs(t)
     log_abs_t = jnp.log(jnp.where(abs_t > 0, abs_t, 1.0))
     out["mean_z"] = jnp.where(abs_t > 0, jnp.sign(t) * jnp.exp(log_abs_t + 0.5 * logs["m2_z"]), 0.0)
+    # k/q = 1 - gap/q, from the logs (exact as the gap underflows: corr -> 1).
+    out["corr_z"] = -jnp.expm1(logs["unitvar_z"] - logs["m2_z"])
     out.update({f"log10_{name}": v / _LN10 for name, v in logs.items()})
     overflow = jnp.zeros(t.shape, bool)
     for name in ("mean_z", *logs):
         overflow |= jnp.isinf(out[name])
+    # A non-homogeneous activation evaluated past the float range gives NaN: flagged too.
+    overflow |= jnp.isnan(logs["m2_z"])
     out["overflow"] = overflow
     nan = jnp.asarray(jnp.nan, dtype)
     out = {k: (jnp.where(keep, v, nan) if k != "overflow" else v & keep) for k, v in out.items()}
@@ -172,16 +178,17 @@ def _outputs(t, logs: dict, keep: jax.Array, dtype) -> Profile:
     return Profile(**{k: jnp.moveaxis(v, 0, -1) for k, v in out.items()})
 
 
-@functools.partial(jax.jit, static_argnames=("tree", "max_depth"))
+@functools.partial(jax.jit, static_argnames=("tree", "max_depth", "input_flags"))
 def _profile(
     tree: layers.Layer,
     max_depth: int,
+    input_flags: layers.Flags,
     alphas: tuple,
     log_scale: jax.Array,
     depth: jax.Array,
     start: tuple,
 ) -> Profile:
-    flags = layers.check_mean_field(tree)
+    flags = layers.check_mean_field(tree, input_flags)
     dtype = alphas[0].dtype
     shape = jnp.broadcast_shapes(
         *(a.shape for a in alphas), log_scale.shape, depth.shape, *(jnp.shape(v) for v in start)
@@ -239,6 +246,7 @@ def profile(
     input_m2: ArrayLike = 1.0,
     input_mean: ArrayLike = 0.0,
     input_unitvar: ArrayLike | None = None,
+    input_corr: ArrayLike | None = None,
     init: str | None = None,
     c: ArrayLike = 1.0,
     gain: ArrayLike = 1.0,
@@ -264,6 +272,10 @@ def profile(
             squared mean). Real data start elsewhere: the trainer's prediction check passes
             the measured statistics of the stem output. Requires input_m2 > 0,
             input_mean² < input_m2 and 0 < input_unitvar <= input_m2 - input_mean².
+        input_corr: instead of ``input_unitvar``, the correlation ρ in [0, 1) of distinct
+            inputs' centred parts (``simulate``'s input_corr): input_unitvar =
+            (input_m2 - input_mean²)(1 - ρ), and ``corr_z`` at l = 0 is
+            (input_mean² + (input_m2 - input_mean²) ρ) / input_m2.
         init, c, gain: a scheme of :data:`meanfield.inits.BRANCH_SCHEMES`; each weight layer
             of a branch gets the α = n·var_w of its rule (:func:`meanfield.inits.branch_init`),
             and the branch is multiplied by the rule's β. Orthogonal and weight-normalized
@@ -284,7 +296,10 @@ def profile(
                                            max_depth=1000))(depths)
     """
     tree = layers.as_tree(block)
-    layers.check_mean_field(tree)
+    # An input known to be centred (a concrete zero mean) lets kinked activations see it.
+    centred = not arch.is_traced(input_mean) and not np.any(np.asarray(input_mean))
+    input_flags = layers.CENTRED_INPUT_FLAGS if centred else layers.INPUT_FLAGS
+    layers.check_mean_field(tree, input_flags)
     arch.check_width(width)
     if (var_w is None) == (init is None):
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
@@ -296,8 +311,10 @@ def profile(
     dtype = jnp.result_type(float, *alphas, scale)
     alphas = tuple(a.astype(dtype) for a in alphas)
     log_scale = jnp.log(jnp.asarray(scale, dtype))
+    input_unitvar = _input_unitvar(input_m2, input_mean, input_unitvar, input_corr)
     start = _start_state(input_m2, input_mean, input_unitvar)
-    return _profile(tree, max_depth, alphas, log_scale, jnp.asarray(depth, dtype=jnp.int32), start)
+    depth = jnp.asarray(depth, dtype=jnp.int32)
+    return _profile(tree, max_depth, input_flags, alphas, log_scale, depth, start)
 
 
 def _rule(tree, width, depth, var_w, init, c, gain, branch_scale) -> inits.BranchInit:
@@ -314,6 +331,18 @@ def _rule(tree, width, depth, var_w, init, c, gain, branch_scale) -> inits.Branc
         gain=gain,
         branch_scale=branch_scale,
     )
+
+
+def _input_unitvar(m2, mean, unitvar, corr):
+    """The inputs' unit variance: ``unitvar``, or (m2 - mean²)(1 - corr) from ``corr``."""
+    if corr is None:
+        return unitvar
+    if unitvar is not None:
+        raise ValueError("give at most one of input_unitvar and input_corr")
+    arch.check_all(
+        "input_corr", corr, lambda r: (r >= 0) & (r < 1), "a number in [0, 1)", integer=False
+    )
+    return (jnp.asarray(m2) - jnp.asarray(mean) ** 2) * (1.0 - jnp.asarray(corr))
 
 
 def _start_state(m2: ArrayLike, mean: ArrayLike, unitvar: ArrayLike | None) -> tuple:

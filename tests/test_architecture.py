@@ -30,7 +30,7 @@ def test_block_is_frozen_and_hashable():
 @pytest.mark.parametrize(
     "kwargs, field, allowed",
     [
-        (dict(activation="tanh"), "activation", "'identity', 'relu'"),
+        (dict(activation="swish"), "activation", "'identity', 'relu', 'leaky_relu'"),
         (dict(norm="layernorm"), "norm", "'none', 'bn_post', 'bn_pre'"),
         (dict(residual="yes"), "residual", "True or False"),
         (dict(shortcut=4), "shortcut", "(1, 2, 3)"),

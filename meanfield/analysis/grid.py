@@ -25,7 +25,8 @@ __all__ = ["Sweep", "sweep"]
 @dataclasses.dataclass(frozen=True)
 class Sweep:
     """What :func:`sweep` returns: ``config`` (each value of the grid as an array of shape
-    (C,): var_w, c, gain, depth, input_std, branch_scale; var_w is NaN where ``init`` sets
+    (C,): var_w, c, gain, depth, input_std, input_mean, input_corr, branch_scale; var_w is
+    NaN where ``init`` sets
     it), ``recursion`` (a :class:`~meanfield.recursions.Profile`, arrays (C, max_depth + 1))
     and ``montecarlo`` (an :class:`~meanfield.montecarlo.Estimate` of the same shape, or None
     when ``networks`` is 0)."""
@@ -46,17 +47,19 @@ def sweep(
     gain=1.0,
     max_depth: int | None = None,
     input_std=1.0,
+    input_mean=0.0,
+    input_corr=0.0,
     branch_scale=None,
     key: jax.Array | None = None,
     networks: int = 0,
     batch: int = 64,
     **simulate_kwargs,
 ) -> Sweep:
-    """A grid over var_w (or the ``c`` and ``gain`` of ``init``), depth, input scale, branch
-    scale and seeds of one block: the recursion as one program, and, with ``networks`` > 0,
-    Monte-Carlo as one program (:func:`meanfield.montecarlo.grid.simulate_grid`, which says
-    how ``key`` gives seeds; ``simulate_kwargs`` go to it: chunk_size, precision, engine,
-    progress).
+    """A grid over var_w (or the ``c`` and ``gain`` of ``init``), depth, the inputs' scale,
+    mean and correlation, branch scale and seeds of one block: the recursion as one program,
+    and, with ``networks`` > 0, Monte-Carlo as one program
+    (:func:`meanfield.montecarlo.grid.simulate_grid`, which says how ``key`` gives seeds;
+    ``simulate_kwargs`` go to it: chunk_size, precision, engine, progress).
 
     Values are numbers or 1-D arrays that broadcast to C configurations::
 
@@ -68,7 +71,7 @@ def sweep(
     Past each configuration's depth every statistic is NaN.
     """
     tree = layers.as_tree(block)
-    grid = grid_values(var_w, init, c, gain, depth, input_std, branch_scale)
+    grid = grid_values(var_w, init, c, gain, depth, input_std, branch_scale, input_mean, input_corr)
     max_depth = int(grid["depth"].max()) if max_depth is None else max_depth
     config = dict(grid)
     if var_w is None:
@@ -84,7 +87,9 @@ def sweep(
         c=grid["c"],
         gain=grid["gain"],
         max_depth=max_depth,
-        input_m2=grid["input_std"].astype(float) ** 2,
+        input_m2=grid["input_std"].astype(float) ** 2 + grid["input_mean"].astype(float) ** 2,
+        input_mean=grid["input_mean"],
+        input_corr=grid["input_corr"],
         branch_scale=None if branch_scale is None else grid["branch_scale"],
     )
     est = None
@@ -104,6 +109,8 @@ def sweep(
             gain=grid["gain"],
             max_depth=max_depth,
             input_std=grid["input_std"],
+            input_mean=grid["input_mean"],
+            input_corr=grid["input_corr"],
             branch_scale=None if branch_scale is None else grid["branch_scale"],
             **simulate_kwargs,
         )

@@ -10,11 +10,15 @@ A residual block (Taki 2017, eq. 3, 29, 43) maps z^{l-1} (width n) to z^l:
 none       u = W z^{l-1},      h = f(u)           eq. 3, Fig. 1a
 bn_post    u = W BN(z^{l-1}),  h = f(u)           eq. 29, Fig. 1b
 bn_pre     h = W f(BN(z^{l-1}))                   eq. 43, Fig. 4
+ln_pre     h = W f(LN(z^{l-1}))                   the pre-LN block (transformers)
+rms_pre    h = W f(RMS(z^{l-1}))                  the same with RMSNorm
 =========  =====================================  ==============================
 
 and z^l = z^{l-1} + h when ``residual`` is True, z^l = h for the plain network used as
-contrast. BN normalizes every unit by its mean and (biased) variance over the inputs,
-without epsilon or affine parameters.
+contrast. BN normalizes every unit by its mean and (biased) variance over the inputs; LN
+normalizes every input by its mean and variance over the units, RMSNorm by its root mean
+square over the units; none has epsilon or affine parameters. ``activation`` is any name of
+:data:`ACTIVATION_NAMES` (the paper's are identity and relu).
 
 Shortcut depth (Li et al. 2016): a branch of ``shortcut`` = k weight layers is the unit of the
 table repeated k times, W_1 first:
@@ -24,7 +28,7 @@ table repeated k times, W_1 first:
 =========  ==========================================================
 none       h = f(W_k f(... f(W_1 z^{l-1})))
 bn_post    h = f(W_k BN(... f(W_1 BN(z^{l-1}))))
-bn_pre     h = W_k f(BN(... W_1 f(BN(z^{l-1}))))
+bn_pre     h = W_k f(BN(... W_1 f(BN(z^{l-1}))))   (ln_pre, rms_pre alike)
 =========  ==========================================================
 
 so k = 1 is the paper's block. ``final_activation=False`` drops the f after W_k (for
@@ -42,8 +46,17 @@ from typing import Any
 
 import numpy as np
 
+# The paper's activations and norms (what all_blocks() spans and the closed forms are written
+# for), and every name a Block accepts.
 ACTIVATIONS = ("identity", "relu")
+ACTIVATION_NAMES = (
+    *ACTIVATIONS,
+    *("leaky_relu", "abs", "tanh", "erf", "gelu", "gelu_tanh", "silu", "softplus", "elu"),
+    *("sigmoid", "sin"),
+)
 NORMS = ("none", "bn_post", "bn_pre")
+NORM_NAMES = (*NORMS, "ln_pre", "rms_pre")
+PRE_NORMS = ("bn_pre", "ln_pre", "rms_pre")  # norm and activation before the weight
 SHORTCUTS = (1, 2, 3)
 
 
@@ -71,12 +84,12 @@ class Block:
     final_activation: bool = True  # False: no f after the branch's last weight (none, bn_post)
 
     def __post_init__(self):
-        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATION_NAMES:
             raise ValueError(
-                f"Block.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
+                f"Block.activation must be one of {ACTIVATION_NAMES}, got {self.activation!r}"
             )
-        if not isinstance(self.norm, str) or self.norm not in NORMS:
-            raise ValueError(f"Block.norm must be one of {NORMS}, got {self.norm!r}")
+        if not isinstance(self.norm, str) or self.norm not in NORM_NAMES:
+            raise ValueError(f"Block.norm must be one of {NORM_NAMES}, got {self.norm!r}")
         if not isinstance(self.residual, (bool, np.bool_)):
             raise ValueError(f"Block.residual must be True or False, got {self.residual!r}")
         # An integer (not bool, not float: 2.0 == 2 would pass ``in`` but name the block
@@ -93,10 +106,10 @@ class Block:
             raise ValueError(
                 f"Block.final_activation must be True or False, got {self.final_activation!r}"
             )
-        if not self.final_activation and self.norm == "bn_pre":
+        if not self.final_activation and self.norm in PRE_NORMS:
             raise ValueError(
-                "Block.final_activation must be True for norm='bn_pre' (the branch already ends "
-                "with its weight, h = W_k f(BN(...))), got False"
+                f"Block.final_activation must be True for norm={self.norm!r} (the branch "
+                "already ends with its weight, h = W_k f(N(...))), got False"
             )
         object.__setattr__(self, "residual", bool(self.residual))
         object.__setattr__(self, "shortcut", int(self.shortcut))
@@ -148,13 +161,14 @@ class Block:
         )
 
 
-def all_blocks() -> tuple[Block, ...]:
-    """The 12 architectures: activation x norm x (residual, plain)."""
+def all_blocks(activations: tuple[str, ...] = ACTIVATIONS) -> tuple[Block, ...]:
+    """The paper's 12 architectures: activation x norm x (residual, plain); or the same with
+    other ``activations``."""
     return tuple(
         Block(activation=a, norm=nm, residual=r)
         for r in (True, False)
         for nm in NORMS
-        for a in ACTIVATIONS
+        for a in activations
     )
 
 

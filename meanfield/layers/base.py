@@ -27,6 +27,8 @@ class Flags(NamedTuple):
 
 # The network input x: Gaussian, one law for every unit; mean and cross moments as given.
 INPUT_FLAGS = Flags(gaussian=True, centred=False, kzero=False, uniform=True)
+# The same input known to have zero mean (the default x ~ N(0, I)).
+CENTRED_INPUT_FLAGS = INPUT_FLAGS._replace(centred=True)
 
 
 def meet(f: Flags, g: Flags) -> Flags:

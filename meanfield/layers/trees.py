@@ -3,6 +3,7 @@ mean field."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from meanfield.core import architecture as arch
@@ -10,7 +11,7 @@ from meanfield.layers.activation import Activation
 from meanfield.layers.base import INPUT_FLAGS, Flags, Layer, meet
 from meanfield.layers.combinators import residual, serial
 from meanfield.layers.dense import Dense
-from meanfield.layers.norm import BatchNorm
+from meanfield.layers.norm import BatchNorm, LayerNorm, RMSNorm
 
 
 def walk(tree: Layer):
@@ -64,7 +65,8 @@ def block_tree(block: arch.Block) -> Layer:
         elif block.norm == "bn_post":
             units.append(serial(BatchNorm(), Dense(), f))
         else:
-            units.append(serial(BatchNorm(), Activation(block.activation), Dense()))
+            norm = {"bn_pre": BatchNorm, "ln_pre": LayerNorm, "rms_pre": RMSNorm}[block.norm]
+            units.append(serial(norm(), Activation(block.activation), Dense()))
     branch = serial(*units)
     return residual(branch) if block.residual else branch
 
@@ -72,18 +74,23 @@ def block_tree(block: arch.Block) -> Layer:
 def preset_of(tree: Layer) -> arch.Block | None:
     """The preset :class:`~meanfield.architecture.Block` whose tree is ``tree``, or None (what
     the closed forms, which are written for presets, apply to)."""
+    return _presets_by_tree().get(tree)
+
+
+@functools.lru_cache(maxsize=1)
+def _presets_by_tree() -> dict:
+    found: dict = {}
     for block in _all_presets():
-        if block_tree(block) == tree:
-            return block
-    return None
+        found.setdefault(block_tree(block), block)  # the first preset of a tree, as before
+    return found
 
 
 def _all_presets():
-    for act in arch.ACTIVATIONS:
-        for norm in arch.NORMS:
+    for act in arch.ACTIVATION_NAMES:
+        for norm in arch.NORM_NAMES:
             for res in (True, False):
                 for k in arch.SHORTCUTS:
-                    for final in (True, False) if norm != "bn_pre" else (True,):
+                    for final in (True, False) if norm not in arch.PRE_NORMS else (True,):
                         yield arch.Block(act, norm, res, k, final)
 
 
@@ -120,14 +127,18 @@ def from_name(name: str) -> Layer:
             if rest and not rest.startswith("*"):
                 raise ValueError(f"cannot read {text!r} in layers name {name!r}")
             return residual(serial_of(text[4:close]), float(rest[1:]) if rest else None)
-        kinds = {"Dense": Dense, "BatchNorm": BatchNorm}
+        kinds = {"Dense": Dense, "BatchNorm": BatchNorm, "LayerNorm": LayerNorm}
+        kinds["RMSNorm"] = RMSNorm
         if text in kinds:
             return kinds[text]()
-        if text in arch.ACTIVATIONS:
+        if text in arch.ACTIVATION_NAMES:
             return Activation(text)
+        if text.startswith("leaky_relu:"):
+            return Activation("leaky_relu", float(text.split(":", 1)[1]))
         raise ValueError(
-            f"cannot read {text!r} in layers name {name!r}: a layer is Dense, BatchNorm, an "
-            f"activation {arch.ACTIVATIONS} or res[...] (with *scale)"
+            f"cannot read {text!r} in layers name {name!r}: a layer is Dense, BatchNorm, "
+            f"LayerNorm, RMSNorm, an activation {arch.ACTIVATION_NAMES} (leaky_relu:slope) "
+            "or res[...] (with *scale)"
         )
 
     def serial_of(text: str) -> Layer:

@@ -80,6 +80,7 @@ class Spread(NamedTuple):
     jax.tree_util.register_dataclass,
     data_fields=[
         "mean_z",
+        "corr_z",
         *_LOG_STATS,
         *(f"log10_{name}" for name in _LOG_STATS),
         "overflow",
@@ -107,6 +108,7 @@ class Estimate:
     unitvar_z: Stat
     m2_dz: Stat
     var_dw: Stat
+    corr_z: Stat
     log10_m2_z: Stat
     log10_var_z: Stat
     log10_unitvar_z: Stat
@@ -282,6 +284,14 @@ def reduce_networks(
         mz_se = mz.std(0, ddof=1) / math.sqrt(networks)
     fields["mean_z"] = Stat(mz.mean(0).astype(dtype), mz_se.astype(dtype))
     spread = {"mean_z": spread_over_networks(mz, logs=False)}
+    # corr_z per network: (mean over pairs a != b of z_a·z_b / n) / m2_z = 1 - B/(B - 1) · (the
+    # biased batch variance) / m2_z; undefined with one input.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        log_ratio = per["log_unitvar_z"].astype(np.float64) - per["log_m2_z"].astype(np.float64)
+        corr = 1.0 - batch / (batch - 1) * np.exp(log_ratio) if batch > 1 else np.nan * log_ratio
+        corr_se = corr.std(0, ddof=1) / math.sqrt(networks)
+    fields["corr_z"] = Stat(corr.mean(0).astype(dtype), corr_se.astype(dtype))
+    spread["corr_z"] = spread_over_networks(corr, logs=False)
     for name in _LOG_STATS:
         spread[name] = spread_over_networks(per[f"log_{name}"].astype(np.float64), logs=True)
         log_mean, log_se = _aggregate(per[f"log_{name}"].astype(np.float64))

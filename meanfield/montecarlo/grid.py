@@ -20,21 +20,23 @@ import numpy as np
 
 from meanfield import inits, layers
 from meanfield.core import architecture as arch
-from meanfield.montecarlo.chunks import run_chunks
-from meanfield.montecarlo.estimates import Estimate, Spread, Stat, reduce_networks
-from meanfield.montecarlo.progress import LAYER_PROGRESS
-from meanfield.montecarlo.runner import (
-    ENGINES,
+from meanfield.montecarlo.checks import (
     PRECISIONS,
-    chunk_fn,
+    check_input_law,
     networks_per_call,
     resolve_engine,
 )
+from meanfield.montecarlo.chunks import run_chunks
+from meanfield.montecarlo.estimates import Estimate, Spread, Stat, reduce_networks
+from meanfield.montecarlo.progress import LAYER_PROGRESS
+from meanfield.montecarlo.runner import ENGINES, chunk_fn
 
 __all__ = ["configuration", "grid_values", "simulate_grid", "stack_estimates"]
 
 
-def grid_values(var_w, init, c, gain, depth, input_std, branch_scale) -> dict[str, np.ndarray]:
+def grid_values(
+    var_w, init, c, gain, depth, input_std, branch_scale, input_mean=0.0, input_corr=0.0
+) -> dict[str, np.ndarray]:
     """The configuration axis: every value broadcast to one 1-D shape (C,), checked."""
     if (var_w is None) == (init is None):
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
@@ -46,6 +48,7 @@ def grid_values(var_w, init, c, gain, depth, input_std, branch_scale) -> dict[st
     arch.check_positive("input_std", input_std)
     if branch_scale is not None:
         arch.check_nonnegative("branch_scale", branch_scale)
+    check_input_law(input_mean, input_corr)
     given = {
         "var_w": 1.0 if var_w is None else var_w,
         "c": c,
@@ -53,6 +56,8 @@ def grid_values(var_w, init, c, gain, depth, input_std, branch_scale) -> dict[st
         "depth": depth,
         "input_std": input_std,
         "branch_scale": 0.0 if branch_scale is None else branch_scale,
+        "input_mean": input_mean,
+        "input_corr": input_corr,
     }
     arrays = {k: np.asarray(v) for k, v in given.items()}
     for k, v in arrays.items():
@@ -92,13 +97,24 @@ def _per_configuration(per: dict, configs: int, networks: int) -> list[dict]:
     ]
 
 
+def _per_network_values(grid: dict, networks: int, dtype) -> dict[str, np.ndarray]:
+    """The traced values of every (configuration, network) item, configuration-major."""
+    grid = dict(grid)
+    std = grid["input_std"].astype(np.float64)
+    grid["log_input_std"] = np.log(std)  # on the host, as simulate does
+    grid["input_shift"] = grid.pop("input_mean") / std
+    out = {k: np.repeat(v, networks).astype(dtype) for k, v in grid.items()}
+    out["depth"] = np.repeat(grid["depth"], networks).astype(np.int32)
+    return out
+
+
 def stack_estimates(estimates: list[Estimate], seconds: float) -> Estimate:
     """One :class:`Estimate` whose arrays have a leading configuration axis."""
     first = estimates[0]
     fields = {}
-    for name in ("mean_z", "m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw"):
+    for name in ("mean_z", "m2_z", "var_z", "unitvar_z", "m2_dz", "var_dw", "corr_z"):
         for key in (name, f"log10_{name}"):
-            if key == "log10_mean_z":
+            if key in ("log10_mean_z", "log10_corr_z"):
                 continue
             stats = [getattr(e, key) for e in estimates]
             fields[key] = Stat(*(np.stack(x) for x in zip(*stats, strict=True)))
@@ -189,6 +205,8 @@ def simulate_grid(
     max_depth: int | None = None,
     input_std=1.0,
     branch_scale=None,
+    input_mean=0.0,
+    input_corr=0.0,
     chunk_size: int | None = None,
     precision: str = "highest",
     engine: str = "auto",
@@ -196,13 +214,14 @@ def simulate_grid(
 ) -> Estimate:
     """Monte-Carlo estimates of a grid of configurations of one block, in one program.
 
-    ``var_w`` (or the ``c`` and ``gain`` of the scheme ``init``), ``depth``, ``input_std``
-    and ``branch_scale`` are numbers or 1-D arrays that broadcast to the grid's C
-    configurations (build a product grid with ``np.meshgrid``); ``key`` is one key, shared by
-    every configuration (the same inputs, loss vectors and normals, which makes differences
-    between configurations far less noisy), or C keys (seeds). Configuration i with key k
-    samples exactly the networks of ``simulate(block, key=k, depth=depth[i], ...)``, to float
-    rounding: the same ``jax.random.split(k, networks)`` and the same weights per layer.
+    ``var_w`` (or the ``c`` and ``gain`` of the scheme ``init``), ``depth``, ``input_std``,
+    ``input_mean``, ``input_corr`` and ``branch_scale`` are numbers or 1-D arrays that
+    broadcast to the grid's C configurations (build a product grid with ``np.meshgrid``);
+    ``key`` is one key, shared by every configuration (the same inputs, loss vectors and
+    normals, which makes differences between configurations far less noisy), or C keys (seeds).
+    Configuration i with key k samples exactly the networks of ``simulate(block, key=k,
+    depth=depth[i], ...)``, to float rounding: the same ``jax.random.split(k, networks)`` and
+    the same weights per layer.
 
     Every (configuration, network) is one item of one compiled program (values traced, the
     depth up to ``max_depth``, default the largest), ``chunk_size`` items per call (default
@@ -220,11 +239,10 @@ def simulate_grid(
         raise ValueError(f"networks must be >= 2 to give a standard error, got {networks}")
     if init == "risotto":
         raise ValueError("init='risotto' has no grid; call simulate for RISOTTO's network")
-    grid = grid_values(var_w, init, c, gain, depth, input_std, branch_scale)
+    grid = grid_values(var_w, init, c, gain, depth, input_std, branch_scale, input_mean, input_corr)
     max_depth = arch.check_max_depth(int(grid["depth"].max()), max_depth)
     arch.check_max_depth(grid["depth"], max_depth)
-    configs = grid["depth"].shape[0]
-    keys = _grid_keys(key, configs)
+    keys = _grid_keys(key, configs := grid["depth"].shape[0])
     items = configs * networks
     fn, sharded, chunk = _grid_program(
         tree,
@@ -242,9 +260,7 @@ def simulate_grid(
     dtype = jnp.result_type(float)
     start = time.perf_counter()
     network_keys = jax.vmap(lambda k: jax.random.split(k, networks))(keys).reshape(items)
-    grid["log_input_std"] = np.log(grid["input_std"].astype(np.float64))  # as simulate does
-    per_network = {k: np.repeat(v, networks).astype(dtype) for k, v in grid.items()}
-    per_network["depth"] = np.repeat(grid["depth"], networks).astype(np.int32)
+    per_network = _per_network_values(grid, networks, dtype)
     LAYER_PROGRESS.begin(tree.name, max_depth, items, -(-items // chunk))
     per = run_chunks(fn, sharded, network_keys, None, chunk, progress, per_network)
     estimates = [

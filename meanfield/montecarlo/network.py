@@ -227,6 +227,8 @@ def network_statistics(
     progress_every: int = 0,
     log_input_std=None,
     active_depth=None,
+    input_shift=0.0,
+    input_corr=0.0,
 ) -> dict[str, jax.Array]:
     """Per-layer statistics of one sampled network (arrays of length depth + 1).
 
@@ -248,6 +250,10 @@ def network_statistics(
     ``init=("risotto", ...)`` simulates RISOTTO's own network instead
     (:func:`meanfield.montecarlo.risotto.risotto_statistics`). ``progress_every`` (static):
     report the scan's layer every that many layers (:mod:`meanfield.montecarlo.progress`).
+    ``input_shift`` = mean / input_std and ``input_corr`` = ρ (both may be traced) give the
+    inputs x_b = input_std·(shift + √ρ·c + √(1 - ρ)·e_b), c one N(0, I) draw per network
+    shared by its B inputs: mean input_std·shift, correlation of distinct inputs' centred
+    parts ρ (0 and 0, the default, give exactly the draws of before).
     ``active_depth`` (an int, may be traced, <= ``depth``): the network has that many blocks,
     the scan still runs ``depth`` (the blocks past it are the identity, and what a scheme
     reads of the depth is ``active_depth``), and the statistics past it are NaN: one
@@ -260,6 +266,8 @@ def network_statistics(
     n, B, L, K = width, batch, depth, layers.dense_count(tree)
     key_x, key_g, key_w = jax.random.split(key, 3)
     x = standard_normal(key_x, (B, n), dtype)
+    common = standard_normal(jax.random.fold_in(key_x, 1), (1, n), dtype)
+    x = jnp.sqrt(1.0 - input_corr) * x + jnp.sqrt(input_corr) * common + input_shift
     g = standard_normal(key_g, (B, n), dtype)
     rule_depth = L if active_depth is None else active_depth
     rule = _branch_rule(tree, var_w, init, n, rule_depth, K, branch_scale)

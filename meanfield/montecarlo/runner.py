@@ -22,6 +22,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from meanfield import inits, layers
 from meanfield.core import architecture as arch
 from meanfield.core.architecture import Block
+from meanfield.montecarlo.checks import (
+    PRECISIONS,
+    check_input_law,
+    check_run,
+    networks_per_call,
+    resolve_engine,
+)
 from meanfield.montecarlo.chunks import run_chunks
 from meanfield.montecarlo.estimates import (
     Estimate,
@@ -31,7 +38,6 @@ from meanfield.montecarlo.estimates import (
     rank_deficit_message,
     reduce_networks,
 )
-from meanfield.montecarlo.memory import auto_chunk_size, check_one_network_fits
 from meanfield.montecarlo.network import network_statistics
 from meanfield.montecarlo.progress import (
     AUTO_SECONDS,
@@ -40,7 +46,6 @@ from meanfield.montecarlo.progress import (
     layer_every,
 )
 
-PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 ENGINES = ("explicit", "weightfree", "auto")
 
 
@@ -91,6 +96,8 @@ def chunk_fn(
             branch_scale=values["branch_scale"] if has_branch_scale else None,
             progress_every=progress_every,
             active_depth=values.get("depth"),
+            input_shift=values["input_shift"],
+            input_corr=values["input_corr"],
         )
 
     mesh = Mesh(np.array(jax.devices()[:n_devices]), ("networks",))
@@ -140,66 +147,20 @@ def _resolve_rule(
     return rule, init_key, var_w
 
 
-def resolve_engine(engine: str, rule, init, width: int, batch: int) -> str:
-    """The engine "auto" stands for (weight-free for Gaussian and orthogonal weights when
-    4B <= n), after checking that the weight-free engine can sample the rule's weights."""
-    sampled = rule.law in ("gaussian", "orthogonal")  # laws the weight-free engine samples
-    if engine == "auto":
-        engine = "weightfree" if sampled and 4 * batch <= width else "explicit"
-    if engine == "weightfree" and not sampled:
-        raise ValueError(
-            "engine='weightfree' needs Gaussian or orthogonal weights; "
-            f"init={init!r} draws {rule.law} ones"
-        )
-    if engine == "weightfree" and rule.law == "orthogonal" and 2 * batch > width:
-        raise ValueError(
-            "engine='weightfree' with orthogonal weights needs width >= 2 * batch (room for "
-            f"the fresh frame of the backward pass), got width={width}, batch={batch}"
-        )
-    return engine
-
-
-def _check_run(
-    tree: layers.Layer, block: Block, batch, networks, precision, input_std, key
-) -> float:
-    """Check the batch, network count, precision, input scale and key; returns input_std as
-    a float."""
-    if layers.has_batchnorm(tree) and batch < 2:
-        raise ValueError(
-            f"batch must be >= 2 for {block.name} (its BatchNorm uses the batch statistics), "
-            f"got {batch}"
-        )
-    if networks < 2:
-        raise ValueError(f"networks must be >= 2 to give a standard error, got {networks}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
-    arch.check_positive("input_std", input_std)
-    input_std = float(input_std)
-    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        raise ValueError(f"key must be a typed PRNG key from jax.random.key(seed), got {key!r}")
-    return input_std
-
-
-def networks_per_call(
-    block: Block, chunk_size, depth, width, batch, networks, itemsize, engine, shortcut, n_devices
-) -> int:
-    """Networks per compiled call: ``chunk_size`` or the default from available memory, at
-    most ``networks``, rounded up to a multiple of the device count; raises
-    :class:`~meanfield.montecarlo.NetworkMemoryError` when one network alone does not fit."""
-    check_one_network_fits(block, depth, width, batch, itemsize, engine, shortcut)
-    if chunk_size is None:
-        chunk_size = auto_chunk_size(
-            depth, width, batch, networks, itemsize, engine=engine, shortcut=shortcut
-        )
-    chunk_size = arch.static_int("chunk_size", chunk_size)
-    chunk_size = min(chunk_size, networks)
-    return -(-chunk_size // n_devices) * n_devices
-
-
-def chunk_values(var_w, c=1.0, gain=1.0, input_std=1.0, branch_scale=None, dtype=None) -> dict:
+def chunk_values(
+    var_w,
+    c=1.0,
+    gain=1.0,
+    input_std=1.0,
+    branch_scale=None,
+    dtype=None,
+    input_mean=0.0,
+    input_corr=0.0,
+) -> dict:
     """The traced arguments of a :func:`chunk_fn` program, as arrays of ``dtype``."""
     dtype = jnp.result_type(float) if dtype is None else dtype
-    values = dict(var_w=var_w, c=c, gain=gain, input_std=input_std)
+    values = dict(var_w=var_w, c=c, gain=gain, input_std=input_std, input_corr=input_corr)
+    values["input_shift"] = input_mean / input_std
     values["log_input_std"] = math.log(input_std)  # on the host, as the one-network code did
     values["branch_scale"] = 0.0 if branch_scale is None else branch_scale
     return {k: jnp.asarray(v, dtype) for k, v in values.items()}
@@ -236,6 +197,8 @@ def simulate(
     input_std: float = 1.0,
     warn: bool = True,
     branch_scale: float | None = None,
+    input_mean: float = 0.0,
+    input_corr: float = 0.0,
 ) -> Estimate:
     """Monte-Carlo estimate of the per-layer statistics of ``networks`` sampled networks.
 
@@ -258,8 +221,7 @@ def simulate(
             ``m2_dz`` are exactly flat in every network.
         networks: R, sampled networks. batch: B inputs per network (>= 2 with BN, which uses
             their batch statistics).
-        chunk_size: networks per compiled call; default from available memory. Rounded up to a
-            multiple of the device count.
+        chunk_size: networks per compiled call (default from memory; a device-count multiple).
         precision: "highest" (full float32 matmuls, the default) or "default" (TF32 on NVIDIA
             GPUs; faster, less accurate).
         engine: "explicit" draws every weight matrix; "weightfree" samples each layer's
@@ -268,14 +230,13 @@ def simulate(
             normals; "auto" (default) takes weight-free for Gaussian and orthogonal weights
             when 4B <= n (:func:`weightfree_orthogonal` samples Haar weights the same way).
             Both are exact: the same statistics in distribution, not the same numbers.
-        progress: print a progress line per chunk to stderr, and, inside a chunk of L >= 100
-            layers estimated to take over :data:`~meanfield.montecarlo.progress.AUTO_SECONDS`,
-            the layer reached, forward and backward (every L/50 layers). None
-            (default): on when the call is estimated to take over
-            :data:`~meanfield.montecarlo.progress.AUTO_SECONDS` on a CPU
-            (:func:`~meanfield.montecarlo.progress.estimated_seconds`).
+        progress: a progress line per chunk to stderr and, inside a chunk of L >= 100 layers
+            estimated to take over ``progress.AUTO_SECONDS``, the layer reached (every L/50).
+            None (default): on when the call is estimated to take over that on a CPU.
         input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
             the stem of a real network starts (:mod:`meanfield.training.initcheck`).
+        input_mean, input_corr: x_b = input_mean + input_std·(√ρ·c + √(1 - ρ)·e_b), ρ =
+            input_corr in [0, 1), c shared by the batch (:func:`network_statistics`).
         warn: issue a :class:`HeavyTailWarning` when some statistic's standard deviation over
             networks of its log exceeds :data:`HEAVY_TAIL_SD_LN` at some layer, or it is
             exactly zero in some networks but not in all; and a :class:`RankDeficitWarning`
@@ -328,6 +289,8 @@ def _simulate(
     input_std: float,
     warn: bool,
     branch_scale: float | None,
+    input_mean: float,
+    input_corr: float,
 ) -> Estimate:
     """:func:`simulate`, given all its arguments: check and resolve them, run the chunks,
     reduce over networks and warn."""
@@ -344,15 +307,14 @@ def _simulate(
     rule, init_key, var_w = _resolve_rule(
         block, tree, width, depth, var_w, init, c, gain, branch_scale
     )
-    if branch_scale is not None:
-        branch_scale = float(branch_scale)
+    branch_scale = None if branch_scale is None else float(branch_scale)
     inits.check_plain(block, rule)
     engine = resolve_engine(engine, rule, init, width, batch)
-    input_std = _check_run(tree, block, batch, networks, precision, input_std, key)
+    input_std = check_run(tree, block, batch, networks, precision, input_std, key)
+    check_input_law(input_mean, input_corr)
 
-    dtype = jnp.result_type(float)
+    dtype, n_devices = jnp.result_type(float), jax.device_count()
     itemsize = jnp.dtype(dtype).itemsize
-    n_devices = jax.device_count()
     n = 2 * width if init == "risotto" else width  # RISOTTO's network runs on 2n channels
     chunk_size = networks_per_call(
         block, chunk_size, depth, n, batch, networks, itemsize, engine, shortcut, n_devices
@@ -360,25 +322,18 @@ def _simulate(
     progress, every = _progress_plan(
         progress, engine, networks, chunk_size, depth, n, batch, shortcut, init == "risotto"
     )
+    scheme = None if init_key is None else init_key[0]
     fn, sharded = chunk_fn(
-        tree,
-        depth,
-        width,
-        batch,
-        precision,
-        chunk_size,
-        n_devices,
-        None if init_key is None else init_key[0],
-        engine,
-        branch_scale is not None,
-        every,
-        str(jax.random.key_impl(key)),
-    )
+        tree, depth, width, batch, precision, chunk_size, n_devices, scheme, engine,
+        branch_scale is not None, every, str(jax.random.key_impl(key)),
+    )  # fmt: skip
 
     start = time.perf_counter()
     keys = jax.random.split(key, networks)
     c_gain = (1.0, 1.0) if init_key is None else init_key[1:]
-    values = chunk_values(var_w, *c_gain, input_std, branch_scale, dtype)
+    values = chunk_values(
+        var_w, *c_gain, input_std, branch_scale, dtype, float(input_mean), float(input_corr)
+    )
     LAYER_PROGRESS.begin(block.name, depth, networks, -(-networks // chunk_size))
     per = run_chunks(fn, sharded, keys, values, chunk_size, progress)
     seconds = time.perf_counter() - start

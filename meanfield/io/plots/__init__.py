@@ -13,6 +13,7 @@ The builders are grouped by figure family, each family in its own module:
                                    :func:`gradient_figure`
 :mod:`meanfield.io.plots.finitewidth` :func:`width_sweep_figure`, :func:`batch_sweep_figure`
 :mod:`meanfield.io.plots.calibration` :func:`calibration_figure`
+:mod:`meanfield.io.plots.activations` :func:`activation_figure`
 :mod:`meanfield.io.plots.inits`       :func:`init_zoo_figure`, :func:`solve_init_figure`
 :mod:`meanfield.io.plots.spectra`     :func:`hessian_figure`, :func:`jacobian_figure`
 :mod:`meanfield.io.plots.training`    :func:`learning_curves_figure`, :func:`initcheck_figure`,
@@ -23,6 +24,7 @@ matplotlib is imported only inside the functions that make or save a figure, so 
 this package (or :mod:`meanfield`) leaves matplotlib unloaded.
 """
 
+from meanfield.io.plots.activations import activation_figure
 from meanfield.io.plots.calibration import REPORT_STAT_COLORS, calibration_figure
 from meanfield.io.plots.depth import DEPTH_COLORS, depth_figure, gradient_figure, profile_figure
 from meanfield.io.plots.finitewidth import batch_sweep_figure, width_sweep_figure
@@ -47,6 +49,7 @@ from meanfield.io.plots.training import (
 
 __all__ = [
     "CYCLE",
+    "activation_figure",
     "DEPTH_COLORS",
     "INITCHECK_ROWS",
     "INIT_COLORS",
