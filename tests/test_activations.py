@@ -241,3 +241,23 @@ def test_names_read_back():
     assert ml.preset_of(ml.block_tree(meanfield.Block("gelu", "ln_pre"))) == meanfield.Block(
         "gelu", "ln_pre"
     )
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "erf", "sin", "silu"])
+def test_plain_closed_forms_against_the_recursion(activation):
+    """theory.plain_correlation_map is the recursion's first layer; chi1 is its slope at
+    c -> 1 (times q_0/q_1 off the fixed point, to O(1 - c))."""
+    from meanfield import theory
+
+    alpha, c0 = 1.5, 0.3
+    block = meanfield.Block(activation, "none", False)
+    prof = recursions.profile(block, depth=1, width=100, var_w=alpha / 100, input_corr=c0)
+    want = float(theory.plain_correlation_map(activation, alpha, 1.0, c0))
+    np.testing.assert_allclose(float(prof.corr_z[1]), want, rtol=1e-5)
+    # Inputs of correlation 1 - δ (as their unit variance δ: 1 - δ is not float32-exact);
+    # relu's map has a (1 - c)^{3/2} term, so δ = 1e-6 leaves it at 5e-4.
+    delta = 1e-6
+    prof = recursions.profile(block, depth=1, width=100, var_w=alpha / 100, input_unitvar=delta)
+    slope = float(prof.unitvar_z[1]) / delta  # (δ_1 / δ_0) · q_1 with q_0 = 1
+    np.testing.assert_allclose(slope, float(theory.chi1(activation, alpha, 1.0)), rtol=2e-3)
+    assert float(theory.he_like_alpha("relu")) == pytest.approx(2.0, rel=1e-7)

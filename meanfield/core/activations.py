@@ -225,7 +225,11 @@ def _quadrature(f: Callable, log_v, log_delta, mu) -> Expectations:
     sq = jnp.exp(0.5 * log_v)[..., None]
     x1, w1 = (v.reshape((1,) * k + v.shape) for v in _nodes(DEGREE_1D, dtype))
     u = mu[..., None] + sq * x1
-    fu, dfu = f(u), df(u)
+    # f is read relative to the signal's scale s = √(v + μ²), so that E f² and Var f stay
+    # representable where f² would underflow (a shrinking plain network) or overflow.
+    log_s2 = jnp.logaddexp(log_v, jnp.log(mu * mu))
+    scale = jnp.exp(0.5 * log_s2)[..., None]
+    fu, dfu = f(u) / scale, df(u)
     e1, e2 = jnp.sum(w1 * fu, -1), jnp.sum(w1 * fu * fu, -1)
     a = jnp.sum(w1 * dfu * dfu, -1)
     x2, w2 = _nodes(DEGREE_2D, dtype)
@@ -237,20 +241,19 @@ def _quadrature(f: Callable, log_v, log_delta, mu) -> Expectations:
     c, d = jnp.sqrt(1.0 - delta / 2.0), jnp.sqrt(delta / 2.0)
     ratio = _half_sq_diff_ratio(f, df, mu2, sq2, c, d, xs, ys, w22)
     half = jnp.full_like(delta, math.sqrt(0.5))
-    var = jnp.exp(log_v) * _half_sq_diff_ratio(f, df, mu2, sq2, half, half, xs, ys, w22)
+    var = _half_sq_diff_ratio(f, df, mu2, sq2, half, half, xs, ys, w22)  # Var f / v
     base, step = mu2 + sq2 * c * xs, sq2 * d * ys
     cross = jnp.sum(w22 * df(base + step) * df(base - step), (-2, -1))
-    a_minus_d = _half_sq_diff_ratio(df, ddf, mu2, sq2, c, d, xs, ys, w22)
-    a_minus_d = a_minus_d * jnp.exp(log_v + log_delta)
+    a_minus_d = _half_sq_diff_ratio(df, ddf, mu2, sq2, c, d, xs, ys, w22)  # / (v δ)
     t = jnp.where(e2 > 0, e1 / jnp.sqrt(jnp.where(e2 > 0, e2, 1.0)), 0.0)
     return Expectations(
-        jnp.log(e2),
+        log_s2 + jnp.log(e2),
         t,
-        jnp.log(var),
+        log_v + jnp.log(var),
         jnp.log(ratio),
         jnp.log(a),
         jnp.log(cross),
-        jnp.log(a_minus_d),
+        jnp.log(a_minus_d) + log_v + log_delta,
     )
 
 
