@@ -124,3 +124,21 @@ def test_bad_flags_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit):
         script.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_main_job_takes_other_activations(tmp_path):
+    """--activation tanh: the same job on the tanh blocks (no closed forms: the paper's exist
+    for identity and relu only), Monte-Carlo of their three residual blocks."""
+    script = _load_script()
+    flags = "--width 16 --depth 4 --max-depth 8 --num-depths 3 --networks 4 --batch 4"
+    out = script.main(
+        ["--out", str(tmp_path), *flags.split(), "--activation", "tanh", "--formats", "png"]
+    )
+    saved = json.loads((out / "results.json").read_text())
+    assert {r["block"].split("-")[0] for r in saved["profiles"]} == {"tanh"}
+    assert len(saved["profiles"]) == 6 * 2 and all(not r["closed_forms"] for r in saved["profiles"])
+    assert {r["block"] for r in saved["montecarlo"]} == {
+        f"tanh-{n}-residual" for n in ("none", "bn_post", "bn_pre")
+    }
+    q = np.asarray(saved["profiles"][0]["recursion"]["m2_z"], dtype=float)
+    assert np.all(np.isfinite(q)) and q[-1] > q[0]  # a residual tanh block grows

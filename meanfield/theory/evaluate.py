@@ -42,7 +42,8 @@ def closed_forms(
     As in :func:`~meanfield.recursions.profile`, ``depth`` may be traced (under ``jax.vmap``)
     when ``max_depth`` fixes the length; entries past ``depth`` are NaN, and so is every entry
     when a traced ``depth`` exceeds ``max_depth`` (a concrete one raises ValueError).
-    ``width`` and ``var_w`` are scalars here. ``block`` is a :class:`meanfield.Block`, or a
+    ``width`` and ``var_w`` are scalars here. Blocks of other activations or norms than the
+    paper's have none. ``block`` is a :class:`meanfield.Block`, or a
     :mod:`meanfield.layers` tree: the forms of the preset it equals, none if it is no preset.
     """
     if isinstance(block, Layer):
@@ -50,6 +51,8 @@ def closed_forms(
         if block is None:
             return []
     check_block(block)
+    if block.activation not in arch.ACTIVATIONS or block.norm not in arch.NORMS:
+        return []  # the catalog is written for the paper's activations and norms
     max_depth = arch.check_max_depth(depth, max_depth)
     layers = jnp.arange(max_depth + 1)
     # A traced depth past max_depth cannot be refused: its curves are all NaN, not cut short.
