@@ -12,8 +12,9 @@ Where the paper is exact, one function gives its formula. Where it is approximat
 docstring says which is which (see also docs/theory.md).
 
 Any activation (plain network, no normalization; :mod:`meanfield.theory.activations`)
-    :func:`he_like_alpha` (χ₁ = 1 at unit variance), :func:`chi1`,
-    :func:`plain_correlation_map`: exact, from the Gaussian expectations.
+    :func:`he_like_alpha` (χ₁ = 1 at unit variance), :func:`critical_alpha` (q kept), :func:`chi1`,
+    :func:`plain_correlation_map`, :func:`plain_fixed_point` (q*, c*): exact, from the
+    Gaussian expectations.
 Initialization
     :func:`he_var_w`, :func:`glorot_var_w`, :func:`depth_scaled_var_w` (eq. 10/28),
     :func:`depth_scaled_growth` (eq. 9, exact), :func:`depth_scaled_growth_limit` (e^c).
@@ -60,7 +61,13 @@ Example:
 from __future__ import annotations
 
 # The modules and types theory.py imported, kept as attributes (see the end of this file).
-from meanfield.theory.activations import chi1, he_like_alpha, plain_correlation_map
+from meanfield.theory.activations import (
+    chi1,
+    critical_alpha,
+    he_like_alpha,
+    plain_correlation_map,
+    plain_fixed_point,
+)
 from meanfield.theory.backward import (
     backward_second_moment,
     identity_delta_variance,
@@ -128,8 +135,10 @@ from meanfield.theory.variances import (
 
 __all__ = [
     "chi1",
+    "critical_alpha",
     "he_like_alpha",
     "plain_correlation_map",
+    "plain_fixed_point",
     "ClosedForm",
     "CATALOG",
     "CatalogEntry",
