@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -37,6 +38,7 @@ class Activation(Layer):
             )
         arch.check_all("slope", self.slope, np.isfinite, "a finite number", integer=False)
         object.__setattr__(self, "slope", float(self.slope))
+        _at_zero(self.activation, self.slope)  # now, outside any trace (cached)
 
     @property
     def name(self) -> str:
@@ -60,9 +62,7 @@ class Activation(Layer):
 
     def _at_zero(self) -> tuple[float, float]:
         """(f(0), f'(0)) by JAX's convention (relu'(0) = 0): an identically zero input."""
-        with jax.ensure_compile_time_eval():
-            value, slope = jax.jvp(self.fn, (jnp.zeros(()),), (jnp.ones(()),))
-            return float(value), float(slope)
+        return _at_zero(self.activation, self.slope)
 
     def finite(self, x: Signal, net: Any) -> Signal:
         if self.identity:
@@ -137,3 +137,14 @@ class Activation(Layer):
 
     def conv(self, v: jax.Array, net: Any) -> jax.Array:
         return v if self.identity else self.fn(net.pre_activation(v))
+
+
+@functools.lru_cache(maxsize=256)
+def _at_zero(activation, slope: float) -> tuple[float, float]:
+    """(f(0), f'(0)) as Python floats, computed eagerly once per activation (a tree is built
+    outside the engines' traces, where these must already be constants)."""
+    with jax.ensure_compile_time_eval():
+        value, derivative = jax.jvp(
+            acts.activation_fn(activation, slope), (jnp.zeros(()),), (jnp.ones(()),)
+        )
+        return float(value), float(derivative)
