@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import inits, layers
+from meanfield.training.fftconv import CircularConv
 from meanfield.training.modelstats import gradient_tap, layer_stats
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class ResidualBlock(nn.Module):
     train: bool
     measure: bool
     dtype: Any
+    conv_method: str = "auto"  # of the circular convolutions (fftconv.CircularConv)
 
     @nn.compact
     def __call__(self, z, tap):
@@ -42,13 +44,15 @@ class ResidualBlock(nn.Module):
         fixup = cfg.init == "fixup" and not layers.has_batchnorm(cfg.tree)
 
         def conv(i, v):
-            layer = nn.Conv(
+            layer = CircularConv(
                 cfg.channels,
                 (cfg.kernel_size, cfg.kernel_size),
                 padding=FLAX_PADDING[cfg.padding],
                 use_bias=False,
                 kernel_init=cfg.kernel_init(i),
                 dtype=self.dtype,
+                method=self.conv_method,
+                name=f"Conv_{i}",
             )
             if rule.law != "weight_norm":
                 return layer(v)
@@ -130,6 +134,7 @@ class RisottoBlock(nn.Module):
     config: ResNetConfig
     measure: bool
     dtype: Any
+    conv_method: str = "auto"
 
     @nn.compact
     def __call__(self, h, tap):
@@ -144,13 +149,15 @@ class RisottoBlock(nn.Module):
             return init
 
         def conv(position, v):
-            return nn.Conv(
+            return CircularConv(
                 width,
                 (k, k),
                 padding=FLAX_PADDING[cfg.padding],
                 use_bias=False,
                 kernel_init=kernel(position),
                 dtype=self.dtype,
+                method=self.conv_method,
+                name=f"Conv_{position}",
             )(v)
 
         h = jax.nn.relu(conv(1, jax.nn.relu(conv(0, h))).astype(jnp.float32) + h)

@@ -43,9 +43,11 @@ Choices the paper leaves open, made here and configurable:
   offset.
 
 The blocks (:mod:`meanfield.training.convblocks`) are one ``nn.scan`` over the stacked parameters
-(leading axis = block), so the program size does not grow with depth. On CPU the scan is
-unrolled: XLA:CPU runs convolutions inside a loop body 10-50x slower than straight-line ones
-(docs/performance.md).
+(leading axis = block), so the program size does not grow with depth. Circular convolutions
+run by the FFT where that is faster (:mod:`meanfield.training.fftconv`: the paper's 8x8
+kernels on a CPU), with the same parameters. On CPU a scan of direct convolutions is
+unrolled: XLA:CPU runs them inside a loop body 10-50x slower than straight-line ones
+(docs/performance.md); the FFT path runs as fast in the loop.
 
 Measurement. ``model.apply(..., taps=jnp.zeros(depth + 1))`` also returns the per-layer
 statistics of z^l (l = 0..L) on the batch (``mean_z``, and ``log_m2_z``, ``log_unitvar_z`` as
@@ -80,6 +82,7 @@ from meanfield import inits, layers
 from meanfield.core import architecture as arch
 from meanfield.core.architecture import Block
 from meanfield.training.convblocks import FLAX_PADDING, ResidualBlock, RisottoBlock
+from meanfield.training.fftconv import CONV_METHODS, CircularConv, uses_fft
 from meanfield.training.modelstats import gradient_tap, layer_stats
 
 # Re-exported for the users of meanfield.training.models (they lived here before).
@@ -267,11 +270,15 @@ class ResNetConfig:
 class ResNet(nn.Module):
     """The paper's network (module docstring). ``dtype`` is the computation type (bfloat16 for
     mixed precision; parameters stay float32); ``unroll`` the scan unrolling (None: all
-    blocks on CPU, 1 elsewhere)."""
+    blocks on CPU, 1 elsewhere); ``conv`` how circular convolutions are computed, one of
+    :data:`~meanfield.training.fftconv.CONV_METHODS` (``"auto"``: by the FFT where
+    :func:`~meanfield.training.fftconv.fft_is_faster` says so, e.g. the paper's 8x8 kernels on
+    a CPU; the parameters are the same either way)."""
 
     config: ResNetConfig
     dtype: Any = jnp.float32
     unroll: int | None = None
+    conv: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool, taps: jax.Array | None = None):
@@ -281,13 +288,16 @@ class ResNet(nn.Module):
             raise ValueError(
                 f"taps must have shape (depth + 1,) = ({cfg.depth + 1},), got {taps.shape}"
             )
-        z = nn.Conv(
+        if self.conv not in CONV_METHODS:
+            raise ValueError(f"conv must be one of {CONV_METHODS}, got {self.conv!r}")
+        z = CircularConv(
             cfg.channels,
             (cfg.kernel_size, cfg.kernel_size),
             padding=FLAX_PADDING[cfg.padding],
             use_bias=False,
             kernel_init=inits.he_normal,
             dtype=self.dtype,
+            method=self.conv,
             name="stem",
         )(x).astype(jnp.float32)
         risotto = cfg.init == "risotto"
@@ -298,9 +308,12 @@ class ResNet(nn.Module):
             stats0 = layer_stats(z)
             z = gradient_tap(z, taps[0])
         unroll = self.unroll
-        if unroll is None:
-            unroll = cfg.depth if jax.default_backend() == "cpu" else 1
-        block_args = (cfg, measure, self.dtype) if risotto else (cfg, train, measure, self.dtype)
+        if unroll is None:  # XLA:CPU's direct convolutions are slow in a loop, FFTs are not
+            k = (cfg.kernel_size, cfg.kernel_size)
+            direct = not uses_fft(self.conv, FLAX_PADDING[cfg.padding], k, cfg.channels)
+            unroll = cfg.depth if jax.default_backend() == "cpu" and direct else 1
+        block_args = (cfg, measure) if risotto else (cfg, train, measure)
+        block_args += (self.dtype, self.conv)
         blocks = nn.scan(
             RisottoBlock if risotto else ResidualBlock,
             variable_axes={"params": 0, "batch_stats": 0},

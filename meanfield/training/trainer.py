@@ -24,6 +24,7 @@ from meanfield import layers
 from meanfield.core import architecture as arch
 from meanfield.training import data as data_lib
 from meanfield.training import initcheck
+from meanfield.training.fftconv import CONV_METHODS
 from meanfield.training.models import ResNet, ResNetConfig
 from meanfield.training.seedmap import SEED_MAPS, map_seeds, seed_map_for_backend
 
@@ -57,6 +58,7 @@ class TrainConfig:
     eval_batch_size: int = 500
     check_batch: int = 128  # images for the prediction check before training (0: skip it)
     seed_map: str = "auto"  # how seeds are batched: "vmap", "unroll" or "auto"
+    conv: str = "auto"  # circular convolutions by the FFT or directly (fftconv.CONV_METHODS)
     checkpoint_keep: int = 2  # newest checkpoints kept
 
     def __post_init__(self):
@@ -91,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.seed_map not in SEED_MAPS:
             raise ValueError(f"seed_map must be one of {SEED_MAPS}, got {self.seed_map!r}")
+        if self.conv not in CONV_METHODS:
+            raise ValueError(f"conv must be one of {CONV_METHODS}, got {self.conv!r}")
 
     def as_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -155,7 +159,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, mean, std):
         self.config = config
-        self.model = ResNet(config.model, dtype=_DTYPES[config.precision])
+        self.model = ResNet(config.model, dtype=_DTYPES[config.precision], conv=config.conv)
         self.tx = make_optimizer(config)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
@@ -163,7 +167,7 @@ class Trainer:
         self.has_bn = layers.has_batchnorm(config.model.tree)
         # The same parameters (bit for bit) from a rolled scan over the blocks: a program of one
         # block's draws, not ``depth`` of them, compiles in seconds at L = 100 on CPU too.
-        self._init_model = ResNet(config.model, dtype=self.model.dtype, unroll=1)
+        self._init_model = ResNet(config.model, dtype=self.model.dtype, unroll=1, conv=config.conv)
         key = _program_key(config, self.mean, self.std)
         programs = _PROGRAMS.pop(key, None)
         if programs is None:  # bound to this Trainer; an equal one traces the same code
