@@ -251,6 +251,44 @@ def test_a_diverging_seed_is_reported_and_the_others_go_on(dataset, tmp_path, mo
     assert np.all(np.isfinite(head)) and np.abs(head).max() > 1e30
 
 
+def test_once_every_seed_has_diverged_the_steps_are_skipped(dataset, tmp_path, monkeypatch):
+    # Both seeds' logits overflow at the first step. The later steps would change nothing:
+    # they are not run (no step of epoch 2 reaches the compiled step), and every later epoch
+    # is written with null metrics and the step of divergence.
+    original = Trainer.init_state
+
+    def poisoned(self):
+        state = original(self)
+        state.params["head"]["kernel"] = state.params["head"]["kernel"] * 1e38
+        return state
+
+    monkeypatch.setattr(Trainer, "init_state", poisoned)
+    messages, calls = [], []
+    config = dataclasses.replace(BASE, epochs=3)
+    import meanfield.training.train as train_module
+
+    steps = train_module._epoch_steps
+
+    def counting(step_fn, *args):
+        def counted(*a):
+            calls.append(1)
+            return step_fn(*a)
+
+        return steps(counted, *args)
+
+    monkeypatch.setattr(train_module, "_epoch_steps", counting)
+    rows = train_and_evaluate(
+        config, dataset, tmp_path / "run", progress=False, log=messages.append
+    )
+    assert len(calls) == 1  # the first step diverges both seeds; nothing runs after it
+    assert [r["epoch"] for r in rows] == [0, 0, 1, 1, 2, 2, 3, 3]
+    for r in rows[2:]:
+        assert r["diverged_at_step"] == 0 and r["val_accuracy"] is None
+        assert r["train_loss"] is None
+    assert sum("skipped, every seed has diverged" in m for m in messages) == 2
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "epoch_0003.msgpack"
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [

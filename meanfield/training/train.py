@@ -28,7 +28,8 @@ What a run writes into its folder (:func:`train_and_evaluate`):
 
 Divergence. A seed whose loss or gradient is not finite at step s is recorded as "diverged at
 step s": its parameters stay at their last finite values, its later metrics are null, and
-the other seeds go on.
+the other seeds go on. Once every seed has diverged, the remaining steps (which would change
+nothing) are skipped; their epochs are written with null metrics.
 
 Mixed precision. ``precision="bf16"`` runs the convolutions and BN in bfloat16; parameters,
 optimizer state, the residual stream and the loss stay float32.
@@ -177,17 +178,23 @@ def _train_epochs(
         state, losses, corrects = _epoch_steps(
             step_fn, state, (x_all, y_all, order), epoch, steps_per_epoch, bar
         )
-        loss_K = np.mean(np.stack([np.asarray(v) for v in losses]), axis=0)
-        acc_K = np.sum(np.stack([np.asarray(v) for v in corrects]), axis=0) / (
-            steps_per_epoch * config.batch_size
-        )
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
-        val_loss, val_acc = trainer.evaluate(state, dataset.x_test, dataset.y_test)
         diverged = np.asarray(state.diverged_at)
         _report_divergence(diverged, seeds, reported, log)
-        n_images = steps_per_epoch * config.batch_size * len(seeds)
+        if losses:
+            loss_K = np.mean(np.stack([np.asarray(v) for v in losses]), axis=0)
+            acc_K = np.sum(np.stack([np.asarray(v) for v in corrects]), axis=0) / (
+                len(corrects) * config.batch_size
+            )
+        else:
+            loss_K = acc_K = None
+        if np.all(diverged >= 0):  # nothing left to evaluate: every metric is null
+            val_loss = val_acc = np.full(len(seeds), np.nan)
+        else:
+            val_loss, val_acc = trainer.evaluate(state, dataset.x_test, dataset.y_test)
+        n_images = len(losses) * config.batch_size * len(seeds)
         history += _rows(
             epoch,
             seeds,
@@ -202,6 +209,9 @@ def _train_epochs(
         )
         save_checkpoint(workdir / "checkpoints", epoch, state, history, config.checkpoint_keep)
         results.save_jsonl(workdir / "metrics.jsonl", history)
+        if not losses:
+            log(f"epoch {epoch}/{config.epochs}: skipped, every seed has diverged")
+            continue
         log(
             f"epoch {epoch}/{config.epochs}: train loss {_fmt(loss_K)}, val accuracy "
             f"{_fmt(val_acc)} ({seconds:.1f} s, {n_images / seconds:.0f} images/s)"
@@ -220,6 +230,11 @@ def _epoch_steps(
     losses, corrects = [], []
     for i in range(steps_per_epoch):
         step = (epoch - 1) * steps_per_epoch + i
+        # Once every seed has diverged the steps change nothing (each seed stays frozen at its
+        # last finite state): they are skipped. Checked after each of the run's first 25 steps
+        # (where He init without BN diverges) and every 25 steps after that.
+        if (step < 25 or i % 25 == 0) and np.all(np.asarray(state.diverged_at) >= 0):
+            break
         state, loss, correct = step_fn(state, x_all, y_all, order, i, step)
         losses.append(loss)
         corrects.append(correct)
@@ -262,7 +277,7 @@ def _rows(epoch, seeds, train_loss, train_acc, val_loss, val_acc, diverged, step
                 "val_accuracy": None if dead else float(val_acc[k]),
                 "diverged_at_step": int(diverged[k]) if dead else None,
                 "epoch_time_s": seconds,
-                "images_per_s": n / seconds if seconds else None,
+                "images_per_s": n / seconds if seconds and n else None,
             }
         )
     return rows
