@@ -12,6 +12,8 @@ Commands:
     python experiments/train_cifar.py --smoke              # plumbing: ~1.5 min on a CPU
     python experiments/train_cifar.py --preset fig2        # 3 setups x 3 seeds x 20 epochs
     python experiments/train_cifar.py --preset fig3        # He without BN, 9 seeds
+    python experiments/train_cifar.py --preset fig2-cpu    # Fig. 2 reduced: ~35 min, 2 cores
+    python experiments/train_cifar.py --preset fig3-cpu    # Fig. 3 reduced: 9 He seeds
     python experiments/train_cifar.py --preset inits       # the init zoo, 8 setups x 3 seeds
     python experiments/train_cifar.py --resume runs/train_cifar-fig2-...   # continue a run
 
@@ -63,6 +65,7 @@ from meanfield import Block  # noqa: E402
 from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
 from meanfield.training import data, initcheck  # noqa: E402
+from meanfield.training.fftconv import CONV_METHODS  # noqa: E402
 from meanfield.training.models import PADDINGS, RISOTTO_BLOCK, ResNetConfig  # noqa: E402
 from meanfield.training.train import (  # noqa: E402
     OPTIMIZERS,
@@ -95,6 +98,28 @@ PRESETS = {
     "fig3": dict(setups=["he-none"], seeds=9, epochs=20, depth=100),
     # The init zoo on the paper's 100 blocks, early epochs: accuracy next to the predictions.
     "inits": dict(setups=list(SETUPS), seeds=3, epochs=3, depth=100),
+    # Fig. 2 and Fig. 3 on a 2-core CPU in about an hour: the paper's network, setups and
+    # optimizer; 10,000 training images for 5 epochs (390 steps of 128, the steps of one
+    # epoch of the paper), validation on the first 2,000 test images, one seed per setup for
+    # Fig. 2 and nine He seeds for Fig. 3 (docs/training.md, "Fig. 2 and Fig. 3 on a CPU").
+    "fig2-cpu": dict(
+        setups=PAPER_SETUPS,
+        seeds=1,
+        epochs=5,
+        depth=100,
+        train_size=10000,
+        test_size=2000,
+        check_batch=32,
+    ),
+    "fig3-cpu": dict(
+        setups=["he-none"],
+        seeds=9,
+        epochs=5,
+        depth=100,
+        train_size=10000,
+        test_size=2000,
+        check_batch=32,
+    ),
     "smoke": dict(
         setups=PAPER_SETUPS,
         seeds=2,
@@ -126,6 +151,7 @@ DEFAULTS = dict(
     test_size=None,
     check_batch=128,
     seed_map="auto",
+    conv="auto",
 )
 
 
@@ -225,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     setting("test_size", "first N test images", type=int)
     setting("check_batch", "images for the prediction check (0: skip)", type=int)
     setting("seed_map", "how seeds batch", choices=("auto", "vmap", "unroll"))
+    setting("conv", "circular convolutions by the FFT, directly, or auto", choices=CONV_METHODS)
     plots.add_formats_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -377,6 +404,8 @@ def train_configs(settings: dict) -> dict[str, TrainConfig]:
             precision=settings["precision"],
             check_batch=settings["check_batch"],
             seed_map=settings["seed_map"],
+            # Runs saved before the FFT path existed have no "conv": theirs was "direct".
+            conv=settings.get("conv", "direct"),
         )
     return configs
 

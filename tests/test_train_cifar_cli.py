@@ -218,16 +218,19 @@ def test_help_shows_the_defaults_that_the_presets_fill_in(script, capsys, monkey
     assert "(default: None)" not in text
     lines = _help_entries(text)
     expected = {
-        "--seeds": "(default: 1; with --preset fig2: 3, fig3: 9, inits: 3, smoke: 2)",
-        "--epochs": "(default: 20; with --preset inits: 3, smoke: 2)",
+        "--seeds": "(default: 1; with --preset fig2: 3, fig3: 9, fig3-cpu: 9, inits: 3, "
+        "smoke: 2)",
+        "--epochs": "(default: 20; with --preset fig2-cpu: 5, fig3-cpu: 5, inits: 3, smoke: 2)",
         "--depth": "(default: 100; with --preset smoke: 3)",
         "--lr": "(default: 0.01)",
         "--momentum": "(default: 0.9)",
         "--c": "(default: 1.0)",
-        "--train-size": "(default: all; with --preset smoke: 512)",
+        "--train-size": "(default: all; with --preset fig2-cpu: 10000, fig3-cpu: 10000, "
+        "smoke: 512)",
         "--batch-size": "(default: 128; with --preset smoke: 64)",
         "--setups": "(default: he-none depth_scaled-none he-bn_post; with --preset fig3: "
-        "he-none, inits: all)",
+        "he-none, fig3-cpu: he-none, inits: all)",
+        "--conv": "(default: auto)",
         "--formats": "(default: png pdf)",
         "--out": "(default: runs)",
     }
