@@ -138,7 +138,14 @@ def test_methods_and_errors():
     ]:
         with pytest.raises(ValueError, match=f"method='fft'.*{what}"):
             CircularConv(2, (3, 3), method="fft", **kw).init(jax.random.key(0), x)
-    # Zero padding and strides keep nn.Conv's own path under "auto": exactly nn.Conv.
+    # Zero padding, strides and 1-D convolutions keep nn.Conv's own path under "auto":
+    # exactly nn.Conv.
+    x1 = jnp.ones((1, 8, 2))
+    params = nn.Conv(2, 3, padding="CIRCULAR").init(jax.random.key(0), x1)
+    np.testing.assert_array_equal(
+        CircularConv(2, 3, padding="CIRCULAR").apply(params, x1),
+        nn.Conv(2, 3, padding="CIRCULAR").apply(params, x1),
+    )
     for kw in (dict(padding="SAME"), dict(padding="CIRCULAR", strides=2)):
         params = nn.Conv(2, (3, 3), **kw).init(jax.random.key(0), x)
         np.testing.assert_array_equal(
@@ -148,11 +155,11 @@ def test_methods_and_errors():
 
 
 def test_the_rule():
-    assert fftconv.fft_is_faster("cpu", (8, 8), (32, 32), 16)
-    assert fftconv.fft_is_faster("cpu", (3, 3), (32, 32), 64)
-    assert not fftconv.fft_is_faster("cpu", (3, 3), (32, 32), 16)
-    assert not fftconv.fft_is_faster("cpu", (1, 1), (32, 32), 64)
-    assert not fftconv.fft_is_faster("gpu", (8, 8), (32, 32), 16)
+    assert fftconv.fft_is_faster("cpu", (8, 8), 16)
+    assert fftconv.fft_is_faster("cpu", (3, 3), 64)
+    assert not fftconv.fft_is_faster("cpu", (3, 3), 16)
+    assert not fftconv.fft_is_faster("cpu", (1, 1), 64)
+    assert not fftconv.fft_is_faster("gpu", (8, 8), 16)
 
 
 @pytest.mark.parametrize("norm", ["none", "bn_post"])

@@ -37,14 +37,19 @@ import numpy as np
 from flax.linen import dtypes as flax_dtypes
 from jax import lax
 
-__all__ = ["CONV_METHODS", "CircularConv", "circular_conv_fft", "fft_is_faster", "uses_fft"]
+__all__ = [
+    "CONV_METHODS",
+    "CircularConv",
+    "circular_conv_fft",
+    "fft_is_faster",
+    "kernel_spectrum",
+    "uses_fft",
+]
 
 CONV_METHODS = ("auto", "fft", "direct")
 
 
-def fft_is_faster(
-    backend: str, kernel_size: tuple[int, int], spatial: tuple[int, int], features: int
-) -> bool:
+def fft_is_faster(backend: str, kernel_size: tuple[int, int], features: int) -> bool:
     """The rule of ``method="auto"``: whether the FFT path is the faster one, as measured by
     ``benchmarks/bench_fftconv.py`` (docs/performance.md, "Circular convolution").
 
@@ -55,8 +60,7 @@ def fft_is_faster(
     GPU and TPU the backend's convolution is kept until measured otherwise
     (``benchmarks/device_suite.py`` measures both).
     """
-    del spatial  # the measured rule does not depend on it in the range measured
-    k = max(kernel_size)
+    k = max(kernel_size)  # the image size (8 to 32) did not change the outcome
     return backend == "cpu" and (k >= 5 or (k >= 3 and features >= 64))
 
 
@@ -68,14 +72,14 @@ def uses_fft(
     backend: str | None = None,
 ) -> bool:
     """Whether a stride-1 2-D :class:`CircularConv` with these settings takes the FFT path:
-    circular padding, and ``method="fft"``, or ``"auto"`` where :func:`fft_is_faster` (on
-    ``backend``, the default backend when None)."""
+    Flax's ``padding="CIRCULAR"``, and ``method="fft"``, or ``"auto"`` where
+    :func:`fft_is_faster` (on ``backend``, the default backend when None)."""
     if method not in CONV_METHODS:
         raise ValueError(f"method must be one of {CONV_METHODS}, got {method!r}")
-    if not (isinstance(padding, str) and padding.upper() == "CIRCULAR") or method == "direct":
+    if padding != "CIRCULAR" or method == "direct":
         return False
     backend = jax.default_backend() if backend is None else backend
-    return method == "fft" or fft_is_faster(backend, tuple(kernel_size), (0, 0), features)
+    return method == "fft" or fft_is_faster(backend, tuple(kernel_size), features)
 
 
 def _tables(n: int, k: int, frequencies: int, p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +156,7 @@ class CircularConv(nn.Conv):
         ks = (self.kernel_size,) if isinstance(self.kernel_size, int) else self.kernel_size
         ones = (None, 1, (1,) * len(ks), [1] * len(ks))
         checks = [
-            (isinstance(self.padding, str) and self.padding.upper() == "CIRCULAR", "padding"),
+            (self.padding == "CIRCULAR", "padding"),
             (len(ks) == 2 and inputs.ndim >= 3, "a 2-D convolution"),
             (self.strides in ones, "strides"),
             (self.input_dilation in ones, "input_dilation"),
@@ -173,8 +177,10 @@ class CircularConv(nn.Conv):
                 "method='fft' computes stride-1, undilated, ungrouped 2-D convolutions with "
                 f"padding='CIRCULAR' and shared, unmasked weights; this layer differs in: {why}"
             )
+        if why is not None:
+            return super().__call__(inputs)
         ks = tuple(self.kernel_size)
-        if why is not None or not uses_fft(self.method, self.padding, ks, self.features):
+        if not uses_fft(self.method, self.padding, ks, self.features):
             return super().__call__(inputs)
         return self._fft_call(inputs, ks)
 
@@ -192,6 +198,6 @@ class CircularConv(nn.Conv):
         flat = inputs.reshape((-1,) + inputs.shape[-3:]).astype(compute)
         y = circular_conv_fft(flat, kernel.astype(compute), self.precision)
         y = y.reshape(batch_shape + y.shape[1:]).astype(out_dtype)
-        if bias is not None:
+        if bias is not None:  # explicit ranks (no implicit rank promotion)
             y = y + bias.reshape((1,) * (y.ndim - 1) + (-1,))
         return y
