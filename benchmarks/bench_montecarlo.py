@@ -259,7 +259,7 @@ def bench_engines(block, widths, batches, depth, networks, out_png=None, torch_g
                     ).m2_z.mean
 
                 times[engine] = time_call(run)
-            torch_cols = f"{'-':>8} {'-':>11}"
+            torch_cols, t_torch = f"{'-':>8} {'-':>11}", None
             if torch_gib is not None:
                 need = 2 * depth * n * n * 4 / 2**30  # weights and their gradients, one network
                 if need > torch_gib:
@@ -270,7 +270,7 @@ def bench_engines(block, widths, batches, depth, networks, out_png=None, torch_g
                     if t_torch is not None:
                         torch_cols = f"{t_torch:8.3f} {t_torch / times['weightfree']:11.1f}"
             rate = {k: networks * depth / v for k, v in times.items()}
-            rows.append((n, B, times["explicit"], times["weightfree"]))
+            rows.append((n, B, times["explicit"], times["weightfree"], t_torch))
             print(
                 f"{n:>5} {B:>4} | {times['explicit']:10.3f} {rate['explicit']:13.3e} | "
                 f"{times['weightfree']:12.3f} {rate['weightfree']:13.3e} | "
@@ -296,6 +296,57 @@ def bench_engines(block, widths, batches, depth, networks, out_png=None, torch_g
         ax.legend(fontsize=6.5, frameon=False)
         fig.savefig(out_png, dpi=150)
         print(f"figure: {out_png}")
+    return [
+        dict(width=n, batch=B, explicit_s=te, weightfree_s=tw, torch_s=tt)
+        for n, B, te, tw, tt in rows
+    ]
+
+
+def bench_rows(block, scale=1.0, precision="highest", torch_chunk=64, rows=ROWS) -> list[dict]:
+    """The (R, B, n, L) rows (every R times ``scale``): the engine, its RNG bound and the
+    PyTorch peer (None: skipped), printed as they come and returned."""
+    header = (
+        f"{'R':>6} {'B':>4} {'n':>5} {'L':>4} | {'engine s':>9} {'net-layers/s':>13} "
+        f"{'weights/s':>10} | {'rng-bound s':>11} {'engine/rng':>10} | {'torch s':>8} "
+        f"{'engine/torch':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    out = []
+    for R, B, n, L in rows:
+        R = max(2, int(round(R * scale)))
+        if block.norm != "none" and B < 2:
+            print(f"{R:>6} {B:>4} {n:>5} {L:>4} | skipped: BN needs B >= 2")
+            continue
+        chunk = montecarlo.auto_chunk_size(L, n, B, R)
+        t_engine = bench_engine(block, R, B, n, L, chunk, precision)
+        # The engine draws each weight twice (forward and checkpointed backward): compare
+        # with drawing each weight once, the best any weight-sampling engine can do.
+        t_rng = bench_rng(R, n, L, chunk)
+        t_torch = None if torch_chunk is None else bench_torch(block, R, B, n, L, torch_chunk)
+        torch_cols = (
+            "    n/a" + " " * 14
+            if t_torch is None
+            else f"{t_torch:8.2f} {t_torch / t_engine:12.2f}"
+        )
+        print(
+            f"{R:>6} {B:>4} {n:>5} {L:>4} | {t_engine:9.2f} {R * L / t_engine:13.3e} "
+            f"{R * L * n * n / t_engine:10.3e} | {t_rng:11.2f} {t_rng / t_engine:10.2f} | "
+            f"{torch_cols}",
+            flush=True,
+        )
+        out.append(
+            dict(
+                networks=R,
+                batch=B,
+                width=n,
+                depth=L,
+                engine_s=t_engine,
+                rng_bound_s=t_rng,
+                torch_s=t_torch,
+            )
+        )
+    return out
 
 
 def main(argv=None):
@@ -343,35 +394,7 @@ def main(argv=None):
         f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"{jax.device_count()} device(s); block {block.name}; precision {args.precision}"
     )
-    header = (
-        f"{'R':>6} {'B':>4} {'n':>5} {'L':>4} | {'engine s':>9} {'net-layers/s':>13} "
-        f"{'weights/s':>10} | {'rng-bound s':>11} {'engine/rng':>10} | {'torch s':>8} "
-        f"{'engine/torch':>12}"
-    )
-    print(header)
-    print("-" * len(header))
-    for R, B, n, L in ROWS:
-        R = max(2, int(round(R * args.scale)))
-        if block.norm != "none" and B < 2:
-            print(f"{R:>6} {B:>4} {n:>5} {L:>4} | skipped: BN needs B >= 2")
-            continue
-        chunk = montecarlo.auto_chunk_size(L, n, B, R)
-        t_engine = bench_engine(block, R, B, n, L, chunk, args.precision)
-        # The engine draws each weight twice (forward and checkpointed backward): compare
-        # with drawing each weight once, the best any weight-sampling engine can do.
-        t_rng = bench_rng(R, n, L, chunk)
-        t_torch = None if args.no_torch else bench_torch(block, R, B, n, L, args.torch_chunk)
-        torch_cols = (
-            "    n/a" + " " * 14
-            if t_torch is None
-            else f"{t_torch:8.2f} {t_torch / t_engine:12.2f}"
-        )
-        print(
-            f"{R:>6} {B:>4} {n:>5} {L:>4} | {t_engine:9.2f} {R * L / t_engine:13.3e} "
-            f"{R * L * n * n / t_engine:10.3e} | {t_rng:11.2f} {t_rng / t_engine:10.2f} | "
-            f"{torch_cols}",
-            flush=True,
-        )
+    bench_rows(block, args.scale, args.precision, None if args.no_torch else args.torch_chunk)
     if not args.no_torch:
         try:
             import torch  # noqa: F401

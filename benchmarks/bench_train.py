@@ -5,13 +5,17 @@ For the network of Taki (2017), section 4 (``--depth`` blocks of ``--kernel-size
 zero), with and without BN, measured in the same run:
 
 * ``meanfield K=1``: one jit-compiled :meth:`meanfield.training.train.Trainer.train_step` (data
-gather
-  from the device-resident uint8 set, normalization, forward, backward, SGD with momentum);
+  gather from the device-resident uint8 set, normalization, forward, backward, SGD with
+  momentum);
 * ``meanfield K=9``: the same step for ``--seeds`` networks in one program (``--seed-map``:
   vmap on accelerators by default, an unrolled loop on CPU);
 * ``torch``: the same network and step in PyTorch, eager, channels_last memory format,
   ``cudnn.benchmark = True``, SGD with momentum, data already on the device; skipped with a
   message where torch is not installed.
+
+The convolutions are computed as ``--conv`` says: ``auto`` (the default) by the FFT where
+:func:`meanfield.training.fftconv.fft_is_faster` picks it (circular padding on a CPU),
+``fft`` or ``direct`` forced (the PyTorch peer always convolves directly).
 
 Printed: seconds per step (median over ``--repeats`` timed runs of ``--steps`` steps, after a
 warm-up that compiles), training images per second (K·B / step time), and the ratios
@@ -21,6 +25,7 @@ reported as it is).
 
     python benchmarks/bench_train.py                          # the paper's sizes (a GPU job)
     python benchmarks/bench_train.py --depth 10 --batch 32 --steps 2   # a CPU-sized run
+    python benchmarks/bench_train.py --seeds 2 --steps 2 --repeats 2   # the paper's sizes on a CPU
 """
 
 from __future__ import annotations
@@ -57,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--norms", nargs="+", default=["none", "bn_post"], help="block kinds")
     p.add_argument("--seed-map", default="auto", choices=("auto", "vmap", "unroll"))
     p.add_argument("--precision", default="float32", choices=("float32", "bf16"))
+    p.add_argument(
+        "--conv", default="auto", choices=("auto", "fft", "direct"), help="circular convolutions"
+    )
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     return p.parse_args(argv)
@@ -86,6 +94,7 @@ def bench_meanfield(args, norm: str, seeds: int) -> float:
         batch_size=args.batch,
         precision=args.precision,
         seed_map=args.seed_map,
+        conv=args.conv,
         check_batch=0,
     )
     n = 4 * args.batch
@@ -165,7 +174,7 @@ def main(argv=None):
     print(
         f"device {device}; depth {args.depth}, {args.kernel_size}x{args.kernel_size}x"
         f"{args.channels}, {args.padding} padding, batch {args.batch}, {args.steps} steps x "
-        f"{args.repeats} runs, {args.precision}",
+        f"{args.repeats} runs, {args.precision}, convolutions {args.conv}",
         flush=True,
     )
     rows = []
