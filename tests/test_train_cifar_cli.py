@@ -218,8 +218,7 @@ def test_help_shows_the_defaults_that_the_presets_fill_in(script, capsys, monkey
     assert "(default: None)" not in text
     lines = _help_entries(text)
     expected = {
-        "--seeds": "(default: 1; with --preset fig2: 3, fig3: 9, fig3-cpu: 9, inits: 3, "
-        "smoke: 2)",
+        "--seeds": "(default: 1; with --preset fig2: 3, fig3: 9, fig3-cpu: 9, inits: 3, smoke: 2)",
         "--epochs": "(default: 20; with --preset fig2-cpu: 5, fig3-cpu: 5, inits: 3, smoke: 2)",
         "--depth": "(default: 100; with --preset smoke: 3)",
         "--lr": "(default: 0.01)",
