@@ -12,21 +12,23 @@ Commands:
     python experiments/train_cifar.py --smoke              # plumbing: ~1.5 min on a CPU
     python experiments/train_cifar.py --preset fig2        # 3 setups x 3 seeds x 20 epochs
     python experiments/train_cifar.py --preset fig3        # He without BN, 9 seeds
-    python experiments/train_cifar.py --preset fig2-cpu    # Fig. 2 reduced: ~35 min, 2 cores
-    python experiments/train_cifar.py --preset fig3-cpu    # Fig. 3 reduced: 9 He seeds
+    python experiments/train_cifar.py --preset fig2-cpu    # Fig. 2 reduced: 49 min on 2 cores
+    python experiments/train_cifar.py --preset fig3-cpu    # Fig. 3 reduced: 9 He seeds, 10 min
     python experiments/train_cifar.py --preset inits       # the init zoo, 8 setups x 3 seeds
     python experiments/train_cifar.py --resume runs/train_cifar-fig2-...   # continue a run
 
-Runtime: fig2 and fig3 are GPU jobs (on a 2-core CPU one epoch of one 100-block network takes
-hours); --smoke runs 3 blocks on 512 images for 2 epochs. Flags after --preset override it
-(e.g. --epochs 5 --seeds 2 --train-size 10000).
+Runtime: fig2 and fig3 are GPU jobs (on a 2-core CPU one epoch of 50,000 images of one
+100-block network takes about 30 min, with the convolutions by the FFT); fig2-cpu and
+fig3-cpu are their CPU versions (docs/training.md); --smoke runs 3 blocks on 512 images for 2
+epochs. Flags after --preset override it (e.g. --epochs 5 --seeds 2 --train-size 10000).
 
 Expected result (the paper's): He without BN trains badly or not at all (a plateau near 10%
-in many runs), the depth-scaled init trains stably, close to BN. The check shows why: at He
-init without BN the forward second moment reaches ~1e46 at block 100 (the recursion's ReLU
-growth rate), beyond float32, so the first SGD step makes the network overflow and the
-trainer reports it diverged; at the depth-scaled init it grows by ~1e3 (exp √(2L/π), not
-O(1)), with BN linearly (docs/training.md).
+in many runs), the depth-scaled init trains stably, close to BN. The check shows why He
+fails: at He init without BN the forward second moment reaches ~1e46 at block 100 (the
+recursion's ReLU growth rate), beyond float32, so the first SGD step makes the network
+overflow and the trainer reports it diverged. At the depth-scaled init it grows by ~1e3
+(exp √(2L/π), not O(1)), with BN linearly; at SGD's rate 0.01 the depth-scaled network then
+diverges at step 2 too, and only BN trains (docs/training.md, "Fig. 2 and Fig. 3 on a CPU").
 
 Data: CIFAR-10's python batches, from --data-dir, $CIFAR10_DIR, ./data or the cache folder,
 downloaded (checksum-verified) when absent and the network allows (docs/training.md);
