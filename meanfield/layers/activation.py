@@ -143,7 +143,9 @@ class Activation(Layer):
 def _at_zero(activation, slope: float) -> tuple[float, float]:
     """(f(0), f'(0)) as Python floats, computed eagerly once per activation (a tree is built
     outside the engines' traces, where these must already be constants)."""
-    with jax.ensure_compile_time_eval():
+    # Outside every trace, even when the layer is built inside one (a solver that builds its
+    # tree under vmap or jvp): ensure_compile_time_eval does not leave a vmap.
+    with jax.core.eval_context():
         value, derivative = jax.jvp(
             acts.activation_fn(activation, slope), (jnp.zeros(()),), (jnp.ones(()),)
         )
