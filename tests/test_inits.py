@@ -254,7 +254,7 @@ def test_fan_in_out_follows_the_flax_convention():
             lambda: inits.var_w("orthogonal", fan_in=4, fan_out=8),
             r"fan_out must equal fan_in for orthogonal",
         ),
-        (lambda: inits.var_w("he", fan_in=0), r"width must be a finite number >= 1, got 0"),
+        (lambda: inits.var_w("he", fan_in=0), r"fan_in must be a finite number >= 1, got 0"),
         (lambda: inits.orthogonal(jax.random.key(0), (4, 8)), r"shape .*square.*\(4, 8\)"),
         (lambda: inits.orthogonal(jax.random.key(0), (2, 4, 4)), r"shape .*square.*\(2, 4, 4\)"),
         (lambda: inits.get("orthogonal")(jax.random.key(0), (4, 8)), r"shape .*orthogonal"),

@@ -39,6 +39,8 @@ and Arpit et al. (2019).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import numbers
@@ -172,16 +174,28 @@ def all_blocks(activations: tuple[str, ...] = ACTIVATIONS) -> tuple[Block, ...]:
     )
 
 
-def check_all(name: str, value: Any, ok, allowed: str, integer: bool) -> None:
+def check_all(
+    name: str, value: Any, ok, allowed: str, integer: bool, required: bool = False
+) -> None:
     """Raise ValueError naming ``name``, the first bad value and what is ``allowed`` unless
-    every entry of ``value`` is a finite number (an integer if ``integer``) with ``ok`` true;
-    None and traced values pass."""
-    if value is None or is_traced(value):
+    every entry of ``value`` is a finite real number (an integer if ``integer``) with ``ok``
+    true. None passes unless ``required``.
+
+    A traced value (inside ``jax.jit``, ``vmap`` or ``grad``) cannot be inspected: inside
+    :func:`traced_domain` (every public function of :mod:`meanfield.theory`) the condition is
+    recorded as a traced boolean, and that function returns NaN wherever it fails; elsewhere
+    a traced value passes (the engines check their values before they trace them)."""
+    if value is None:
+        if required:
+            raise ValueError(f"{name} must be {allowed}, got None")
+        return
+    if is_traced(value):
+        _record(value, ok, integer)
         return
     if isinstance(value, bool):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     arr = np.asarray(value)
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     if integer and not np.issubdtype(arr.dtype, np.integer):
         if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
@@ -192,38 +206,112 @@ def check_all(name: str, value: Any, ok, allowed: str, integer: bool) -> None:
         raise ValueError(f"{name} must be {allowed}, got {shown!r}")
 
 
-def check_depth(depth: Any) -> None:
+# The conditions recorded on traced values by the checks, while a traced_domain is active.
+_DOMAIN: contextvars.ContextVar[list | None] = contextvars.ContextVar("domain", default=None)
+
+
+@contextlib.contextmanager
+def traced_domain():
+    """Collect, in the list this yields, one traced boolean per check of a traced value made
+    while it is active (true where that value is allowed); a nested one collects its own."""
+    token = _DOMAIN.set([])
+    try:
+        yield _DOMAIN.get()
+    finally:
+        _DOMAIN.reset(token)
+
+
+def _record(value: Any, ok, integer: bool) -> None:
+    """Append to the active :func:`traced_domain` where the traced ``value`` is finite, an
+    integer if ``integer``, and ``ok``."""
+    conditions = _DOMAIN.get()
+    if conditions is None:
+        return
+    import jax.numpy as jnp
+
+    v = jnp.asarray(value)
+    if jnp.issubdtype(v.dtype, jnp.complexfloating):
+        conditions.append(jnp.zeros(v.shape, bool))
+        return
+    good = jnp.isfinite(v) & ok(v)
+    if integer and jnp.issubdtype(v.dtype, jnp.inexact):
+        good = good & (v == jnp.round(v))
+    conditions.append(good)
+
+
+def check_depth(depth: Any, name: str = "depth") -> None:
     """Raise ValueError unless ``depth`` is an integer >= 1 (or an array of them)."""
-    check_all("depth", depth, lambda a: a >= 1, "an integer >= 1", integer=True)
+    check_all(name, depth, lambda a: a >= 1, "an integer >= 1", integer=True, required=True)
 
 
-def check_width(width: Any) -> None:
+def check_width(width: Any, name: str = "width") -> None:
     """Raise ValueError unless ``width`` is a finite number >= 1 (or an array of them)."""
-    check_all("width", width, lambda a: a >= 1, "a finite number >= 1", integer=False)
+    check_all(name, width, lambda a: a >= 1, "a finite number >= 1", integer=False, required=True)
 
 
 def check_var_w(var_w: Any) -> None:
     """Raise ValueError unless ``var_w`` is a finite number > 0 (or an array of them)."""
-    check_all("var_w", var_w, lambda a: a > 0, "a finite number > 0", integer=False)
+    check_all("var_w", var_w, lambda a: a > 0, "a finite number > 0", integer=False, required=True)
 
 
 def check_positive(name: str, value: Any) -> None:
     """Raise ValueError unless ``value`` is finite and > 0 (used for c, batch, ...)."""
-    check_all(name, value, lambda a: a > 0, "a finite number > 0", integer=False)
+    check_all(name, value, lambda a: a > 0, "a finite number > 0", integer=False, required=True)
 
 
 def check_nonnegative(name: str, value: Any) -> None:
     """Raise ValueError unless ``value`` is finite and >= 0 (a branch scale, ...)."""
-    check_all(name, value, lambda a: a >= 0, "a finite number >= 0", integer=False)
+    check_all(name, value, lambda a: a >= 0, "a finite number >= 0", integer=False, required=True)
+
+
+def check_finite(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is a finite real number (or an array of them)."""
+    check_all(name, value, lambda a: a == a, "a finite number", integer=False, required=True)
 
 
 def check_layer(layer: Any, depth: Any = None) -> None:
-    """Raise ValueError unless 0 <= layer (<= depth when both are concrete)."""
-    check_all("layer", layer, lambda a: a >= 0, "an integer >= 0", integer=True)
-    if depth is None or is_traced(layer) or is_traced(depth):
+    """Raise ValueError unless 0 <= layer (<= depth when both are given); a traced layer or
+    depth is recorded as :func:`check_all` says."""
+    check_all("layer", layer, lambda a: a >= 0, "an integer >= 0", integer=True, required=True)
+    if depth is None:
+        return
+    if is_traced(layer) or is_traced(depth):
+        _record(layer, lambda a: a <= depth, integer=False)
         return
     if np.any(np.asarray(layer) > np.asarray(depth)):
         raise ValueError(f"layer must be <= depth, got layer={layer!r}, depth={depth!r}")
+
+
+def check_scalar(name: str, value: Any, hint: str = "") -> None:
+    """Raise ValueError unless ``value`` is one number (an array of shape (), which may be
+    traced), not an array of several; ``hint`` says where arrays are taken instead."""
+    shape = np.shape(value) if not is_traced(value) else value.shape
+    if shape != ():
+        extra = f"; {hint}" if hint else ""
+        raise ValueError(f"{name} must be a scalar (one number{extra}), got shape {shape}")
+
+
+def check_key(key: Any, name: str = "key") -> None:
+    """Raise ValueError unless ``key`` is one PRNG key: a typed key of shape ()
+    (``jax.random.key(seed)``) or one raw uint32 key (``jax.random.PRNGKey(seed)``), not an
+    array of keys such as ``jax.random.split(key, 4)``."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape == ():
+            return
+        what = f"an array of keys of shape {key.shape}"
+    elif isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.ndim == 1:
+        return
+    elif isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32:
+        what = f"an array of raw keys of shape {key.shape}"
+    else:
+        what = repr(key)
+    raise ValueError(
+        f"{name} must be one PRNG key from jax.random.key(seed), got {what} (give one key; "
+        "keys from jax.random.split are for jax.vmap)"
+    )
 
 
 def check_max_depth(depth: Any, max_depth: int | None) -> int:

@@ -188,6 +188,7 @@ def branch_weight(
     for a square weight). A zero variance gives zeros under every law. The Gaussian and
     weight-norm draws use :func:`meanfield.core.sampling.standard_normal` (the Monte-Carlo engine's
     sampler: ``jax.random.normal``'s numbers in JAX's original counter layout)."""
+    arch.check_key(key)
     v = jnp.asarray(rule.var_w[position], dtype)
     if rule.law == "gaussian":
         return jnp.sqrt(v) * standard_normal(key, check_shape(shape), dtype)

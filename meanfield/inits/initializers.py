@@ -64,8 +64,8 @@ def normal(
     ``var_w`` is the variance of one entry: a Python number or a scalar array, which may be
     traced (e.g. vmapped over var_w); a concrete one must be finite and > 0.
     """
-    if jnp.ndim(var_w) != 0:
-        raise ValueError(f"var_w must be a scalar, got an array of shape {jnp.shape(var_w)}")
+    arch.check_key(key)
+    arch.check_scalar("var_w", var_w)
     arch.check_var_w(var_w)
     # Cast the scale to dtype: under jax_enable_x64 a float64 var_w would promote the draw.
     std = jnp.sqrt(jnp.asarray(var_w, dtype))
@@ -99,6 +99,8 @@ def depth_scaled(
     """
     fan_in, _ = fan_in_out(shape)
     require_depth(depth)
+    arch.check_scalar("depth", depth)
+    arch.check_scalar("c", c)
     return normal(key, shape, theory.depth_scaled_var_w(fan_in, depth, c), dtype)
 
 
@@ -128,7 +130,9 @@ def orthogonal(
     Only square 2-D shapes are allowed: the branch weights of the engine are square, and a
     non-square "orthogonal" weight has no single per-entry variance gain²/n.
     """
+    arch.check_key(key)
     n = check_square(shape)
+    arch.check_scalar("gain", gain)
     arch.check_positive("gain", gain)
     # QR needs float32 or float64; draw in at least float32 and cast at the end.
     work = jnp.promote_types(dtype, jnp.float32)
@@ -228,12 +232,15 @@ def get(
     if scheme == "depth_scaled":
         require_depth(depth)
         arch.check_positive("c", c)
+        arch.check_scalar("depth", depth)
+        arch.check_scalar("c", c)
 
         def init(key: Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> Array:
             return depth_scaled(key, shape, depth=depth, c=c, dtype=dtype)
 
         return init
     arch.check_positive("gain", gain)
+    arch.check_scalar("gain", gain)
 
     def init(key: Array, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> Array:
         return orthogonal(key, shape, gain=gain, dtype=dtype)

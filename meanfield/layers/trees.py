@@ -95,12 +95,24 @@ def _all_presets():
 
 
 def as_tree(network: Any) -> Layer:
-    """A Block's tree, or the tree itself; anything else is refused by name."""
+    """A Block's tree, or the tree itself, for an engine to run; anything else is refused by
+    name, and so is a tree without a Dense layer: its networks have no weight to sample (all
+    are the same map), nothing for var_w or an init to set, and no weight gradient. A
+    residual whose branch has no weight is fine inside a block that has one
+    (``serial(residual(LayerNorm()), Dense(), Activation("relu"))``)."""
     if isinstance(network, arch.Block):
         return block_tree(network)
-    if isinstance(network, Layer):
-        return network
-    raise ValueError(f"block must be a meanfield.Block or a meanfield.layers tree, got {network!r}")
+    if not isinstance(network, Layer):
+        raise ValueError(
+            f"block must be a meanfield.Block or a meanfield.layers tree, got {network!r}"
+        )
+    if dense_count(network) == 0:
+        raise ValueError(
+            "block must have at least one Dense layer (the weights that var_w or init set and "
+            f"Monte-Carlo samples), got {network.name!r}, which has none: add one, e.g. "
+            "serial(tree, Dense())"
+        )
+    return network
 
 
 def from_name(name: str) -> Layer:

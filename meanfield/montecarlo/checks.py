@@ -1,19 +1,26 @@
 """The checks of a Monte-Carlo run shared by :func:`~meanfield.montecarlo.simulate` and
 :func:`~meanfield.montecarlo.simulate_grid`: the engine "auto" resolves to, the batch, network
-count, precision, input law and key, and the networks per compiled call."""
+count, precision, input law and key, the values that must be scalars, and the networks per
+compiled call (refused before anything is compiled when they do not fit in memory)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from meanfield import layers
 from meanfield.core import architecture as arch
 from meanfield.core.architecture import Block
-from meanfield.montecarlo.memory import auto_chunk_size, check_one_network_fits
+from meanfield.montecarlo.memory import auto_chunk_size, check_call_fits, check_one_network_fits
 
-__all__ = ["PRECISIONS", "check_input_law", "check_run", "networks_per_call", "resolve_engine"]
+__all__ = [
+    "PRECISIONS",
+    "check_input_law",
+    "check_run",
+    "check_scalars",
+    "networks_per_call",
+    "resolve_engine",
+]
 
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 
@@ -55,7 +62,16 @@ def check_run(
     input_std = float(input_std)
     if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
         raise ValueError(f"key must be a typed PRNG key from jax.random.key(seed), got {key!r}")
+    arch.check_key(key)
     return input_std
+
+
+def check_scalars(**values) -> None:
+    """Raise ValueError naming the first of ``values`` (None passes) that is an array of
+    several numbers: one call simulates one configuration (meanfield.sweep takes arrays)."""
+    for name, value in values.items():
+        if value is not None:
+            arch.check_scalar(name, value, "meanfield.sweep takes arrays")
 
 
 def networks_per_call(
@@ -63,7 +79,8 @@ def networks_per_call(
 ) -> int:
     """Networks per compiled call: ``chunk_size`` or the default from available memory, at
     most ``networks``, rounded up to a multiple of the device count; raises
-    :class:`~meanfield.montecarlo.NetworkMemoryError` when one network alone does not fit."""
+    :class:`~meanfield.montecarlo.NetworkMemoryError` when one network alone, a chunk or the
+    call's results do not fit."""
     check_one_network_fits(block, depth, width, batch, itemsize, engine, shortcut)
     if chunk_size is None:
         chunk_size = auto_chunk_size(
@@ -71,12 +88,14 @@ def networks_per_call(
         )
     chunk_size = arch.static_int("chunk_size", chunk_size)
     chunk_size = min(chunk_size, networks)
-    return -(-chunk_size // n_devices) * n_devices
+    chunk_size = -(-chunk_size // n_devices) * n_devices
+    check_call_fits(block, depth, width, batch, networks, chunk_size, itemsize, engine, shortcut)
+    return chunk_size
 
 
 def check_input_law(input_mean, input_corr) -> None:
     """input_mean finite, input_corr in [0, 1) (numbers or arrays)."""
-    arch.check_all("input_mean", input_mean, np.isfinite, "a finite number", integer=False)
+    arch.check_finite("input_mean", input_mean)
     arch.check_all(
         "input_corr",
         input_corr,

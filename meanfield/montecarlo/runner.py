@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 import warnings
 
@@ -26,6 +27,7 @@ from meanfield.montecarlo.checks import (
     PRECISIONS,
     check_input_law,
     check_run,
+    check_scalars,
     networks_per_call,
     resolve_engine,
 )
@@ -38,6 +40,7 @@ from meanfield.montecarlo.estimates import (
     rank_deficit_message,
     reduce_networks,
 )
+from meanfield.montecarlo.memory import bytes_per_network, streaming_seconds
 from meanfield.montecarlo.network import network_statistics
 from meanfield.montecarlo.progress import (
     AUTO_SECONDS,
@@ -230,9 +233,9 @@ def simulate(
             normals; "auto" (default) takes weight-free for Gaussian and orthogonal weights
             when 4B <= n (:func:`weightfree_orthogonal` samples Haar weights the same way).
             Both are exact: the same statistics in distribution, not the same numbers.
-        progress: a progress line per chunk to stderr and, inside a chunk of L >= 100 layers
-            estimated to take over ``progress.AUTO_SECONDS``, the layer reached (every L/50).
-            None (default): on when the call is estimated to take over that on a CPU.
+        progress: the call's size and estimated time, then a line per chunk to stderr and,
+            inside a chunk estimated to take over ``progress.AUTO_SECONDS``, the layer reached
+            (every max(1, L/50)). None (default): on when the call is estimated to be longer.
         input_std: the inputs are x ~ N(0, input_std² I) (default 1), e.g. to start where
             the stem of a real network starts (:mod:`meanfield.training.initcheck`).
         input_mean, input_corr: x_b = input_mean + input_std·(√ρ·c + √(1 - ρ)·e_b), ρ =
@@ -253,21 +256,43 @@ def simulate(
         and, in ``spread``, each statistic's :class:`Spread` over networks.
 
     Raises:
-        NetworkMemoryError: (a ``MemoryError``) before compiling, when one network alone needs
-            more memory than is available, with both byte counts.
+        NetworkMemoryError: (a ``MemoryError``) before compiling, when one network, a chunk
+            or the results need more memory than is available (the estimate, how to shrink).
     """
     # Every argument, by name: as the first statement, locals() holds exactly them.
     return _simulate(**locals())
 
 
 def _progress_plan(progress, engine, networks, chunk_size, depth, n, batch, dense, risotto):
-    """(whether to report per chunk, every how many layers to report inside one: 0 for none).
-    ``progress=None`` reports when the call is estimated to be long; layers are reported only
-    inside a chunk that is long itself."""
+    """(whether to report per chunk, every how many layers to report inside one: 0 for none,
+    the estimated seconds). ``progress=None`` reports when the call is estimated to be long;
+    layers are reported only inside a chunk that is long itself. The estimate is the larger
+    of the per-product costs and the lower bound from the values the layers produce
+    (:func:`~meanfield.montecarlo.memory.streaming_seconds`, what a wide weight-free network
+    costs)."""
+
+    def seconds(count: int) -> float:
+        per_product = estimated_seconds(engine, count, depth, n, batch, dense)
+        return max(per_product, count * streaming_seconds(depth, n, batch, dense))
+
+    total = seconds(networks)
     if progress is None:
-        progress = estimated_seconds(engine, networks, depth, n, batch, dense) > AUTO_SECONDS
-    long_chunk = estimated_seconds(engine, chunk_size, depth, n, batch, dense) > AUTO_SECONDS
-    return bool(progress), layer_every(depth) if progress and long_chunk and not risotto else 0
+        progress = total > AUTO_SECONDS
+    long_chunk = seconds(chunk_size) > AUTO_SECONDS
+    every = (layer_every(depth) or 1) if progress and long_chunk and not risotto else 0
+    return bool(progress), every, total
+
+
+def _announce(block, engine, networks, chunk_size, depth, n, batch, dense, itemsize, total):
+    """The line a reported call starts with: its size, memory and estimated time."""
+    per = bytes_per_network(depth, n, batch, itemsize, engine, dense)
+    print(
+        f"  montecarlo {block.name}: {networks} networks of width {n}, depth {depth}, batch "
+        f"{batch} ({engine}), about {per / 2**30:.3g} GiB each, {-(-networks // chunk_size)} "
+        f"chunk(s) of {chunk_size}; estimated {total:.0f} s on a 2-core CPU",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _simulate(
@@ -304,6 +329,10 @@ def _simulate(
         raise ValueError(f"give exactly one of var_w and init, got var_w={var_w!r}, init={init!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    check_scalars(
+        var_w=var_w, c=c, gain=gain, input_std=input_std, branch_scale=branch_scale,
+        input_mean=input_mean, input_corr=input_corr,
+    )  # fmt: skip
     rule, init_key, var_w = _resolve_rule(
         block, tree, width, depth, var_w, init, c, gain, branch_scale
     )
@@ -319,9 +348,11 @@ def _simulate(
     chunk_size = networks_per_call(
         block, chunk_size, depth, n, batch, networks, itemsize, engine, shortcut, n_devices
     )
-    progress, every = _progress_plan(
+    progress, every, total = _progress_plan(
         progress, engine, networks, chunk_size, depth, n, batch, shortcut, init == "risotto"
     )
+    if progress:
+        _announce(block, engine, networks, chunk_size, depth, n, batch, shortcut, itemsize, total)
     scheme = None if init_key is None else init_key[0]
     fn, sharded = chunk_fn(
         tree, depth, width, batch, precision, chunk_size, n_devices, scheme, engine,

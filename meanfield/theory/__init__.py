@@ -7,6 +7,12 @@ is l (0 = input), ``depth`` is L. Inputs have zero mean and unit variance unless
 says otherwise (``m2_x``, ``var_x``: finite and >= 0), and the output gradient dE/dz^L has
 zero mean and unit variance.
 
+Arguments out of their domain (a negative layer or var_w, a layer past the depth, a NaN α, a
+correlation outside [-1, 1], an unknown activation) never give a number: a concrete value
+raises ValueError naming the argument, the value and what is allowed; a traced one (under
+``jax.jit``, ``vmap`` or ``grad``), which cannot be inspected, makes the result NaN wherever
+it is out of its domain (:func:`meanfield.theory.common.domain`).
+
 Where the paper is exact, one function gives its formula. Where it is approximate or wrong, a
 ``*_paper`` function gives the paper's formula and a sibling gives the correct one; each
 docstring says which is which (see also docs/theory.md).
@@ -179,4 +185,9 @@ __all__ = [
     "LogSpread",
     "finite_width_m2_sd",
     "finite_width_log_m2_spread",
+    "branch_forward_second_moment",
+    "branch_backward_second_moment",
+    "branch_gradient_variance",
+    "weight_norm_forward_growth",
+    "weight_norm_backward_growth",
 ]

@@ -24,15 +24,22 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from meanfield.core import activations as acts
+from meanfield.core.architecture import check_finite, check_positive
+from meanfield.theory.common import check_activation, check_correlation, check_count, domain
 
 __all__ = ["chi1", "critical_alpha", "he_like_alpha", "plain_correlation_map", "plain_fixed_point"]
 
+# The arguments every function here checks (see meanfield.theory's rule for traced ones).
+_F = dict(activation=check_activation, slope=check_finite)
 
+
+@domain(**_F)
 def he_like_alpha(activation, slope: float = 0.01) -> jnp.ndarray:
     """α = 1 / E f'(u)², u ~ N(0, 1): χ₁ = 1 at unit pre-activation variance."""
     return jnp.exp(-acts.expectations(activation, 0.0, 0.0, slope).log_a)
 
 
+@domain(alpha=check_positive, q=check_positive, **_F)
 def chi1(activation, alpha: ArrayLike, q: ArrayLike, slope: float = 0.01) -> jnp.ndarray:
     """χ₁ = α E f'(u)², u ~ N(0, α q): the correlation map's slope at c = 1 (at q's fixed
     point; elsewhere it is multiplied by α q / q_out)."""
@@ -40,6 +47,7 @@ def chi1(activation, alpha: ArrayLike, q: ArrayLike, slope: float = 0.01) -> jnp
     return jnp.asarray(alpha) * jnp.exp(acts.expectations(activation, log_var, 0.0, slope).log_a)
 
 
+@domain(alpha=check_positive, q=check_positive, c=check_correlation, **_F)
 def plain_correlation_map(
     activation, alpha: ArrayLike, q: ArrayLike, c: ArrayLike, slope: float = 0.01
 ) -> jnp.ndarray:
@@ -56,6 +64,7 @@ def _variance_map(activation, alpha, log_q, slope):
     return acts.expectations(activation, jnp.log(alpha) + log_q, 0.0, slope).log_e2
 
 
+@domain(alpha=check_positive, q0=check_positive, c0=check_correlation, steps=check_count, **_F)
 def plain_fixed_point(
     activation,
     alpha: ArrayLike,
@@ -79,12 +88,15 @@ def plain_fixed_point(
     q = jnp.exp(log_q)
 
     def c_step(_, c):
-        return plain_correlation_map(activation, alpha, q, jnp.minimum(c, 1.0 - 1e-7), slope)
+        # unchecked: q* may be 0 or inf here, and c* is then NaN (docstring)
+        c = jnp.minimum(c, 1.0 - 1e-7)
+        return plain_correlation_map.__wrapped__(activation, alpha, q, c, slope)
 
     c = jax.lax.fori_loop(0, steps, c_step, jnp.full_like(q, c0))
     return q, c
 
 
+@domain(q=check_positive, steps=check_count, **_F)
 def critical_alpha(activation, q: ArrayLike = 1.0, slope: float = 0.01, steps: int = 60):
     """The α = n·var_w at which a plain network without a norm keeps its second moment at
     ``q`` (E f(u)² = q for u ~ N(0, α q)), by bisection of the exact variance map in log α

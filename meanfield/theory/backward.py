@@ -7,11 +7,18 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from meanfield.core import architecture as arch
-from meanfield.core.gaussian import activation_moments
-from meanfield.theory.common import Array, alpha_of, check_layers
+from meanfield.theory.common import (
+    Array,
+    activation_moments,
+    alpha_of,
+    check_layers,
+    check_weight_layers,
+    domain,
+)
 from meanfield.theory.forward import forward_second_moment
 
 
+@domain()
 def backward_second_moment(
     layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
 ) -> Array:
@@ -26,6 +33,7 @@ def backward_second_moment(
     return (1.0 + a * alpha_of(width, var_w)) ** (depth - layer)
 
 
+@domain()
 def relu_delta_variance(
     layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
 ) -> Array:
@@ -36,6 +44,7 @@ def relu_delta_variance(
     return 0.5 * backward_second_moment(layer, depth, width, var_w, "relu")
 
 
+@domain()
 def identity_delta_variance(
     layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
 ) -> Array:
@@ -43,6 +52,7 @@ def identity_delta_variance(
     return backward_second_moment(layer, depth, width, var_w, "identity")
 
 
+@domain()
 def plain_backward_second_moment(
     layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
 ) -> Array:
@@ -55,6 +65,7 @@ def plain_backward_second_moment(
     return (a * alpha_of(width, var_w)) ** (depth - layer)
 
 
+@domain()
 def relu_gradient_variance_lower_bound_paper(
     depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
 ) -> Array:
@@ -68,6 +79,7 @@ def relu_gradient_variance_lower_bound_paper(
     return 0.25 * (1.0 + alpha_of(width, var_w) / 4.0) ** (jnp.asarray(depth) - 1)
 
 
+@domain()
 def relu_gradient_variance_lower_bound(
     depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
 ) -> Array:
@@ -81,6 +93,7 @@ def relu_gradient_variance_lower_bound(
     return 0.5 * (1.0 + alpha_of(width, var_w) / 2.0) ** (jnp.asarray(depth) - 1)
 
 
+@domain()
 def identity_gradient_variance_paper(depth: ArrayLike, width: ArrayLike, var_w: ArrayLike) -> Array:
     """The paper's Var[dE/dw^l] = (1 + n Var[w]/2)^{L-1} for the identity ResNet, eq. (27).
 
@@ -92,6 +105,7 @@ def identity_gradient_variance_paper(depth: ArrayLike, width: ArrayLike, var_w: 
     return (1.0 + alpha_of(width, var_w) / 2.0) ** (jnp.asarray(depth) - 1)
 
 
+@domain()
 def identity_gradient_variance(
     layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike
 ) -> Array:
@@ -99,8 +113,9 @@ def identity_gradient_variance(
 
     Corrects eq. (27). Exact in expectation at any width for the per-example gradient; the
     batch gradient of a loss with independent output gradients per input has the same value.
+    Blocks l = 1..L (block l holds W^l).
     """
-    layer, depth = check_layers(layer, depth)
+    layer, depth = check_weight_layers(layer, depth)
     return identity_delta_variance(layer, depth, width, var_w) * forward_second_moment(
         layer - 1, width, var_w
     )

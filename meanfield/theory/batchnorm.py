@@ -8,10 +8,19 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from meanfield.core import architecture as arch
-from meanfield.core.gaussian import activation_moments
-from meanfield.theory.common import Array, alpha_of, check_layers, input_moment, norm_placement
+from meanfield.theory.common import (
+    Array,
+    activation_moments,
+    alpha_of,
+    check_layers,
+    check_weight_layers,
+    domain,
+    input_moment,
+    norm_placement,
+)
 
 
+@domain()
 def bn_variance_paper(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str, var_x: ArrayLike = 1.0
 ) -> Array:
@@ -29,6 +38,7 @@ def bn_variance_paper(
     return a * layer * alpha_of(width, var_w) + input_moment("var_x", var_x)
 
 
+@domain()
 def bn_sigma2_paper(layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str) -> Array:
     """The paper's approximation σ_l² ≈ a l n Var[w], eq. (40) (identity) and (47)/(51).
 
@@ -40,6 +50,7 @@ def bn_sigma2_paper(layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activa
     return a * layer * alpha_of(width, var_w)
 
 
+@domain()
 def bn_unit_variance(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
 ) -> Array:
@@ -54,6 +65,7 @@ def bn_unit_variance(
     return 1.0 + layer * alpha_of(width, var_w) * b
 
 
+@domain()
 def bn_mean(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str, norm: str
 ) -> Array:
@@ -69,6 +81,7 @@ def bn_mean(
     return layer * drift
 
 
+@domain()
 def bn_second_moment(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str, norm: str
 ) -> Array:
@@ -89,6 +102,7 @@ def bn_second_moment(
     return 1.0 + layer * alpha * m.e2
 
 
+@domain()
 def bn_gradient_growth_paper(layer: ArrayLike, depth: ArrayLike) -> Array:
     """The paper's law Var[δ_z^l] / Var[δ_z^L] = L / l for BN ResNets, eq. (41)-(42), (51)-(52).
 
@@ -96,10 +110,11 @@ def bn_gradient_growth_paper(layer: ArrayLike, depth: ArrayLike) -> Array:
        ((1 + Lα)/(1 + lα)). ReLU: wrong; the exponent is π/(π-1) ≈ 1.467
        (:func:`bn_relu_gradient_growth_asymptotic`).
     """
-    layer, depth = check_layers(layer, depth)
+    layer, depth = check_weight_layers(layer, depth)
     return depth / layer
 
 
+@domain()
 def bn_gradient_variance_paper(layer: ArrayLike, depth: ArrayLike, activation: str) -> Array:
     """The paper's Var[dE/dw^l] ≈ a L/l for BN ResNets, eq. (42) (a = 1) and (54).
 
@@ -140,6 +155,7 @@ def gamma_product(layer: Array, depth: Array, offset: Array, kappa: Array) -> Ar
     return jnp.exp(log_gamma_ratio(depth + offset, kappa) - log_gamma_ratio(layer + offset, kappa))
 
 
+@domain()
 def bn_backward_second_moment(
     layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
 ) -> Array:
@@ -162,6 +178,7 @@ def bn_backward_second_moment(
     return gamma_product(layer, depth, 1.0 / (alpha * m.b), m.a / m.b)
 
 
+@domain()
 def bn_gradient_variance(
     layer: ArrayLike,
     depth: ArrayLike,
@@ -182,12 +199,14 @@ def bn_gradient_variance(
       coefficient Var f(ẑ) (eq. 53) is the one of the growing part only.
     """
     m = activation_moments(activation)
+    check_weight_layers(layer, depth)
     p = bn_backward_second_moment(layer, depth, width, var_w, activation)
     if norm_placement(norm) == "bn_post":
         return m.a * p
     return m.b * p + m.e1**2
 
 
+@domain()
 def bn_relu_gradient_growth_asymptotic(layer: ArrayLike, depth: ArrayLike) -> Array:
     """(L/l)^{π/(π-1)}: the l >> 1/α limit of the ReLU BN gradient growth (corrects eq. 52).
 
@@ -197,6 +216,7 @@ def bn_relu_gradient_growth_asymptotic(layer: ArrayLike, depth: ArrayLike) -> Ar
     return bn_gradient_growth_paper(layer, depth) ** (m.a / m.b)
 
 
+@domain()
 def plain_bn_backward_second_moment(
     layer: ArrayLike, depth: ArrayLike, width: ArrayLike, var_w: ArrayLike, activation: str
 ) -> Array:
@@ -215,6 +235,7 @@ def plain_bn_backward_second_moment(
     return jnp.where(layer >= 1, kappa ** (depth - layer), m.a * alpha * kappa ** (depth - 1))
 
 
+@domain()
 def identity_bn_finite_batch_gradient_variance(
     layer: ArrayLike,
     depth: ArrayLike,
@@ -241,7 +262,9 @@ def identity_bn_finite_batch_gradient_variance(
     plain BN gradients grow), and π_0 = αB(B-2)/((B-1)(B-3)) π_1.
     """
     layer, depth = check_layers(layer, depth)
-    arch.check_all("batch", batch, lambda a: a > 3, "a number > 3", integer=False)
+    arch.check_all(
+        "batch", batch, lambda a: a > 3, "a number > 3", integer=False, required=True
+    )
     if not isinstance(residual, (bool, np.bool_)):
         raise ValueError(f"residual must be True or False, got {residual!r}")
     alpha = alpha_of(width, var_w)

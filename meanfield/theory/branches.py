@@ -7,10 +7,18 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from meanfield.core import architecture as arch
-from meanfield.core.gaussian import activation_moments
-from meanfield.theory.common import Array, alpha_of, check_layers, input_moment
+from meanfield.theory.common import (
+    Array,
+    activation_moments,
+    alpha_of,
+    check_layers,
+    check_weight_layers,
+    domain,
+    input_moment,
+)
 
 
+@domain()
 def branch_forward_second_moment(
     layer: ArrayLike,
     width: ArrayLike,
@@ -36,6 +44,7 @@ def branch_forward_second_moment(
     return input_moment("m2_x", m2_x) * (1.0 + alpha**k * e2 ** (k - 1)) ** layer
 
 
+@domain()
 def branch_backward_second_moment(
     layer: ArrayLike,
     depth: ArrayLike,
@@ -54,6 +63,7 @@ def branch_backward_second_moment(
     return (1.0 + alpha**k * a ** (k - 1)) ** (depth - layer)
 
 
+@domain()
 def branch_gradient_variance(
     layer: ArrayLike,
     depth: ArrayLike,
@@ -68,12 +78,13 @@ def branch_gradient_variance(
     (α e_2)^{i-1} q_{l-1}, its output cotangent (α a)^{k-i} p_l)."""
     k = arch.static_int("shortcut", shortcut)
     a = activation_moments(activation).a
-    layer, depth = check_layers(layer, depth)
+    layer, depth = check_weight_layers(layer, depth)
     alpha = alpha_of(width, var_w)
     c = alpha**k * a ** (k - 1)
     return (alpha * a) ** (k - 1) * (1.0 + c) ** (depth - 1) + 0.0 * layer
 
 
+@domain()
 def weight_norm_forward_growth(layer: ArrayLike, blocks: ArrayLike) -> Array:
     """E||z^l||² / ||x||² = (1 + 1/B)^l in a stage of B weight-normalized blocks
     z + W_2 relu(W_1 z) with Arpit et al.'s (2019) init (γ = 2 for W_1, 1/B for W_2): the
@@ -81,13 +92,14 @@ def weight_norm_forward_growth(layer: ArrayLike, blocks: ArrayLike) -> Array:
     for any B. Exact in expectation at any width (the columns have fixed norms and random
     directions)."""
     layer, _ = check_layers(layer)
-    arch.check_depth(blocks)
+    arch.check_depth(blocks, "blocks")
     return (1.0 + 1.0 / jnp.asarray(blocks, jnp.result_type(float))) ** layer
 
 
+@domain()
 def weight_norm_backward_growth(layer: ArrayLike, depth: ArrayLike, blocks: ArrayLike) -> Array:
     """E||dE/dz^l||² / E||dE/dz^L||² = (1 + 1/B)^{L-l} for the network of
     :func:`weight_norm_forward_growth` (Arpit et al. 2019; mean field)."""
     layer, depth = check_layers(layer, depth)
-    arch.check_depth(blocks)
+    arch.check_depth(blocks, "blocks")
     return (1.0 + 1.0 / jnp.asarray(blocks, jnp.result_type(float))) ** (depth - layer)

@@ -12,7 +12,7 @@ from meanfield.core import architecture as arch
 from meanfield.core.gaussian import activation_moments
 from meanfield.layers import Layer, preset_of
 from meanfield.theory.catalog import CATALOG, At
-from meanfield.theory.common import Array, check_block
+from meanfield.theory.common import Array, check_block, domain
 
 
 class ClosedForm(NamedTuple):
@@ -25,6 +25,7 @@ class ClosedForm(NamedTuple):
     values: Array  # shape (L + 1,); NaN where undefined (e.g. l = 0 for gradients)
 
 
+@domain()
 def closed_forms(
     block: arch.Block | Layer,
     *,
@@ -53,6 +54,8 @@ def closed_forms(
     check_block(block)
     if block.activation not in arch.ACTIVATIONS or block.norm not in arch.NORMS:
         return []  # the catalog is written for the paper's activations and norms
+    for name, value in (("width", width), ("var_w", var_w)):
+        arch.check_scalar(name, value, "jax.vmap closed_forms over it")
     max_depth = arch.check_max_depth(depth, max_depth)
     layers = jnp.arange(max_depth + 1)
     # A traced depth past max_depth cannot be refused: its curves are all NaN, not cut short.

@@ -12,7 +12,7 @@ import scipy.special
 from jax.typing import ArrayLike
 
 from meanfield.core import architecture as arch
-from meanfield.theory.common import Array, alpha_of, check_block, check_layers
+from meanfield.theory.common import Array, alpha_of, check_block, check_layers, domain
 
 # With B = 1 and no normalization, three blocks multiply the squared norm by a factor that is
 # independent of everything before it, because W z ~ N(0, var_w |z|^2 I) whatever z's
@@ -45,6 +45,7 @@ def factor_moments(name: str, n: Array, alpha: Array) -> tuple[Array, Array]:
     return alpha / 2.0, alpha**2 * (0.25 + 1.25 / n)
 
 
+@domain()
 def finite_width_m2_sd(
     block: arch.Block, layer: ArrayLike, width: ArrayLike, var_w: ArrayLike
 ) -> Array:
@@ -113,6 +114,7 @@ def log_factor_moments(name: str, n: int, alpha: float) -> tuple[float, float]:
     return scale + mean, var
 
 
+@domain()
 def finite_width_log_m2_spread(
     block: arch.Block, depth: int, width: int, var_w: float
 ) -> LogSpread:
@@ -136,6 +138,7 @@ def finite_width_log_m2_spread(
     depth = arch.static_int("depth", depth)
     width = arch.static_int("width", width)
     arch.check_var_w(var_w)
+    arch.check_scalar("var_w", var_w, "theory.finite_width_m2_sd takes arrays")
     m_in, v_in = log_factor_moments("identity-none-plain", width, 1.0)  # Y = χ²_n / n
     m_x, v_x = log_factor_moments(name, width, float(width) * float(var_w))
     layers = np.arange(depth + 1, dtype=np.float64)

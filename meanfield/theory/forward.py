@@ -8,10 +8,17 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from meanfield.core import architecture as arch
-from meanfield.core.gaussian import activation_moments
-from meanfield.theory.common import Array, alpha_of, check_layers, input_moment
+from meanfield.theory.common import (
+    Array,
+    activation_moments,
+    alpha_of,
+    check_layers,
+    domain,
+    input_moment,
+)
 
 
+@domain()
 def forward_second_moment(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, m2_x: ArrayLike = 1.0
 ) -> Array:
@@ -26,6 +33,7 @@ def forward_second_moment(
     return input_moment("m2_x", m2_x) * (1.0 + alpha_of(width, var_w)) ** layer
 
 
+@domain()
 def plain_forward_second_moment(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, m2_x: ArrayLike = 1.0
 ) -> Array:
@@ -37,6 +45,7 @@ def plain_forward_second_moment(
     return input_moment("m2_x", m2_x) * alpha_of(width, var_w) ** layer
 
 
+@domain()
 def plain_relu_forward_second_moment(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, m2_x: ArrayLike = 1.0
 ) -> Array:
@@ -49,6 +58,7 @@ def plain_relu_forward_second_moment(
     return input_moment("m2_x", m2_x) * (alpha_of(width, var_w) / 2.0) ** layer
 
 
+@domain()
 def relu_variance_lower_bound_paper(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, var_x: ArrayLike = 1.0
 ) -> Array:
@@ -64,6 +74,7 @@ def relu_variance_lower_bound_paper(
     return input_moment("var_x", var_x) * (1.0 + alpha_of(width, var_w) / 4.0) ** layer
 
 
+@domain()
 def relu_variance_lower_bound(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, var_x: ArrayLike = 1.0
 ) -> Array:
@@ -81,6 +92,7 @@ def relu_variance_lower_bound(
     return input_moment("var_x", var_x) * (1.0 + b * alpha_of(width, var_w)) ** layer
 
 
+@domain()
 def relu_second_moment_lower_bound(
     layer: ArrayLike, width: ArrayLike, var_w: ArrayLike, m2_x: ArrayLike = 1.0
 ) -> Array:
@@ -93,6 +105,7 @@ def relu_second_moment_lower_bound(
     return input_moment("m2_x", m2_x) * (1.0 + alpha_of(width, var_w) / 2.0) ** layer
 
 
+@domain()
 def relu_growth_rate(width: ArrayLike, var_w: ArrayLike) -> Array:
     """Asymptotic per-layer growth λ = lim q_{l+1}/q_l of E[z^2] in the ReLU ResNet (mean-field).
 
@@ -125,6 +138,7 @@ def relu_growth_rate(width: ArrayLike, var_w: ArrayLike) -> Array:
     return 1.0 + 0.5 * alpha + 2.0 * s * t_star
 
 
+@domain()
 def relu_depth_scaled_log_second_moment(depth: ArrayLike, c: ArrayLike = 1.0) -> Array:
     """Leading-order log E[(z^L)^2] of the ReLU ResNet at the paper's Var[w] = c/(nL).
 
