@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from meanfield import layers as ml
 from meanfield import recursions
 from meanfield import theory as t
 from meanfield.analysis import calibration
@@ -118,10 +119,35 @@ def test_markdown_and_summary(identity_rows):
         (dict(scale=1), "scale must be >= 2"),
         (dict(z_max=0.0), "z_max must be a finite number > 0"),
         (dict(var_w=-1.0), "var_w must be a finite number > 0"),
-        (dict(block="relu"), "block must be a meanfield.Block"),
+        (dict(block="relu"), "block must be a meanfield.Block or a meanfield.layers tree"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
     block = kwargs.pop("block", IDENTITY)
     with pytest.raises(ValueError, match=message):
         _rows(block, **kwargs)
+
+
+def test_per_input_norms_get_no_batch_diagnostics_and_trees_are_calibrated():
+    # z_max this small puts every point "off", so the diagnostic runs happen. LayerNorm acts per
+    # input: only the wider run is made, no statistic of B is added, nothing is "finite batch".
+    kw = dict(width=16, var_w=1 / 16, depth=4, networks=16, z_max=1e-6)
+    block = Block("relu", "ln_pre", True)
+    rows = _rows(block, **kw)
+    assert {r["statistic"] for r in rows} == {"m2_z", "m2_dz", "var_dw"}  # no unitvar_z
+    for r in rows:
+        assert np.isfinite(r["rel_error_wide"]), r
+        assert np.isnan(r["rel_error_big_batch"]) and np.isnan(r["rel_error_wide_big_batch"])
+        assert "finite batch" not in r["flag"]
+    # The same network as a tree: the same rows, under the tree's name.
+    tree = ml.block_tree(block)
+    tree_rows = _rows(tree, **kw)
+    assert {r["block"] for r in tree_rows} == {tree.name}
+    for a, b in zip(rows, tree_rows, strict=True):
+        assert (a["statistic"], a["layer"], a["flag"]) == (b["statistic"], b["layer"], b["flag"])
+        for col in ("log10_recursion", "log10_mc_mean", "rel_error_wide"):
+            np.testing.assert_allclose(a[col], b[col], rtol=1e-6, err_msg=col)
+    # A tree with BatchNorm gets the unit variance BN divides by (its batch diagnostics: the
+    # finite-batch test above, through the same reading of the tree).
+    bn_rows = _rows(ml.block_tree(Block("identity", "bn_post", True)), **kw, diagnose=False)
+    assert "unitvar_z" in {r["statistic"] for r in bn_rows}

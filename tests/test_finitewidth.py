@@ -7,7 +7,10 @@ import jax
 import numpy as np
 import pytest
 
+from meanfield import layers as ml
+from meanfield import recursions
 from meanfield.analysis import finitewidth as fw
+from meanfield.analysis import structure
 from meanfield.core.architecture import Block
 from meanfield.theory import batchnorm as theory_batchnorm
 
@@ -154,3 +157,88 @@ def test_bad_sweeps_raise():
         )
     with pytest.raises(ValueError, match="needs >= 3 rows"):
         fw.extrapolate_width([])
+
+
+def _recursion_ratio(network, depth, width, alpha):
+    """log10 Var[dE/dW^1]/Var[dE/dW^L] straight from the recursion."""
+    prof = recursions.profile(network, depth=depth, width=width, var_w=alpha / width)
+    return float(prof.log10_var_dw[1] - prof.log10_var_dw[-1])
+
+
+def _identity_bn_ratio(depth, alpha, batch):
+    """The finite-batch closed form of docs/finite-width.md §3, written out with lgamma:
+    π_1/π_L = Γ(L+A+κ)Γ(1+A) / (Γ(L+A)Γ(1+A+κ)), A = (B-1)/(αB), κ = (B-2)/(B-3)."""
+    a, k = (batch - 1) / (alpha * batch), (batch - 2) / (batch - 3)
+    lg = math.lgamma
+    return (lg(depth + a + k) + lg(1 + a) - lg(depth + a) - lg(1 + a + k)) / math.log(10)
+
+
+@pytest.mark.parametrize("norm", ["ln_pre", "rms_pre"])
+@pytest.mark.parametrize("activation", ["identity", "relu"])
+def test_per_input_norms_have_the_recursions_ratio_at_every_batch(activation, norm):
+    # LayerNorm and RMSNorm act per input: nothing depends on B, so the n -> ∞ value at any
+    # batch is the recursion's (0.740 for identity, not BatchNorm's finite-B 0.896 at B = 8).
+    block = Block(activation, norm)
+    expected = _recursion_ratio(block, 10, 256, 1.0)
+    for batch in (2, 4, 8, 64):
+        got = fw.finite_batch_gradient_ratio(block, depth=10, width=256, alpha=1.0, batch=batch)
+        assert got == pytest.approx(expected, abs=1e-9), batch
+    bn = fw.finite_batch_gradient_ratio(IDENTITY_BN, depth=10, width=256, alpha=1.0, batch=8)
+    assert bn == pytest.approx(_identity_bn_ratio(10, 1.0, 8), abs=1e-9)
+    assert abs(bn - expected) > 0.1 or activation != "identity"
+
+
+def test_finite_batch_ratio_reads_the_tree():
+    kw = dict(depth=10, width=256, alpha=1.0, batch=8)
+    # BatchNorm: the identity blocks' closed form, whether named as a preset or as its tree.
+    for network in (
+        IDENTITY_BN,
+        ml.block_tree(IDENTITY_BN),
+        ml.block_tree(Block("identity", "bn_pre")),
+    ):
+        assert fw.finite_batch_gradient_ratio(network, **kw) == pytest.approx(
+            _identity_bn_ratio(10, 1.0, 8), abs=1e-9
+        )
+    # No closed form: ReLU with BN, or two weights per branch (the k = 1 form does not apply).
+    for network in (
+        ml.block_tree(Block("relu", "bn_post")),
+        Block("identity", "bn_post", shortcut=2),
+    ):
+        assert math.isnan(fw.finite_batch_gradient_ratio(network, **kw))
+    # No BatchNorm in a composed tree: the recursion's value.
+    plain = ml.residual(ml.serial(ml.Dense(), ml.Activation("relu")))
+    per_input = ml.residual(ml.serial(ml.LayerNorm(), ml.Activation("relu"), ml.Dense()))
+    for network in (plain, per_input):
+        got = fw.finite_batch_gradient_ratio(network, **kw)
+        assert got == pytest.approx(_recursion_ratio(network, 10, 256, 1.0), abs=1e-9)
+    with pytest.raises(ValueError, match="block must be a meanfield.Block or a meanfield.layers"):
+        fw.finite_batch_gradient_ratio("relu-bn_post-residual", **kw)
+
+
+def test_batch_sweep_takes_a_tree_with_bn_and_refuses_per_input_norms():
+    kw = dict(key=jax.random.key(2), width=16, depth=3, alpha=1.0, networks=4)
+    for block in (Block("identity", "ln_pre"), Block("relu", "rms_pre")):
+        with pytest.raises(ValueError, match="needs a block with BN"):
+            fw.batch_sweep(block, ("m2_z", 1), batches=[4], **kw)
+    tree = ml.block_tree(IDENTITY_BN)
+    (row,) = fw.batch_sweep(tree, ("grad_ratio", None), batches=[8], **kw)
+    assert row["block"] == tree.name
+    assert row["log10_finite_batch"] == pytest.approx(_identity_bn_ratio(3, 1.0, 8), abs=1e-9)
+
+
+def test_eulers_floor_is_given_for_homogeneous_networks_only():
+    kw = dict(key=jax.random.key(3), widths=[16], depth=3, alpha=1.0, networks=4, batch=2)
+    # The identity residual network as a composed tree: q_L = (1 + α)^L, so the floor is
+    # L·log10 2 - log10 n at α = 1.
+    (row,) = fw.width_sweep(ml.residual(ml.Dense()), ("m2_dz", 0), **kw)
+    assert row["log10_euler_floor"] == pytest.approx(3 * math.log10(2) - math.log10(16), abs=1e-5)
+    # gelu is not positively homogeneous: Euler's identity does not hold, no floor.
+    (row,) = fw.width_sweep(Block("gelu", "none"), ("m2_dz", 0), **kw)
+    assert "log10_euler_floor" not in row
+    # Nor with a norm (homogeneous of degree 0), as a preset or a tree.
+    for network in (
+        Block("relu", "ln_pre"),
+        ml.residual(ml.serial(ml.RMSNorm(), ml.Activation("relu"), ml.Dense())),
+    ):
+        assert not structure.is_homogeneous(network)
+    assert structure.is_homogeneous(ml.residual(ml.serial(ml.Dense(), ml.Activation("abs"))))

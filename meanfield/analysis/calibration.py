@@ -25,9 +25,10 @@ that names why they disagree. The reasons are measured, not guessed:
     at ``scale`` times the width (at least to 0.6 of itself, by more than 2 combined standard
     errors): the n -> ∞ limit is approached, not yet reached.
 ``finite batch``
-    the same, for BN blocks, when the batch is scaled instead (BN uses the batch statistics, so
-    B is a second finite size the recursion takes to infinity). When neither alone closes the
-    gap but scaling both does, the flag names both.
+    the same, for networks with a BatchNorm, when the batch is scaled instead (BN uses the batch
+    statistics, so B is a second finite size the recursion takes to infinity; LayerNorm and
+    RMSNorm act per input and have none). When neither alone closes the gap but scaling both
+    does, the flag names both.
 ``heavy tail``
     the sd over networks of ln(statistic) exceeds 1 at that point: the mean is carried by a few
     networks and its standard error (hence z) is not reliable
@@ -36,6 +37,10 @@ that names why they disagree. The reasons are measured, not guessed:
     |z| > ``z_max`` and neither a wider network nor a larger batch closes the gap.
 
 A flag may name several reasons, joined by "; ". Empty means all three agree.
+
+The network is a preset :class:`~meanfield.core.architecture.Block` or a :mod:`meanfield.layers`
+tree (whose closed forms are those of the preset it equals, none otherwise); whether it has a
+BatchNorm is read from its layers (:mod:`meanfield.analysis.structure`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import jax
 import numpy as np
 
 from meanfield import montecarlo, recursions
+from meanfield.analysis import structure
 from meanfield.analysis.calibration_reasons import (
     form_reasons,
     relative_gaps,
@@ -58,6 +64,7 @@ from meanfield.analysis.calibration_reasons import (
 from meanfield.analysis.sweeps import closed_forms64, log10_or_nan
 from meanfield.core import architecture as arch
 from meanfield.core.architecture import Block
+from meanfield.layers import Layer
 
 __all__ = ["REASONS", "STATISTICS", "calibrate", "markdown", "summary"]
 
@@ -73,7 +80,7 @@ REASONS = (
 )
 
 
-def _forms(block: Block, depth: int, width: int, var_w: float) -> dict[str, dict]:
+def _forms(block: Block | Layer, depth: int, width: int, var_w: float) -> dict[str, dict]:
     """statistic -> {"paper": form, "corrected": form}, log10 values in float64."""
     out: dict[str, dict] = {}
     for f in closed_forms64(block, depth=depth, width=width, var_w=var_w):
@@ -102,8 +109,7 @@ def _check_arguments(
 ) -> tuple[int, int, int, float]:
     """The checked (depth, width, scale, var_w) of :func:`calibrate`; ValueError when out of
     range."""
-    if not isinstance(block, Block):
-        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
+    structure.tree_of(block)
     depth = arch.static_int("depth", depth)
     width = arch.static_int("width", width)
     scale = arch.static_int("scale", scale)
@@ -117,7 +123,7 @@ def _check_arguments(
     return depth, width, scale, float(var_w)
 
 
-def _statistics(block: Block, forms: dict[str, dict]) -> list[str]:
+def _statistics(block: Block | Layer, forms: dict[str, dict]) -> list[str]:
     """The statistics a report covers, in :data:`STATISTICS` order."""
     # Always the three of the design; var_z and unitvar_z where a closed form speaks of them or
     # (unitvar_z) where BN divides by it.
@@ -126,13 +132,13 @@ def _statistics(block: Block, forms: dict[str, dict]) -> list[str]:
         for s in STATISTICS
         if s in ("m2_z", "m2_dz", "var_dw")
         or s in forms
-        or (s == "unitvar_z" and block.norm != "none")
+        or (s == "unitvar_z" and structure.has_batchnorm(block))
     ]
 
 
 def _diagnostic_runs(block, key, depth, width, var_w, networks, batch, scale, simulate_kwargs):
-    """The Monte-Carlo runs at ``scale``·width and (BN blocks) at ``scale``·batch and at both:
-    (wide, big, both), None where not run."""
+    """The Monte-Carlo runs at ``scale``·width and (networks with a BatchNorm) at
+    ``scale``·batch and at both: (wide, big, both), None where not run."""
 
     def run(fold: int, n: int, v: float, b: int) -> montecarlo.Estimate:
         k = jax.random.fold_in(key, fold)
@@ -140,7 +146,7 @@ def _diagnostic_runs(block, key, depth, width, var_w, networks, batch, scale, si
 
     # Same α = n·var_w at the larger width; the recursion depends on α only.
     wide = run(1, scale * width, var_w / scale, batch)
-    if block.norm == "none":
+    if not structure.has_batchnorm(block):
         return wide, None, None
     return (
         wide,
@@ -226,7 +232,7 @@ def _statistic_rows(
 
 
 def calibrate(
-    block: Block,
+    block: Block | Layer,
     *,
     key: jax.Array,
     depth: int,
@@ -245,8 +251,8 @@ def calibrate(
 
     Monte-Carlo runs once at (width, batch) and, when some point is more than ``z_max``
     standard errors off the recursion and ``diagnose`` is True, again at ``scale``·width and
-    (BN blocks) at ``scale``·batch and at both, with keys folded from ``key``, to name the
-    reason.
+    (networks with a BatchNorm) at ``scale``·batch and at both, with keys folded from
+    ``key``, to name the reason.
     ``init`` is only a label for the rows. Columns, all floats or strings: block, init, width,
     depth, batch, networks, var_w, alpha, statistic, layer, ``paper_form``/``paper_kind``/
     ``log10_paper`` and ``corrected_form``/``corrected_kind``/``log10_corrected`` (empty/NaN

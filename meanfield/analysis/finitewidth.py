@@ -2,10 +2,14 @@
 
 The recursions of :mod:`meanfield.recursions` are the n -> ∞, B -> ∞ limit at fixed depth.
 :func:`width_sweep` measures one statistic over a range of widths at fixed depth and batch,
-next to the recursion and, for blocks without normalization, the floor that Euler's identity
+next to the recursion and, for positively homogeneous networks, the floor that Euler's identity
 puts under the input-side gradient; :func:`extrapolate_width` fits a + b/n to it, so the
 limit can be read off and compared. :func:`batch_sweep` does the same over the BN batch B at
 fixed width, next to the exact n -> ∞, finite-B closed form where one exists.
+
+Every function takes a preset :class:`~meanfield.core.architecture.Block` or a
+:mod:`meanfield.layers` tree; what they ask of it (a BatchNorm? positively homogeneous?) is
+read from its layers (:mod:`meanfield.analysis.structure`).
 
 A *quantity* is a statistic at a layer, ``("m2_dz", 0)``, or the gradient ratio
 ``("grad_ratio", None)`` = Var[dE/dW^1] / Var[dE/dW^L]. Records are flat dicts of floats
@@ -17,8 +21,9 @@ gradient dE/dz^l = J^T g has the component (z^L · g)/|z^l| along z^l/|z^l|, exa
 second moment per unit, averaged over g, is |z^L|²/(n |z^l|²): so, per input,
 m2_dz^l >= (q_L / q_l)/n at any width. It grows at the forward rate while the mean-field
 gradient grows at the slower backward rate, so at fixed n it takes over once L is large enough
-(docs/finite-width.md). With BN the network is homogeneous of degree 0 in z^l and the
-component is zero.
+(docs/finite-width.md). This needs every layer homogeneous of degree 1: no norm (with BN the
+network is homogeneous of degree 0 in z^l and the component is zero) and activations of the
+arc-cosine family (identity, relu, leaky_relu, abs); other networks get no floor.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import jax
 import numpy as np
 
 from meanfield import montecarlo, recursions, theory
+from meanfield.analysis import structure
 from meanfield.core import architecture as arch
 from meanfield.core.architecture import Block
+from meanfield.layers import Layer
 
 __all__ = [
     "QUANTITIES",
@@ -108,7 +115,7 @@ def _recursion_point(prof: recursions.Profile, stat: str, layer: int | None) -> 
 
 
 def _point(
-    block: Block,
+    block: Block | Layer,
     quantity: tuple,
     *,
     key: jax.Array,
@@ -148,7 +155,7 @@ def _point(
     }
     row |= _montecarlo_point(est, stat, layer)
     row["log10_recursion"] = _recursion_point(prof, stat, layer)
-    if stat == "m2_dz" and block.norm == "none":
+    if stat == "m2_dz" and structure.is_homogeneous(block):
         # Euler's floor (q_L / q_l)/n, with the mean-field forward moments.
         log10_m2 = np.asarray(prof.log10_m2_z, np.float64)
         row["log10_euler_floor"] = float(log10_m2[-1] - log10_m2[layer] - math.log10(width))
@@ -156,7 +163,7 @@ def _point(
 
 
 def width_sweep(
-    block: Block,
+    block: Block | Layer,
     quantity: tuple,
     *,
     key: jax.Array,
@@ -171,9 +178,11 @@ def width_sweep(
 
     Columns: ``log10_mc_mean``, ``log10_mc_stderr``, the median and 5-95% band over networks
     (``log10_mc_median``, ``log10_mc_q05``, ``log10_mc_q95``), ``sd_ln``, ``heavy_tail``,
-    ``log10_recursion`` (the n -> ∞ value) and, for the input-side gradient of blocks without
-    normalization, ``log10_euler_floor``. Width i uses ``fold_in(key, i)``.
+    ``log10_recursion`` (the n -> ∞ value) and, for the input-side gradient of positively
+    homogeneous networks (no norm, arc-cosine activations), ``log10_euler_floor``. Width i uses
+    ``fold_in(key, i)``.
     """
+    structure.tree_of(block)
     arch.check_positive("alpha", alpha)
     widths = [arch.static_int("widths", w) for w in widths]
     return [
@@ -193,21 +202,37 @@ def width_sweep(
 
 
 def finite_batch_gradient_ratio(
-    block: Block, depth: int, width: int, alpha: float, batch: int
+    block: Block | Layer, depth: int, width: int, alpha: float, batch: int
 ) -> float:
-    """log10 of Var[dE/dW^1]/Var[dE/dW^L] at n -> ∞ and finite batch B, from the exact
-    closed form of identity blocks with BN; NaN where none exists (ReLU, no BN, B <= 3)."""
-    if block.activation != "identity" or block.norm == "none" or batch <= 3:
+    """log10 of Var[dE/dW^1]/Var[dE/dW^L] at n -> ∞ and a finite batch of B inputs.
+
+    A network without BatchNorm (no norm, or LayerNorm and RMSNorm, which act per input) has no
+    batch dependence: its value at every B is the recursion's. With BatchNorm it is the exact
+    closed form of the identity blocks with BN (the presets identity-bn_post and
+    identity-bn_pre with one weight per branch, residual or plain), and NaN where none exists
+    (any other network with BN, or B <= 3).
+    """
+    tree = structure.tree_of(block)
+    depth = arch.static_int("depth", depth)
+    width = arch.static_int("width", width)
+    arch.check_positive("alpha", alpha)
+    batch = arch.static_int("batch", batch)
+    if not structure.has_batchnorm(tree):
+        prof = recursions.profile(tree, depth=depth, width=width, var_w=alpha / width)
+        return _recursion_point(prof, "grad_ratio", None)
+    found = structure.preset(block)
+    closed = found is not None and found.activation == "identity" and found.shortcut == 1
+    if not closed or batch <= 3:
         return math.nan
     with jax.enable_x64(True):
         pi = theory.identity_bn_finite_batch_gradient_variance(
-            np.array([1, depth]), depth, width, alpha / width, batch, residual=block.residual
+            np.array([1, depth]), depth, width, alpha / width, batch, residual=found.residual
         )
     return float(np.log10(pi[0] / pi[1]))
 
 
 def batch_sweep(
-    block: Block,
+    block: Block | Layer,
     quantity: tuple,
     *,
     key: jax.Array,
@@ -221,9 +246,13 @@ def batch_sweep(
     """One row per BN batch B: Monte-Carlo of ``quantity``, the recursion (B -> ∞) and, for the
     gradient ratio of identity blocks with BN, the exact n -> ∞ finite-B closed form
     (:func:`meanfield.theory.identity_bn_finite_batch_gradient_variance`) as
-    ``log10_finite_batch``. Batch i uses ``fold_in(key, i)``."""
-    if block.norm == "none":
-        raise ValueError(f"batch_sweep needs a block with BN, got {block.name!r}")
+    ``log10_finite_batch``. Batch i uses ``fold_in(key, i)``. The network must contain a
+    BatchNorm: LayerNorm and RMSNorm act per input, so nothing else depends on B."""
+    if not structure.has_batchnorm(structure.tree_of(block)):
+        raise ValueError(
+            f"batch_sweep needs a block with BN (a BatchNorm layer; LayerNorm and RMSNorm act "
+            f"per input and do not depend on the batch), got {block.name!r}"
+        )
     arch.check_positive("alpha", alpha)
     rows = []
     for i, b in enumerate(batches):
