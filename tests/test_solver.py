@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 import meanfield
-from meanfield import montecarlo
+from meanfield import layers as ml
+from meanfield import montecarlo, recursions
+from meanfield.analysis import solver
+from meanfield.analysis import solver_evaluation as evaluation
 from meanfield.analysis.solver import band_curves, log10_band_statistics, solve_init
 from meanfield.core.architecture import Block
 
@@ -218,3 +221,61 @@ def test_a_grid_of_two_points_brackets_the_whole_range_and_still_solves():
     sol = solve_init(Block("identity", "none"), depth=50, width=128, max_forward_growth=5.0, grid=2)
     np.testing.assert_allclose(sol.forward_growth, 5.0, rtol=RTOL)
     np.testing.assert_allclose(sol.alpha, 5.0 ** (1 / 50) - 1, rtol=1e-8)
+
+
+def test_a_tree_is_solved_as_its_preset():
+    block = Block("relu", "bn_pre")
+    kw = dict(depth=30, width=100, max_forward_growth=100.0, max_gradient_spread=4.0)
+    tree = ml.block_tree(block)
+    sol = solve_init(tree, **kw, max_depth=MAX_DEPTH)
+    assert sol.block is tree and sol.as_dict()["block"] == tree.name
+    preset = solve_init(block, **kw, max_depth=MAX_DEPTH)
+    assert (sol.var_w, sol.binding) == (preset.var_w, preset.binding)
+    np.testing.assert_allclose(sol.gradient_spread, 4.0, rtol=RTOL)
+    with pytest.raises(ValueError, match="block must be a meanfield.Block or a meanfield.layers"):
+        solve_init("relu-bn_pre-residual", **kw)
+
+
+# gelu's expectations are integrated by quadrature: the expensive case, solved in chunks.
+GELU = Block("gelu", "none")
+
+
+def _check_solution_by_the_recursion(sol):
+    """The binding bound met at the solution and left just above it, by the recursion itself."""
+    with jax.enable_x64(True):
+        at, above = (
+            recursions.profile(GELU, depth=sol.depth, width=sol.width, var_w=v)
+            for v in (sol.var_w, 1.001 * sol.var_w)
+        )
+    growth = [float(p.m2_z[-1] / p.m2_z[0]) for p in (at, above)]
+    assert sol.binding == "forward_growth"
+    np.testing.assert_allclose(growth[0], sol.max_forward_growth, rtol=RTOL)
+    assert growth[1] > sol.max_forward_growth
+
+
+def test_a_long_solve_reports_progress_and_its_chunks_change_nothing(capsys, monkeypatch):
+    # The call of the issue (gelu-ln_pre, L = 100, the default grid) is estimated long, so it
+    # reports by default; a ReLU solve (closed forms only) is not and stays one program.
+    assert evaluation.plan(Block("gelu", "ln_pre"), 100, GRID).seconds > evaluation.AUTO_SECONDS
+    relu = evaluation.plan(Block("relu", "none"), 100, GRID)
+    assert relu.seconds < 1 and not relu.chunked
+    kw = dict(depth=10, width=64, grid=32, max_depth=10)
+    solve_init(Block("relu", "none"), **kw)
+    assert capsys.readouterr().err == ""  # short: silent by default
+    # Chunks of 2 points with derivatives, 6 without (1e8 bytes at 4 MB per layer and point).
+    monkeypatch.setattr(evaluation, "CHUNK_BYTES", 1e8)
+    how = evaluation.plan(GELU, 10, 32)
+    assert (how.chunk, how.value_chunk) == (2, 6)
+    quiet = solve_init(GELU, **kw, progress=False)
+    assert capsys.readouterr().err == ""
+    _check_solution_by_the_recursion(quiet)  # chunked, and right
+    monkeypatch.setattr(solver, "AUTO_SECONDS", 0.0)  # now every call counts as long
+    loud = solve_init(GELU, **kw)
+    err = capsys.readouterr().err
+    assert loud == quiet  # reporting changes nothing
+    lines = ("grid 6/32 points", "grid 12/32 points", "derivatives at the bracket", "refining")
+    for line in lines:
+        assert f"solve_init gelu-none-residual: {line}" in err, err
+    assert f"var_w = {loud.var_w:.4g} (forward_growth binds)" in err and err.endswith("\n")
+    with pytest.raises(ValueError, match="progress must be True, False or None"):
+        solve_init(GELU, **kw, progress="yes")

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from meanfield import inits
 from meanfield.core.architecture import Block
+from meanfield.layers import Layer
 
 __all__ = ["InitSolution"]
 
@@ -22,7 +23,7 @@ __all__ = ["InitSolution"]
 class InitSolution:
     """The solved initialization and what the recursion says of it."""
 
-    block: Block
+    block: Block | Layer  # a preset, or a meanfield.layers tree
     depth: int
     width: float
     var_w: float  # the solved variance of one weight entry

@@ -20,7 +20,9 @@ iteration on log Var[w] solves log(statistic) = log(bound) there: derivatives by
 differentiation through the recursion, each evaluation narrowing the bracket, bisection when
 a Newton step would leave it or stops halving it, and the rest of each batch of ``grid``
 points spread evenly over the bracket. The binding statistic ends within a relative ``rtol``
-of its bound. No sampling.
+of its bound. No sampling. Networks whose activations are integrated by quadrature (tanh,
+gelu, ...) are evaluated in chunks that fit in memory, with a progress line for long calls
+(:mod:`meanfield.analysis.solver_evaluation`).
 
 Example:
     >>> import meanfield
@@ -34,7 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -42,10 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield import montecarlo, recursions
+from meanfield.analysis import structure
 from meanfield.analysis.rootfind import Bracket, refine
 from meanfield.analysis.solution import InitSolution
+from meanfield.analysis.solver_evaluation import AUTO_SECONDS, Evaluator, plan
 from meanfield.core import architecture as arch
 from meanfield.core.architecture import Block
+from meanfield.layers import Layer
 
 __all__ = [
     "InitSolution",
@@ -58,7 +62,9 @@ __all__ = [
 _LN10 = math.log(10.0)
 
 
-def log10_band_statistics(block: Block, depth: int, width, var_w) -> tuple[jax.Array, jax.Array]:
+def log10_band_statistics(
+    block: Block | Layer, depth: int, width, var_w
+) -> tuple[jax.Array, jax.Array]:
     """log10 of (q_L / q_0, max_l / min_l Var[dE/dW^l]) from the recursion; ``var_w`` may be
     an array or traced (differentiable)."""
     prof = recursions.profile(block, depth=depth, width=width, var_w=var_w)
@@ -97,24 +103,20 @@ def _check_depths(depth, max_depth) -> tuple[int, int]:
     return depth, max_depth
 
 
-def _evaluator(block: Block, max_depth: int, depth: int, width: float):
-    """``evaluate(log_v)``: :func:`_evaluate` at the points ``log_v`` in float64, as NumPy."""
-
-    def evaluate(log_v):
-        with jax.enable_x64(True):
-            values, slopes = _evaluate(
-                block,
-                max_depth,
-                jnp.asarray(depth, jnp.int32),
-                jnp.asarray(width, jnp.float64),
-                jnp.asarray(log_v, jnp.float64),
-            )
-            return np.asarray(values), np.asarray(slopes)
-
-    return evaluate
+def _check_arguments(block, depth, width, grid, rtol, max_depth) -> tuple[int, int, int]:
+    """The checked (depth, max_depth, grid) of :func:`solve_init`; ValueError naming what is
+    out of range."""
+    structure.tree_of(block)
+    depth, max_depth = _check_depths(depth, max_depth)
+    arch.check_width(width)
+    grid = _check_grid(grid)
+    arch.check_positive("rtol", rtol)
+    if not rtol < 1:
+        raise ValueError(f"rtol must be < 1 (a relative tolerance), got {rtol!r}")
+    return depth, max_depth, grid
 
 
-def _first_crossing(block: Block, log_v, values, over, growth_max, spread_max) -> int:
+def _first_crossing(block: Block | Layer, log_v, values, over, growth_max, spread_max) -> int:
     """The index i of the first grid point outside a bound (``over``: per point and statistic),
     so that [log_v[i - 1], log_v[i]] brackets the answer; ValueError when the first point is
     already outside or no point is."""
@@ -136,8 +138,37 @@ def _first_crossing(block: Block, log_v, values, over, growth_max, spread_max) -
     return int(crossed[0])
 
 
+def _progress(progress, seconds: float) -> bool:
+    """Whether to report: ``progress`` if given, else whether the call is estimated to take
+    longer than :data:`~meanfield.analysis.solver_evaluation.AUTO_SECONDS`."""
+    if progress is None:
+        return seconds > AUTO_SECONDS
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True, False or None (automatic), got {progress!r}")
+    return bool(progress)
+
+
+def _bracket(evaluate: Evaluator, block, log_v, log_bounds, bounds) -> list[Bracket]:
+    """The brackets of every statistic that first crosses its bound in the grid's first
+    interval with a crossing (the first root binds)."""
+    values, slopes = evaluate.grid(log_v, log_bounds)
+    over = ~(values <= log_bounds)  # NaN counts as outside
+    i = _first_crossing(block, log_v[: len(values)], values, over, *bounds)
+    ends = [i - 1, i]
+    # Derivatives at the two ends only, where the grid was scanned for values alone.
+    if slopes is None:
+        evaluate.phase = "bracket"
+        slopes = evaluate(log_v[ends])[1]
+    else:
+        slopes = slopes[ends]
+    return [
+        Bracket(k, log_bounds[k], log_v[ends], values[ends], slopes)
+        for k in np.flatnonzero(over[i])
+    ]
+
+
 def solve_init(
-    block: Block,
+    block: Block | Layer,
     *,
     depth: int,
     width: float,
@@ -146,124 +177,107 @@ def solve_init(
     grid: int = 256,
     rtol: float = 1e-6,
     max_depth: int | None = None,
+    progress: bool | None = None,
 ) -> InitSolution:
     """The largest Var[w] keeping forward growth and gradient spread within the bounds (module
-    docstring). Computed in float64.
+    docstring). Computed in float64. ``block`` is a preset Block or a :mod:`meanfield.layers`
+    tree.
 
     The binding statistic is returned within a relative ``rtol`` of its bound
     (``|statistic / bound - 1| <= rtol``; in practice far closer, since the iteration runs on
     to rtol / 1000), and the other one inside its bound (to ``rtol``, should both roots
     coincide). ``grid`` (an integer >= 2) is the
     number of log-spaced Var[w] from ``1e-6 / (nL)`` to ``10 / n`` that bracket the first
-    crossing, both ends included; it is also the batch of points each refining step evaluates.
+    crossing, both ends included; it is also the batch of points each refining step evaluates,
+    except for networks with activations integrated by quadrature (tanh, gelu, ...), whose
+    points are evaluated in chunks that fit in memory, a chunk a refining step
+    (:mod:`meanfield.analysis.solver_evaluation`).
 
-    One compiled program per (block, grid, max_depth) serves every call: depth, width and the
-    bounds are its traced inputs, so calls that pass the same ``max_depth`` (default
+    One compiled program per (block, grid or chunk, max_depth) serves every call: depth, width
+    and the bounds are its traced inputs, so calls that pass the same ``max_depth`` (default
     ``depth``; it must be >= ``depth``) compile once for all of their depths, widths and
     bounds.
+
+    ``progress``: a line on stderr updated per evaluation (grid points done, refining step,
+    seconds) and ending with the solution; None (the default) turns it on when the call is
+    estimated to take longer than ``AUTO_SECONDS`` (20 s), as in :func:`meanfield.simulate`.
+    It changes nothing that is computed.
 
     Raises ValueError when the largest variance, 10/n, stays inside both bounds at every grid
     point (the band does not constrain this block: e.g. BN keeps the growth linear), when the
     smallest one, 1e-6/(nL), is already outside them, when the arguments are out of range
     (bounds must be ratios > 1), or when ``rtol`` is finer than float64 can resolve.
     """
-    if not isinstance(block, Block):
-        raise ValueError(f"block must be a meanfield.Block, got {block!r}")
-    depth, max_depth = _check_depths(depth, max_depth)
-    arch.check_width(width)
-    growth_max = _check_bound("max_forward_growth", max_forward_growth)
-    spread_max = _check_bound("max_gradient_spread", max_gradient_spread)
-    grid = _check_grid(grid)
-    arch.check_positive("rtol", rtol)
-    if not rtol < 1:
-        raise ValueError(f"rtol must be < 1 (a relative tolerance), got {rtol!r}")
+    depth, max_depth, grid = _check_arguments(block, depth, width, grid, rtol, max_depth)
+    bounds = (
+        _check_bound("max_forward_growth", max_forward_growth),
+        _check_bound("max_gradient_spread", max_gradient_spread),
+    )
     width = float(width)
-    log_bounds = np.log10([growth_max, spread_max])
-    evaluate = _evaluator(block, max_depth, depth, width)
-
+    how = plan(block, max_depth, grid)
+    evaluate = Evaluator(block, max_depth, depth, width, how, _progress(progress, how.seconds))
+    log_bounds = np.log10(bounds)
     log_v = np.linspace(math.log(1e-6 / (width * depth)), math.log(10.0 / width), grid)
-    values, slopes = evaluate(log_v)
-    over = ~(values <= log_bounds)  # NaN counts as outside
-    i = _first_crossing(block, log_v, values, over, growth_max, spread_max)
-    # Every statistic that crosses in this interval is solved; the first root binds.
-    brackets = [
-        Bracket(k, log_bounds[k], *(arr[[i - 1, i]] for arr in (log_v, values, slopes)))
-        for k in np.flatnonzero(over[i])
-    ]
-    refine(evaluate, grid, brackets, rtol)
-    sol = min(brackets, key=lambda br: br.root)
-    if not sol.converged:
-        raise ValueError(
-            f"rtol={rtol!r} is finer than float64 resolves for {_STATISTICS[sol.which]} "
-            f"(relative error {sol.error:.3g} at the narrowest bracket): use a larger rtol"
-        )
+    try:
+        brackets = _bracket(evaluate, block, log_v, log_bounds, bounds)
+        evaluate.phase = "refining"
+        refine(evaluate, how.chunk, brackets, rtol)
+        sol = min(brackets, key=lambda br: br.root)
+        if not sol.converged:
+            raise ValueError(
+                f"rtol={rtol!r} is finer than float64 resolves for {_STATISTICS[sol.which]} "
+                f"(relative error {sol.error:.3g} at the narrowest bracket): use a larger rtol"
+            )
+    except ValueError:
+        evaluate.finish("no solution")
+        raise
     g, s = (float(10.0**v) for v in sol.root_values)
+    var_w = float(math.exp(sol.root))
+    evaluate.finish(f"var_w = {var_w:.4g} ({_STATISTICS[sol.which]} binds)")
     return InitSolution(
         block=block,
         depth=depth,
         width=width,
-        var_w=float(math.exp(sol.root)),
+        var_w=var_w,
         forward_growth=g,
         gradient_spread=s,
         binding=_STATISTICS[sol.which],
-        max_forward_growth=growth_max,
-        max_gradient_spread=spread_max,
+        max_forward_growth=bounds[0],
+        max_gradient_spread=bounds[1],
     )
 
 
 _STATISTICS = ("forward_growth", "gradient_spread")
 
 
-def _log10_statistics(block: Block, max_depth: int, depth, width, log_v) -> jax.Array:
-    """[log10 q_L/q_0, log10 gradient spread] at Var[w] = exp(log_v) for a network of a traced
-    ``depth`` <= ``max_depth`` blocks (the layers past ``depth`` are masked out)."""
-    prof = recursions.profile(
-        block, depth=depth, width=width, var_w=jnp.exp(log_v), max_depth=max_depth
-    )
-    growth = prof.log10_m2_z[depth] - prof.log10_m2_z[0]
-    layer = jnp.arange(max_depth + 1)
-    inside = (layer >= 1) & (layer <= depth)
-    dw = prof.log10_var_dw
-    spread = jnp.max(jnp.where(inside, dw, -jnp.inf)) - jnp.min(jnp.where(inside, dw, jnp.inf))
-    return jnp.stack([growth, spread])
-
-
-@functools.partial(jax.jit, static_argnames=("block", "max_depth"))
-def _evaluate(block: Block, max_depth: int, depth, width, log_v) -> tuple[jax.Array, jax.Array]:
-    """Both log10 statistics and their derivatives in log Var[w] (forward mode) at each of the
-    points ``log_v`` (P,): two (P, 2) arrays. The grid and every refining step of a solve
-    evaluate P = ``grid`` points, so a solve compiles this once."""
-
-    def point(x):
-        return jax.jvp(
-            lambda y: _log10_statistics(block, max_depth, depth, width, y),
-            (x,),
-            (jnp.ones_like(x),),
-        )
-
-    return jax.vmap(point)(log_v)
-
-
 def band_curves(
-    block: Block, depth: int, width: float, var_ws, *, max_depth: int | None = None
+    block: Block | Layer,
+    depth: int,
+    width: float,
+    var_ws,
+    *,
+    max_depth: int | None = None,
+    progress: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """log10 forward growth and gradient spread (recursion) over an array of Var[w] > 0.
 
     Evaluated by the program that :func:`solve_init` compiles: one per (block, max_depth
-    (default ``depth``), number of points), reused by later calls and by the solver."""
+    (default ``depth``), number of points), reused by later calls and by the solver; for
+    networks with activations integrated by quadrature, by its program of values alone, in
+    chunks that fit in memory. ``progress`` as in :func:`solve_init`."""
+    structure.tree_of(block)
     depth, max_depth = _check_depths(depth, max_depth)
     arch.check_width(width)
     v = np.asarray(var_ws, np.float64)
     arch.check_var_w(v)
-    with jax.enable_x64(True):
-        values, _ = _evaluate(
-            block,
-            max_depth,
-            jnp.asarray(depth, jnp.int32),
-            jnp.asarray(float(width), jnp.float64),
-            jnp.log(jnp.asarray(v.ravel(), jnp.float64)),
-        )
-        values = np.asarray(values).reshape(v.shape + (2,))
+    log_v = np.log(v.ravel())
+    how = plan(block, max_depth, max(log_v.size, 1), refine=False)
+    evaluate = Evaluator(
+        block, max_depth, depth, float(width), how, _progress(progress, how.seconds)
+    )
+    values = evaluate.values(log_v)
+    evaluate.finish("band curves")
+    values = values.reshape(v.shape + (2,))
     return {
         "var_w": v,
         "log10_forward_growth": values[..., 0],
@@ -272,7 +286,7 @@ def band_curves(
 
 
 def montecarlo_band_statistics(
-    block: Block,
+    block: Block | Layer,
     *,
     depth: int,
     width: int,
