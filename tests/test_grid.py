@@ -124,3 +124,25 @@ def test_bad_grids_are_refused_by_name(kwargs, match):
 def test_sweep_needs_a_key_for_montecarlo():
     with pytest.raises(ValueError, match="needs a key"):
         meanfield.sweep(Block("relu", "none", True), var_w=0.1, depth=3, width=8, networks=4)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("var_w", dict(var_w=[])),
+        ("var_w", dict(var_w=np.array([]))),
+        ("depth", dict(var_w=0.1, depth=np.array([], int))),
+        ("width", dict(var_w=0.1, width=np.array([]))),
+        ("c", dict(init="he", c=[])),
+        ("gain", dict(init="he", gain=np.zeros(0))),
+        ("input_std", dict(var_w=0.1, input_std=[])),
+        ("input_mean", dict(var_w=0.1, input_mean=[])),
+        ("input_corr", dict(var_w=0.1, input_corr=[])),
+        ("branch_scale", dict(var_w=0.1, branch_scale=[])),
+        ("key", dict(var_w=0.1, networks=2, key=jax.random.split(jax.random.key(0), 0))),
+    ],
+)
+def test_an_empty_sweep_grid_is_refused_by_name(name, kwargs):
+    kw = dict(depth=3, width=8) | kwargs
+    with pytest.raises(ValueError, match=rf"^{name} must be .*(non-empty|empty)"):
+        meanfield.sweep(Block("relu", "none", True), **kw)

@@ -36,6 +36,40 @@ class Sweep:
     montecarlo: Estimate | None
 
 
+def _check_not_empty(values: dict, more: dict, key) -> None:
+    """Raise ValueError naming the first swept argument (of ``values`` and ``more``, then the
+    Monte-Carlo ``key``) given as an empty array: a grid of no configurations has nothing to
+    compute (and its maximum depth is undefined)."""
+    for name, value in (values | more).items():
+        if value is None or isinstance(value, (str, bytes)):
+            continue
+        try:
+            size = np.size(value)
+        except (TypeError, ValueError):
+            continue  # not array-like: the grid's own checks name it
+        if size == 0:
+            raise ValueError(
+                f"{name} must be a number or a non-empty 1-D array of them (one value per "
+                f"configuration of the grid), got an empty {type(value).__name__}: {value!r}"
+            )
+    if isinstance(key, jax.Array) and key.size == 0:
+        raise ValueError(
+            "key must be one key or a non-empty array of them (one per configuration), got an "
+            f"empty array of shape {key.shape}"
+        )
+
+
+def _configuration(grid: dict, var_w, branch_scale) -> dict[str, np.ndarray]:
+    """The grid's values as :attr:`Sweep.config`: var_w NaN where an init sets it, branch_scale
+    NaN where the init's own is used."""
+    config = dict(grid)
+    if var_w is None:
+        config["var_w"] = np.full(grid["var_w"].shape, np.nan)
+    if branch_scale is None:
+        config["branch_scale"] = np.full(grid["branch_scale"].shape, np.nan)
+    return config
+
+
 def sweep(
     block,
     *,
@@ -68,16 +102,17 @@ def sweep(
                             networks=256, batch=16)
         s.recursion.log10_m2_z[:, -1], s.montecarlo.log10_m2_z.mean[:, -1]
 
-    Past each configuration's depth every statistic is NaN.
+    Past each configuration's depth every statistic is NaN. An empty array is refused by name.
     """
     tree = layers.as_tree(block)
+    _check_not_empty(
+        dict(var_w=var_w, c=c, gain=gain, depth=depth, width=width, input_std=input_std),
+        dict(input_mean=input_mean, input_corr=input_corr, branch_scale=branch_scale),
+        key if networks else None,
+    )
     grid = grid_values(var_w, init, c, gain, depth, input_std, branch_scale, input_mean, input_corr)
     max_depth = int(grid["depth"].max()) if max_depth is None else max_depth
-    config = dict(grid)
-    if var_w is None:
-        config["var_w"] = np.full(grid["var_w"].shape, np.nan)
-    if branch_scale is None:
-        config["branch_scale"] = np.full(grid["branch_scale"].shape, np.nan)
+    config = _configuration(grid, var_w, branch_scale)
     prof = profile(
         tree,
         depth=grid["depth"],
