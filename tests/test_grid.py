@@ -146,3 +146,13 @@ def test_an_empty_sweep_grid_is_refused_by_name(name, kwargs):
     kw = dict(depth=3, width=8) | kwargs
     with pytest.raises(ValueError, match=rf"^{name} must be .*(non-empty|empty)"):
         meanfield.sweep(Block("relu", "none", True), **kw)
+
+
+@pytest.mark.parametrize("name", ["var_w", "input_std", "branch_scale"])
+def test_an_empty_monte_carlo_grid_is_refused_by_name(name):
+    kw = dict(var_w=0.1) | {name: np.array([])}
+    with pytest.raises(ValueError, match=rf"^{name} must be a number or a non-empty"):
+        meanfield.montecarlo.simulate_grid(
+            Block("relu", "none", True), key=jax.random.key(0), depth=3, width=8,
+            networks=2, batch=2, **kw
+        )

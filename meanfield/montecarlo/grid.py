@@ -61,8 +61,10 @@ def grid_values(
     }
     arrays = {k: np.asarray(v) for k, v in given.items()}
     for k, v in arrays.items():
-        if v.ndim > 1:
-            raise ValueError(f"{k} must be a number or a 1-D array of them, got shape {v.shape}")
+        if v.ndim > 1 or v.size == 0:
+            raise ValueError(
+                f"{k} must be a number or a non-empty 1-D array of them, got shape {v.shape}"
+            )
     try:
         shape = np.broadcast_shapes(*(v.shape for v in arrays.values()))
     except ValueError:
