@@ -1,11 +1,10 @@
 """Smoke test of experiments/activations.py: tiny settings, every output written, the
 records' recursion and Monte-Carlo of one shape, and bad flags refused."""
 
-import json
-
 import numpy as np
 import pytest
 
+from meanfield.io import results
 from tests.helpers import load_script
 
 
@@ -16,7 +15,7 @@ def test_activations_script_writes_results_and_figure(tmp_path, capsys):
     assert f"results in {out}" in capsys.readouterr().out
     for name in ("results.json", "activations.csv", "activations.png"):
         assert (out / name).stat().st_size > 0, name
-    saved = json.loads((out / "results.json").read_text())
+    saved = results.load_json(out / "results.json")
     records = saved["records"]
     assert {(r["block"], r["init"]) for r in records} == {
         (b, i)

@@ -1,11 +1,11 @@
 """Smoke test of experiments/gradient_vs_layer.py with tiny settings."""
 
 import csv
-import json
 
 import numpy as np
 import pytest
 
+from meanfield.io import results
 from tests.helpers import load_script
 
 
@@ -19,7 +19,7 @@ def test_main_writes_figure_results_and_table(tmp_path):
     out = script.main(["--out", str(tmp_path), *flags.split()])
     for name in ("gradient_vs_layer.png", "results.json", "gradient_discrepancy.csv"):
         assert (out / name).stat().st_size > 0
-    saved = json.loads((out / "results.json").read_text())
+    saved = results.load_json(out / "results.json")  # NaN at l = 0 stored as {"__float__": "nan"}
     assert sorted({r["depth"] for r in saved["profiles"]}) == [4, 12]
     assert {r["depth"] for r in saved["montecarlo"]} == {4}  # only up to --mc-max-depth
     # identity BN at He init: the recursion's ratio is (1 + Lα)/(1 + α) with α = 2.

@@ -180,10 +180,11 @@ def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path, capsys)
     assert not (out / "risotto" / "initcheck.json").exists()
     assert (out / "fixup-k2" / "initcheck.json").is_file()
     # Fixup's zero head: no gradient reaches a block at init, and the summary says so where
-    # its backward number would be (None, not a silent NaN); the others carry no note.
+    # its backward number would be (undefined: NaN, stored as "nan" and not as a bare null);
+    # the others carry no note.
     fixup = summary["fixup-k2"]
     assert fixup["log10_m2_dz_1_note"] == initcheck.NO_GRADIENT
-    assert fixup["log10_m2_dz_1_measured"] is None
+    assert np.isnan(fixup["log10_m2_dz_1_measured"])
     assert np.isfinite(fixup["log10_m2_z_L_measured"])
     check = results.load_json(out / "fixup-k2" / "initcheck.json")
     assert check["summary"]["m2_dz"]["note"] == initcheck.NO_GRADIENT

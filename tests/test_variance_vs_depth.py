@@ -1,11 +1,11 @@
 """Smoke test of the main job: tiny settings, every output written, numbers consistent."""
 
 import csv
-import json
 
 import numpy as np
 import pytest
 
+from meanfield.io import results
 from tests.helpers import load_script
 
 
@@ -30,7 +30,7 @@ def test_main_writes_results_and_figures(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     assert not list(out.glob(".*.tmp"))
 
-    saved = json.loads((out / "results.json").read_text())
+    saved = results.load_json(out / "results.json")
     assert saved["config"]["width"] == 32 and saved["config"]["depth"] == 12
     assert saved["environment"]["packages"]["jax"]
     assert len(saved["profiles"]) == 12 * 2  # blocks x inits
@@ -134,7 +134,7 @@ def test_main_job_takes_other_activations(tmp_path):
     out = script.main(
         ["--out", str(tmp_path), *flags.split(), "--activation", "tanh", "--formats", "png"]
     )
-    saved = json.loads((out / "results.json").read_text())
+    saved = results.load_json(out / "results.json")
     assert {r["block"].split("-")[0] for r in saved["profiles"]} == {"tanh"}
     assert len(saved["profiles"]) == 6 * 2 and all(not r["closed_forms"] for r in saved["profiles"])
     assert {r["block"] for r in saved["montecarlo"]} == {

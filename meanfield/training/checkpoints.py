@@ -61,7 +61,7 @@ def save_checkpoint(folder: Path, epoch: int, state: TrainState, history: list, 
     payload = {
         "state": flax.serialization.to_state_dict(jax.device_get(state)),
         "epoch": epoch,
-        "history": json.dumps(results.to_jsonable(history)),
+        "history": json.dumps(results.to_jsonable(history), allow_nan=False),
     }
     path = results.atomic_write_bytes(
         _checkpoint_path(folder, epoch), flax.serialization.msgpack_serialize(payload)
@@ -78,7 +78,8 @@ def restore_checkpoint(path: Path, template: TrainState) -> tuple[TrainState, in
     try:
         payload = flax.serialization.msgpack_restore(Path(path).read_bytes())
         state = flax.serialization.from_state_dict(template, payload["state"])
-        epoch, history = int(payload["epoch"]), json.loads(payload["history"])
+        epoch = int(payload["epoch"])
+        history = results.from_jsonable(json.loads(payload["history"]))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"cannot restore the checkpoint {path}: {err}") from err
     state = jax.tree_util.tree_map(jnp.asarray, state)
@@ -186,7 +187,7 @@ def _check_resumable(saved: dict, config: TrainConfig, fingerprint: dict) -> Non
     now = config.as_dict()
     then = dict(saved["train"])
     then.pop("epochs", None)  # the one setting a resumed run may change (to train longer)
-    differ = [k for k in then if results.to_jsonable(now.get(k)) != then[k]]
+    differ = [k for k in then if results.to_jsonable(now.get(k)) != results.to_jsonable(then[k])]
     if differ:
         shown = ", ".join(f"{k}: {then[k]!r} -> {now.get(k)!r}" for k in differ)
         raise ValueError(f"cannot resume: the configuration differs from the saved one ({shown})")

@@ -241,8 +241,9 @@ def compare(
     Each statistic and its summary row carry ``note``: None where the comparison is defined,
     :data:`NO_GRADIENT` for ``m2_dz`` and ``var_dw`` when the measured gradients are exactly
     zero in every network and layer (Fixup's zero head at init). The measured values of such a
-    row are then NaN (None in JSON), not a number to compare; the predictions stay as they are
-    (the recursion's loss Σ g·z^L reaches the blocks whatever the head).
+    row are then NaN (``{"__float__": "nan"}`` in JSON, :mod:`meanfield.io.results`), not a
+    number to compare; the predictions stay as they are (the recursion's loss Σ g·z^L reaches
+    the blocks whatever the head).
 
     ``key`` is the typed key (``jax.random.key``) of the toy Monte-Carlo, required even when
     ``toy_networks`` is 0 (one signature, no hidden default key).
