@@ -32,7 +32,14 @@ diverges at step 2 too, and only BN trains (docs/training.md, "Fig. 2 and Fig. 3
 
 Data: CIFAR-10's python batches, from --data-dir, $CIFAR10_DIR, ./data or the cache folder,
 downloaded (checksum-verified) when absent and the network allows (docs/training.md);
---synthetic uses a generated stand-in for plumbing checks only.
+--synthetic uses a generated stand-in for plumbing checks only. run.json records the folder
+read (data.folder, an absolute path), and --resume reads it again unless --data-dir is given.
+
+Before a run folder is made, every flag is checked, the data are read, and the training state
+of the K seeds (parameters, BN statistics, optimizer slots) is sized against the memory of the
+device (meanfield.training.footprint): --seeds 100000 of the paper's network is refused at
+once. A run that fails before its first checkpoint (out of memory at init, Ctrl-C during the
+prediction check) leaves no run folder; one interrupted later keeps it, for --resume.
 
 Writes into a new folder under --out (printed at the end): run.json (the resolved
 configuration), one folder per setup (config.json, metrics.jsonl, initcheck.json,
@@ -66,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from meanfield import Block  # noqa: E402
 from meanfield.core import runtime  # noqa: E402
 from meanfield.io import plots, results  # noqa: E402
-from meanfield.training import data, initcheck  # noqa: E402
+from meanfield.training import data, footprint, initcheck  # noqa: E402
 from meanfield.training.fftconv import CONV_METHODS  # noqa: E402
 from meanfield.training.models import PADDINGS, RISOTTO_BLOCK, ResNetConfig  # noqa: E402
 from meanfield.training.train import (  # noqa: E402
@@ -74,6 +81,7 @@ from meanfield.training.train import (  # noqa: E402
     PRECISIONS,
     TrainConfig,
     Trainer,
+    latest_checkpoint,
     train_and_evaluate,
 )
 
@@ -230,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="CIFAR-10 folder (cifar-10-batches-py) (default: $CIFAR10_DIR, ./data, then the "
-        "cache folder)",
+        help="CIFAR-10 folder (cifar-10-batches-py) (default: with --resume the run's own "
+        "folder, else $CIFAR10_DIR, ./data, then the cache folder)",
     )
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
     p.add_argument("--synthetic", action="store_true", help="a generated stand-in, not CIFAR-10")
@@ -320,14 +328,29 @@ def resume_conflicts(args: argparse.Namespace, saved: dict) -> list[str]:
     return conflicts
 
 
+def saved_data_folder(saved: dict) -> str | None:
+    """The CIFAR-10 folder of a saved run (run.json): ``data.folder``, an absolute path; for a
+    run saved before that was recorded, ``data.source``, the folder as it was found. None for
+    synthetic data."""
+    info = saved.get("data") or {}
+    folder = info.get("folder") or info.get("source")
+    return None if folder in (None, "synthetic") else str(folder)
+
+
 def _saved_settings(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
     """The settings of the run named by --resume, with --epochs applied; ``p.error`` when
-    run.json cannot be read or a flag given contradicts it."""
+    run.json cannot be read or a flag given contradicts it. Without --data-dir, ``args``
+    takes the run's data folder (``args.data_from_run``): a resume reads the data its run
+    read, instead of searching (and downloading) anew."""
     path = args.resume / "run.json"
     try:
-        settings = results.load_json(path)["settings"]
+        saved = results.load_json(path)
+        settings = saved["settings"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         p.error(f"--resume: cannot read the settings in {path}: {_one_line(err)}")
+    if args.data_dir is None and not settings.get("synthetic"):
+        args.data_dir = saved_data_folder(saved)
+        args.data_from_run = args.data_dir is not None
     conflicts = resume_conflicts(args, settings)
     if conflicts:
         p.error(
@@ -360,15 +383,26 @@ def prepare(argv=None) -> tuple[argparse.Namespace, dict, dict[str, TrainConfig]
     or the file that cannot be read, and exit code 2."""
     p = build_parser()
     args = parse_args(argv, p)
+    args.data_from_run = False
     settings = _saved_settings(p, args) if args.resume is not None else resolve(args)
     try:  # the library's rules (TrainConfig, ResNetConfig), reported by flag
         configs = train_configs(settings)
     except ValueError as err:
         p.error(_flag_message(err))
+    for config in configs.values():
+        problem = state_too_large(config)
+        if problem:
+            p.error(problem)
     try:
         dataset = load_data(settings, args)
     except data.DataError as err:
-        p.error(f"cannot read CIFAR-10: {_one_line(err)}")
+        hint = ""
+        if args.data_from_run:
+            hint = (
+                f" (the folder of the run {args.resume}, from its run.json; pass --data-dir "
+                "where the data set is now)"
+            )
+        p.error(f"cannot read CIFAR-10: {_one_line(err)}{hint}")
     except ValueError as err:  # --train-size or --test-size beyond the images there are
         p.error(_flag_message(err))
     except OSError as err:  # e.g. a --data-dir that cannot be created for the download
@@ -379,6 +413,25 @@ def prepare(argv=None) -> tuple[argparse.Namespace, dict, dict[str, TrainConfig]
             f"--batch-size must be <= the training images ({n_train}), got {settings['batch_size']}"
         )
     return args, settings, configs, dataset
+
+
+def state_too_large(config: TrainConfig) -> str | None:
+    """None when the training state of ``config``'s seeds fits in memory, else the error
+    line, in flags (:mod:`meanfield.training.footprint`)."""
+    found = footprint.state_footprint(config)
+    have, where = footprint.memory_limit()
+    if found.total_bytes <= have:
+        return None
+    m = config.model
+    return (
+        f"--seeds {found.seeds} with --channels {m.channels} --depth {m.depth} --kernel-size "
+        f"{m.kernel_size}: the training state of {found.seeds} networks needs "
+        f"{footprint.gib(found.total_bytes)} ({found.parameters:,} parameters and "
+        f"{found.optimizer_slots} optimizer value(s) per parameter, "
+        f"{footprint.gib(found.bytes_per_network)} a network), more than the "
+        f"{footprint.gib(have)} of {where}; use fewer --seeds or a smaller --channels, "
+        "--depth or --kernel-size"
+    )
 
 
 def train_configs(settings: dict) -> dict[str, TrainConfig]:
@@ -419,7 +472,8 @@ def load_data(settings: dict, args: argparse.Namespace) -> data.CIFAR10:
         args.data_dir,
         train_size=settings["train_size"],
         test_size=settings["test_size"],
-        download_missing=not args.no_download,
+        # The run's own folder is read, or its absence said: not a download into it.
+        download_missing=not (args.no_download or getattr(args, "data_from_run", False)),
     )
 
 
@@ -471,8 +525,8 @@ def _where(configs: dict[str, TrainConfig]) -> str:
 
 
 def _check_line(check: dict, width: int) -> str:
-    def show(v):  # None without a note: the measured value overflowed (inf or NaN in float32)
-        return "overflow" if v is None else f"{v:.2f}"
+    def show(v):  # not a number without a note: the measured value overflowed in float32
+        return "overflow" if v is None or not np.isfinite(v) else f"{v:.2f}"
 
     parts = []
     for stat, what in (("m2_z", "E[(z^L)^2]"), ("m2_dz", "E[(dE/dz^1)^2]/E[(dE/dz^L)^2]")):
@@ -509,15 +563,29 @@ def check_only(configs: dict[str, TrainConfig], dataset, out: Path, formats) -> 
     return out
 
 
+def holds_checkpoint(out: Path) -> bool:
+    """Whether a setup of the run in ``out`` has written a checkpoint (the run can resume)."""
+    return any(latest_checkpoint(d / "checkpoints") for d in out.iterdir() if d.is_dir())
+
+
 def main(argv=None) -> Path:
     start = time.perf_counter()
     args, settings, configs, dataset = prepare(argv)
     runtime.use_compile_cache(args)
     if args.resume is not None:
-        out = args.resume
-        print(f"resuming {out}")
-    else:
-        out = results.new_run_dir(args.out, f"train_cifar-{settings['preset'] or 'custom'}")
+        print(f"resuming {args.resume}")
+        return run(args, settings, configs, dataset, args.resume, start)
+    # A run that fails before any checkpoint (out of memory at init, Ctrl-C in the prediction
+    # check) leaves no folder; one interrupted later keeps it, to be resumed.
+    name = f"train_cifar-{settings['preset'] or 'custom'}"
+    with results.run_folder(args.out, name, keep=holds_checkpoint) as out:
+        return run(args, settings, configs, dataset, out, start)
+
+
+def run(args, settings: dict, configs: dict, dataset, out: Path, start: float) -> Path:
+    """Train (or only check) every setup into the run folder ``out``, then the summary and
+    the figures."""
+    folder = None if settings["synthetic"] else str(Path(dataset.source).resolve())
     results.save_json(
         out / "run.json",
         {
@@ -526,6 +594,7 @@ def main(argv=None) -> Path:
             "setups": {k: c.as_dict() for k, c in configs.items()},
             "data": {
                 "source": dataset.source,
+                "folder": folder,
                 "train": len(dataset.y_train),
                 "test": len(dataset.y_test),
             },

@@ -4,6 +4,9 @@ the value and what is allowed, exit code 2), --resume refuses flags that contrad
 run, and --help shows the defaults that the presets fill in."""
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +242,114 @@ def test_help_shows_the_defaults_that_the_presets_fill_in(script, capsys, monkey
     for key in script.DEFAULTS:
         flag = "--" + key.replace("_", "-")
         assert lines[flag].count("(default: ") == 1, lines[flag]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "train_cifar.py"
+
+
+def _env(tmp_path: Path) -> dict:
+    """A user's environment with no CIFAR-10 anywhere by default: no $CIFAR10_DIR, an empty
+    cache folder; this checkout's package whatever is installed."""
+    env = {k: v for k, v in os.environ.items() if k != "CIFAR10_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    return env
+
+
+def _python(code: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """``code`` in a fresh process (the trainer's command with a failure injected)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _main_with(patch: str, argv: list[str]) -> str:
+    """Code that applies ``patch`` and then runs experiments/train_cifar.py with ``argv``."""
+    return (
+        f"import runpy, sys\n{patch}\nsys.argv = ['train_cifar.py', *{argv!r}]\n"
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
+    )
+
+
+def test_seeds_beyond_memory_are_refused_up_front(folder, tmp_path):
+    # 100000 networks of the paper's 1,641,642 parameters with SGD's momentum: 1.2 TiB.
+    if os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") > 100000 * 13_133_140:
+        pytest.skip("this machine holds the state of 100000 networks")
+    out = tmp_path / "runs"
+    argv = [*("--seeds", "100000", "--data-dir", str(folder), "--no-download", "--out", str(out))]
+    argv += ["--train-size", "64", "--test-size", "32", "--batch-size", "32", "--no-progress"]
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,  # it used to allocate network after network until memory ran out
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert "error: --seeds 100000 with --channels 16 --depth 100 --kernel-size 8" in line, line
+    assert "1,641,642 parameters" in line and "use fewer --seeds" in line, line
+    assert not out.exists()
+
+
+def test_a_run_out_of_memory_before_its_first_checkpoint_leaves_nothing(folder, tmp_path):
+    out = tmp_path / "runs"
+    patch = (
+        "from meanfield.training.trainer import Trainer\n"
+        "def init_state(self):\n"
+        "    raise MemoryError('RESOURCE_EXHAUSTED: out of memory allocating the networks')\n"
+        "Trainer.init_state = init_state\n"
+    )
+    argv = ["--data-dir", str(folder), "--no-download", "--out", str(out), *TINY]
+    run = _python(_main_with(patch, argv), tmp_path, _env(tmp_path))
+    assert run.returncode != 0 and "RESOURCE_EXHAUSTED" in run.stderr, run.stderr
+    assert not out.exists(), sorted(map(str, out.rglob("*")))  # no run.json, no config.json
+
+
+def test_an_interrupted_run_stays_and_resumes_from_the_data_folder_it_read(folder, tmp_path):
+    # Started with a relative --data-dir, interrupted (Ctrl-C) in epoch 1 after the checkpoint
+    # of epoch 0: the run folder stays. Resumed from elsewhere, with no --data-dir and no
+    # CIFAR-10 in $CIFAR10_DIR, ./data or the cache (and no download), it reads the run's own
+    # folder and finishes.
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    env = _env(tmp_path)
+    argv = ["--data-dir", os.path.relpath(folder, first), "--out", str(tmp_path / "runs")]
+    argv += [*TINY, "--setups", "he-none", "--seeds", "1", "--epochs", "1", "--check-batch", "0"]
+    patch = (
+        "from meanfield.training import train\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "train._epoch_steps = interrupted\n"
+    )
+    run = _python(_main_with(patch, argv), first, env)
+    assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr, run.stderr
+    (saved,) = (tmp_path / "runs").iterdir()
+    assert (saved / "he-none" / "checkpoints" / "epoch_0000.msgpack").is_file()
+    assert results.load_json(saved / "run.json")["data"]["folder"] == str(folder.resolve())
+    command = [sys.executable, str(SCRIPT), "--resume", str(saved), "--no-download"]
+    # An explicit --data-dir wins over the run's folder.
+    other = subprocess.run(
+        [*command, "--data-dir", str(tmp_path / "moved")],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert other.returncode == 2 and str(tmp_path / "moved") in other.stderr, other.stderr
+    resumed = subprocess.run(
+        [*command, "--no-progress", "--formats", "png"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"data: {folder.resolve()}" in resumed.stdout
+    rows = results.load_jsonl(saved / "he-none" / "metrics.jsonl")
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert not list(tmp_path.rglob("cifar-10-python*")) and not (elsewhere / "data").exists()

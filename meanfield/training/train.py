@@ -52,6 +52,7 @@ import numpy as np
 
 from meanfield.io import results
 from meanfield.training import data as data_lib
+from meanfield.training import footprint
 
 # The names of meanfield.training.trainer and meanfield.training.checkpoints that users import from
 # here; the redundant aliases mark those this module does not use itself as re-exported.
@@ -95,6 +96,11 @@ def train_and_evaluate(
     continues from the newest readable checkpoint in ``workdir``, or starts over when it has
     none (:func:`meanfield.training.checkpoints.resume_point`; the configuration must be the saved
     one, except ``epochs``, which may grow); without it, ``workdir`` must not hold a run.
+
+    A state of K networks that cannot fit in memory is refused before anything is written
+    (:class:`meanfield.training.footprint.StateMemoryError`); a run that fails before its first
+    checkpoint (out of memory at init, Ctrl-C during the prediction check) removes what it
+    wrote into ``workdir``, so that no half-made run is left behind.
     """
     workdir = Path(workdir)
     n_train = len(dataset.y_train)
@@ -102,6 +108,7 @@ def train_and_evaluate(
         raise ValueError(
             f"batch_size must be <= the training images ({n_train}), got {config.batch_size}"
         )
+    footprint.check_state_fits(config)
     trainer = Trainer(config, dataset.mean, dataset.std)
     fingerprint = data_fingerprint(dataset)
     # Called here, not in a helper: its warnings name the caller of this function.
@@ -127,10 +134,42 @@ def _start_run(
 ) -> tuple[TrainState, list[dict]]:
     """A new run in ``workdir``, which must not hold one: config.json, the prediction check,
     and the networks at init evaluated (epoch 0) and checkpointed; (state, metric rows)."""
-    config, ckpt_dir = trainer.config, workdir / "checkpoints"
+    ckpt_dir = workdir / "checkpoints"
     if latest_checkpoint(ckpt_dir) is not None:
         raise FileExistsError(f"{workdir} already holds a run; resume it or choose another folder")
+    made = [p for p in (workdir, *workdir.parents) if not p.exists()]
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _first_epoch(trainer, dataset, workdir, fingerprint, log)
+    except BaseException:
+        if latest_checkpoint(ckpt_dir) is None:  # nothing to resume from: no debris either
+            _remove_start(workdir, made)
+        raise
+
+
+def _remove_start(workdir: Path, made: list[Path]) -> None:
+    """Remove what a run that failed before its first checkpoint wrote into ``workdir``: its
+    files, the checkpoints folder when empty, and the folders it made (``made``, innermost
+    first) when empty. Files of an earlier attempt (checkpoints set aside as unreadable) stay."""
+    for name in ("config.json", "initcheck.json", "metrics.jsonl"):
+        (workdir / name).unlink(missing_ok=True)
+    for folder in (workdir / "checkpoints", *made):
+        try:
+            folder.rmdir()
+        except OSError:  # not there, or not empty
+            continue
+
+
+def _first_epoch(
+    trainer: Trainer,
+    dataset: data_lib.CIFAR10,
+    workdir: Path,
+    fingerprint: dict,
+    log: Callable[[str], None],
+) -> tuple[TrainState, list[dict]]:
+    """config.json, the prediction check, and the networks at init evaluated (epoch 0) and
+    checkpointed into ``workdir``; (state, metric rows)."""
+    config, ckpt_dir = trainer.config, workdir / "checkpoints"
     results.save_json(
         workdir / "config.json",
         {"train": config.as_dict(), "data": fingerprint, "environment": results.environment()},

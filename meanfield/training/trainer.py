@@ -34,6 +34,8 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "Trainer",
+    "init_model",
+    "init_network",
     "make_optimizer",
 ]
 
@@ -131,6 +133,21 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return base
 
 
+def init_network(model: ResNet, tx: optax.GradientTransformation, key: jax.Array):
+    """(params, batch_stats, opt_state) of one network of ``model`` with the optimizer ``tx``."""
+    x = jnp.zeros((1, 32, 32, 3), jnp.float32)
+    variables = model.init(key, x, train=False)
+    params = variables["params"]
+    return params, variables.get("batch_stats", {}), tx.init(params)
+
+
+def init_model(config: TrainConfig) -> ResNet:
+    """The network that initializes the parameters: the trained one's, from a rolled scan over
+    the blocks (the same parameters bit for bit; a program of one block's draws, not
+    ``depth`` of them, compiles in seconds at L = 100 on CPU too)."""
+    return ResNet(config.model, dtype=_DTYPES[config.precision], unroll=1, conv=config.conv)
+
+
 def _all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
     return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
@@ -165,9 +182,7 @@ class Trainer:
         self.std = tuple(float(s) for s in std)
         self.seed_map = seed_map_for_backend(config.seed_map)
         self.has_bn = layers.has_batchnorm(config.model.tree)
-        # The same parameters (bit for bit) from a rolled scan over the blocks: a program of one
-        # block's draws, not ``depth`` of them, compiles in seconds at L = 100 on CPU too.
-        self._init_model = ResNet(config.model, dtype=self.model.dtype, unroll=1, conv=config.conv)
+        self._init_model = init_model(config)
         key = _program_key(config, self.mean, self.std)
         programs = _PROGRAMS.pop(key, None)
         if programs is None:  # bound to this Trainer; an equal one traces the same code
@@ -197,10 +212,7 @@ class Trainer:
 
     def init_one(self, key: jax.Array):
         """(params, batch_stats, opt_state) of one network."""
-        x = jnp.zeros((1, 32, 32, 3), jnp.float32)
-        variables = self._init_model.init(key, x, train=False)
-        params = variables["params"]
-        return params, variables.get("batch_stats", {}), self.tx.init(params)
+        return init_network(self._init_model, self.tx, key)
 
     def seed_step(self, params, batch_stats, opt_state, diverged_at, x_uint8, y, step):
         """One SGD step of one network; a non-finite loss or gradient freezes it."""
