@@ -91,53 +91,55 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     runtime.use_compile_cache(args)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "activations")
-    n_setups = len(args.activations) * len(args.norms) * 2
-    print(f"{n_setups} trees x 2 inits, recursion and {args.networks} networks each", flush=True)
-    records = activation_profiles(
-        args.activations,
-        args.norms,
-        width=args.width,
-        depth=args.depth,
-        key=jax.random.key(args.seed),
-        networks=args.networks,
-        batch=args.batch,
-        input_corr=args.input_corr,
-        c=args.c,
-        progress=True,
-    )
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "activations",
-            "config": vars(args),
-            "environment": results.environment(),
-            "records": records,
-        },
-    )
-    rows = []
-    for r in records:
-        row = {k: r[k] for k in ("block", "init", "alpha")}
-        for key in ("log10_m2_z", "log10_m2_dz", "corr_z"):
-            layer = 0 if key == "log10_m2_dz" else args.depth
-            row[f"recursion_{key}"] = float(np.asarray(r["recursion"][key])[layer])
-            mc = r.get("montecarlo", {}).get(key)
-            if mc is not None:
-                m, se = np.asarray(mc["mean"], float), np.asarray(mc["stderr"], float)
-                row[f"montecarlo_{key}"] = float(m[layer])
-                if key == "corr_z":
-                    z = (m - np.asarray(r["recursion"][key])) / se
-                    row["max_abs_z_corr"] = float(np.nanmax(np.abs(z[1:])))
-        rows.append(row)
-    results.save_csv(out / "activations.csv", rows)
-    saved = results.load_json(out / "results.json")
-    fig = plots.activation_figure(
-        saved["records"],
-        title=f"n = {args.width}, L = {args.depth}, inputs of correlation {args.input_corr}",
-    )
-    plots.save_figure(fig, out / "activations", args.formats)
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+    with results.run_folder(args.out, "activations") as out:
+        n_setups = len(args.activations) * len(args.norms) * 2
+        print(
+            f"{n_setups} trees x 2 inits, recursion and {args.networks} networks each", flush=True
+        )
+        records = activation_profiles(
+            args.activations,
+            args.norms,
+            width=args.width,
+            depth=args.depth,
+            key=jax.random.key(args.seed),
+            networks=args.networks,
+            batch=args.batch,
+            input_corr=args.input_corr,
+            c=args.c,
+            progress=True,
+        )
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "activations",
+                "config": vars(args),
+                "environment": results.environment(),
+                "records": records,
+            },
+        )
+        rows = []
+        for r in records:
+            row = {k: r[k] for k in ("block", "init", "alpha")}
+            for key in ("log10_m2_z", "log10_m2_dz", "corr_z"):
+                layer = 0 if key == "log10_m2_dz" else args.depth
+                row[f"recursion_{key}"] = float(np.asarray(r["recursion"][key])[layer])
+                mc = r.get("montecarlo", {}).get(key)
+                if mc is not None:
+                    m, se = np.asarray(mc["mean"], float), np.asarray(mc["stderr"], float)
+                    row[f"montecarlo_{key}"] = float(m[layer])
+                    if key == "corr_z":
+                        z = (m - np.asarray(r["recursion"][key])) / se
+                        row["max_abs_z_corr"] = float(np.nanmax(np.abs(z[1:])))
+            rows.append(row)
+        results.save_csv(out / "activations.csv", rows)
+        saved = results.load_json(out / "results.json")
+        fig = plots.activation_figure(
+            saved["records"],
+            title=f"n = {args.width}, L = {args.depth}, inputs of correlation {args.input_corr}",
+        )
+        plots.save_figure(fig, out / "activations", args.formats)
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

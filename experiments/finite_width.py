@@ -98,96 +98,99 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     runtime.use_compile_cache(args)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "finite_width")
-    key = jax.random.key(args.seed)
-    width_sweeps, batch_sweeps = [], []
-    for i, (name, block, (stat, layer), depth, min_width) in enumerate(WIDTH_SWEEPS):
-        layer = depth if layer == -1 else layer
-        print(f"[width {i + 1}/{len(WIDTH_SWEEPS)}] {block} {stat}, L = {depth}", flush=True)
-        rows = finitewidth.width_sweep(
-            Block.from_name(block),
-            (stat, layer),
-            key=jax.random.fold_in(key, i),
-            widths=args.widths,
-            depth=depth,
-            alpha=args.alpha,
-            networks=args.networks,
-            batch=args.batch,
-        )
-        fit = None
-        if min_width is not None:
-            try:
-                fit = finitewidth.extrapolate_width(rows, min_width=min_width)
-            except ValueError as err:  # too few usable widths for this choice of --widths
-                print(f"  no extrapolation: {err}", flush=True)
-        width_sweeps.append({"name": name, "rows": rows, "fit": fit})
-    for i, block in enumerate(BATCH_BLOCKS):
-        print(f"[batch {i + 1}/{len(BATCH_BLOCKS)}] {block} gradient ratio, L = 10", flush=True)
-        blk = Block.from_name(block)
-        rows = finitewidth.batch_sweep(
-            blk,
-            ("grad_ratio", None),
-            key=jax.random.fold_in(key, 100 + i),
-            batches=args.batches,
-            width=args.bn_width,
-            depth=10,
-            alpha=args.alpha,
-            networks=args.networks,
-        )
-        dense = np.arange(max(4, args.batches[0]), args.batches[-1] + 1)
-        curve = [
-            finitewidth.finite_batch_gradient_ratio(blk, 10, args.bn_width, args.alpha, int(b))
-            for b in dense
-        ]
-        finite = {"batch": dense, "log10_value": curve} if np.isfinite(curve).any() else None
-        batch_sweeps.append({"name": block, "rows": rows, "finite_batch": finite})
+    with results.run_folder(args.out, "finite_width") as out:
+        key = jax.random.key(args.seed)
+        width_sweeps, batch_sweeps = [], []
+        for i, (name, block, (stat, layer), depth, min_width) in enumerate(WIDTH_SWEEPS):
+            layer = depth if layer == -1 else layer
+            print(f"[width {i + 1}/{len(WIDTH_SWEEPS)}] {block} {stat}, L = {depth}", flush=True)
+            rows = finitewidth.width_sweep(
+                Block.from_name(block),
+                (stat, layer),
+                key=jax.random.fold_in(key, i),
+                widths=args.widths,
+                depth=depth,
+                alpha=args.alpha,
+                networks=args.networks,
+                batch=args.batch,
+            )
+            fit = None
+            if min_width is not None:
+                try:
+                    fit = finitewidth.extrapolate_width(rows, min_width=min_width)
+                except ValueError as err:  # too few usable widths for this choice of --widths
+                    print(f"  no extrapolation: {err}", flush=True)
+            width_sweeps.append({"name": name, "rows": rows, "fit": fit})
+        for i, block in enumerate(BATCH_BLOCKS):
+            print(f"[batch {i + 1}/{len(BATCH_BLOCKS)}] {block} gradient ratio, L = 10", flush=True)
+            blk = Block.from_name(block)
+            rows = finitewidth.batch_sweep(
+                blk,
+                ("grad_ratio", None),
+                key=jax.random.fold_in(key, 100 + i),
+                batches=args.batches,
+                width=args.bn_width,
+                depth=10,
+                alpha=args.alpha,
+                networks=args.networks,
+            )
+            dense = np.arange(max(4, args.batches[0]), args.batches[-1] + 1)
+            curve = [
+                finitewidth.finite_batch_gradient_ratio(blk, 10, args.bn_width, args.alpha, int(b))
+                for b in dense
+            ]
+            finite = {"batch": dense, "log10_value": curve} if np.isfinite(curve).any() else None
+            batch_sweeps.append({"name": block, "rows": rows, "finite_batch": finite})
 
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "finite_width",
-            "config": vars(args),
-            "environment": results.environment(),
-            "width_sweeps": width_sweeps,
-            "batch_sweeps": batch_sweeps,
-        },
-    )
-    results.save_csv(out / "width_sweep.csv", [r for s in width_sweeps for r in s["rows"]])
-    results.save_csv(out / "batch_sweep.csv", [r for s in batch_sweeps for r in s["rows"]])
-    fits = [
-        {"sweep": s["name"]} | {k: v for k, v in s["fit"].items() if k != "widths"}
-        for s in width_sweeps
-        if s["fit"]
-    ]
-    if fits:
-        results.save_csv(out / "extrapolation.csv", fits)
-    saved = results.load_json(out / "results.json")
-    plots.save_figure(
-        plots.width_sweep_figure(saved["width_sweeps"], title=f"Width sweeps, α = {args.alpha:g}"),
-        out / "finite_width",
-        args.formats,
-    )
-    plots.save_figure(
-        plots.batch_sweep_figure(
-            saved["batch_sweeps"], title=f"BN batch sweeps, α = {args.alpha:g}"
-        ),
-        out / "finite_batch",
-        args.formats,
-    )
-    for f in fits:
-        print(
-            f"{f['sweep']}: n -> ∞ limit {f['limit']:.4g} ± {f['limit_stderr']:.2g} against the "
-            f"recursion's {f['recursion']:.4g} (z = {f['z_limit_vs_recursion']:+.2f})"
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "finite_width",
+                "config": vars(args),
+                "environment": results.environment(),
+                "width_sweeps": width_sweeps,
+                "batch_sweeps": batch_sweeps,
+            },
         )
-    for s in batch_sweeps:
-        r = s["rows"][0]
-        finite = r.get("log10_finite_batch", float("nan"))
-        print(
-            f"{s['name']} at B = {r['batch']}: gradient ratio {10 ** r['log10_mc_mean']:.4g} "
-            f"(finite-B form {10**finite:.4g}, recursion {10 ** r['log10_recursion']:.4g})"
+        results.save_csv(out / "width_sweep.csv", [r for s in width_sweeps for r in s["rows"]])
+        results.save_csv(out / "batch_sweep.csv", [r for s in batch_sweeps for r in s["rows"]])
+        fits = [
+            {"sweep": s["name"]} | {k: v for k, v in s["fit"].items() if k != "widths"}
+            for s in width_sweeps
+            if s["fit"]
+        ]
+        if fits:
+            results.save_csv(out / "extrapolation.csv", fits)
+        saved = results.load_json(out / "results.json")
+        plots.save_figure(
+            plots.width_sweep_figure(
+                saved["width_sweeps"], title=f"Width sweeps, α = {args.alpha:g}"
+            ),
+            out / "finite_width",
+            args.formats,
         )
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+        plots.save_figure(
+            plots.batch_sweep_figure(
+                saved["batch_sweeps"], title=f"BN batch sweeps, α = {args.alpha:g}"
+            ),
+            out / "finite_batch",
+            args.formats,
+        )
+        for f in fits:
+            print(
+                f"{f['sweep']}: n -> ∞ limit {f['limit']:.4g} ± {f['limit_stderr']:.2g} "
+                f"against the recursion's {f['recursion']:.4g} "
+                f"(z = {f['z_limit_vs_recursion']:+.2f})"
+            )
+        for s in batch_sweeps:
+            r = s["rows"][0]
+            finite = r.get("log10_finite_batch", float("nan"))
+            print(
+                f"{s['name']} at B = {r['batch']}: gradient ratio {10 ** r['log10_mc_mean']:.4g} "
+                f"(finite-B form {10**finite:.4g}, recursion {10 ** r['log10_recursion']:.4g})"
+            )
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

@@ -92,60 +92,64 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     runtime.use_compile_cache(args)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "gradient_vs_layer")
-    blocks = [meanfield.Block.from_name(b) for b in BLOCKS]
-    depths = sorted(set(args.depths))
-    profiles, mc = [], []
-    for i, L in enumerate(depths):
-        print(f"[{i + 1}/{len(depths)}] depth {L}", flush=True)
-        profiles += sweeps.layer_profiles(blocks, [args.init], width=args.width, depth=L, c=args.c)
-        if args.networks and L <= args.mc_max_depth:
-            mc += sweeps.montecarlo_profiles(
-                blocks,
-                [args.init],
-                key=jax.random.fold_in(jax.random.key(args.seed), L),
-                width=args.width,
-                depth=L,
-                networks=args.networks,
-                batch=args.batch,
-                c=args.c,
-                progress=True,
+    with results.run_folder(args.out, "gradient_vs_layer") as out:
+        blocks = [meanfield.Block.from_name(b) for b in BLOCKS]
+        depths = sorted(set(args.depths))
+        profiles, mc = [], []
+        for i, L in enumerate(depths):
+            print(f"[{i + 1}/{len(depths)}] depth {L}", flush=True)
+            profiles += sweeps.layer_profiles(
+                blocks, [args.init], width=args.width, depth=L, c=args.c
             )
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "gradient_vs_layer",
-            "config": vars(args),
-            "environment": results.environment(),
-            "profiles": profiles,
-            "montecarlo": mc,
-        },
-    )
-    table = sweeps.montecarlo_discrepancy_rows(profiles, mc)
-    rows = [r for r in table if r["statistic"] == "var_dw"]
-    if rows:
-        results.save_csv(out / "gradient_discrepancy.csv", rows)
-    saved = results.load_json(out / "results.json")
-    fig = plots.gradient_figure(
-        saved["profiles"],
-        BLOCKS,
-        montecarlo=saved["montecarlo"],
-        title=f"Weight-gradient variance of BN ResNets, {args.init} init"
-        + (f", Monte-Carlo n = {args.width}, B = {args.batch}" if mc else ""),
-    )
-    plots.save_figure(fig, out / "gradient_vs_layer", args.formats)
-    for rec in profiles:
-        v = np.asarray(rec["recursion"]["var_dw"], dtype=float)
-        paper = next(
-            f for f in rec["closed_forms"] if f["statistic"] == "var_dw" and f["source"] == "paper"
+            if args.networks and L <= args.mc_max_depth:
+                mc += sweeps.montecarlo_profiles(
+                    blocks,
+                    [args.init],
+                    key=jax.random.fold_in(jax.random.key(args.seed), L),
+                    width=args.width,
+                    depth=L,
+                    networks=args.networks,
+                    batch=args.batch,
+                    c=args.c,
+                    progress=True,
+                )
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "gradient_vs_layer",
+                "config": vars(args),
+                "environment": results.environment(),
+                "profiles": profiles,
+                "montecarlo": mc,
+            },
         )
-        pv = np.asarray(paper["values"], dtype=float)
-        print(
-            f"  {rec['block']:26s} L = {rec['depth']:4d}: Var[dE/dW^1]/Var[dE/dW^L] = "
-            f"{v[1] / v[-1]:9.2f} (paper L/l: {pv[1] / pv[-1]:7.1f})"
+        table = sweeps.montecarlo_discrepancy_rows(profiles, mc)
+        rows = [r for r in table if r["statistic"] == "var_dw"]
+        if rows:
+            results.save_csv(out / "gradient_discrepancy.csv", rows)
+        saved = results.load_json(out / "results.json")
+        fig = plots.gradient_figure(
+            saved["profiles"],
+            BLOCKS,
+            montecarlo=saved["montecarlo"],
+            title=f"Weight-gradient variance of BN ResNets, {args.init} init"
+            + (f", Monte-Carlo n = {args.width}, B = {args.batch}" if mc else ""),
         )
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+        plots.save_figure(fig, out / "gradient_vs_layer", args.formats)
+        for rec in profiles:
+            v = np.asarray(rec["recursion"]["var_dw"], dtype=float)
+            paper = next(
+                f
+                for f in rec["closed_forms"]
+                if f["statistic"] == "var_dw" and f["source"] == "paper"
+            )
+            pv = np.asarray(paper["values"], dtype=float)
+            print(
+                f"  {rec['block']:26s} L = {rec['depth']:4d}: Var[dE/dW^1]/Var[dE/dW^L] = "
+                f"{v[1] / v[-1]:9.2f} (paper L/l: {pv[1] / pv[-1]:7.1f})"
+            )
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

@@ -125,41 +125,41 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     runtime.use_compile_cache(args)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "hessian_vs_depth")
-    sets = []
-    x, y = hessian.whitened_data(args.width, args.samples, seed=args.seed)
-    print(f"[1] synthetic whitened data, d = {args.width}, N = {args.samples}", flush=True)
-    key = jax.random.key(args.seed)  # the Lanczos starts (above hessian.MAX_EXACT_PARAMS)
-    sets.append(_sweep(f"synthetic whitened, d = {args.width}", x, y, args, key))
-    folder = None if args.no_cifar else data.find(args.data_dir)
-    if folder is not None:
-        print(f"[2] CIFAR-10 from {folder}: 10 principal components, N = {args.samples}")
-        cifar = data.load(folder, train_size=args.samples, test_size=1, download_missing=False)
-        x, y = hessian.principal_component_data(cifar.x_train, cifar.y_train, 10)
-        sets.append(_sweep("CIFAR-10, 10 principal components", x, y, args, key))
-    else:
-        print("[2] CIFAR-10 not found locally; synthetic data only (see --data-dir)")
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "hessian_vs_depth",
-            "config": vars(args),
-            "environment": results.environment(),
-            "datasets": sets,
-        },
-    )
-    results.save_csv(out / "hessian.csv", [r for s in sets for r in s["rows"]])
-    saved = results.load_json(out / "results.json")
-    fig = plots.hessian_figure(saved["datasets"], title="Hessian at the zero initialization")
-    plots.save_figure(fig, out / "hessian", args.formats)
-    for s in sets:
-        print(f"{s['name']}: closed-form cond(C) = {s['closed_form_condition']:.4g}")
-        for k in args.shortcuts:
-            rs = [r for r in s["rows"] if r["shortcut"] == k and r["activation"] == "linear"]
-            conds = ", ".join(f"{r['condition']:.3g}" for r in rs)
-            print(f"  k = {k}: condition number at L = {args.depths}: {conds}")
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+    with results.run_folder(args.out, "hessian_vs_depth") as out:
+        sets = []
+        x, y = hessian.whitened_data(args.width, args.samples, seed=args.seed)
+        print(f"[1] synthetic whitened data, d = {args.width}, N = {args.samples}", flush=True)
+        key = jax.random.key(args.seed)  # the Lanczos starts (above hessian.MAX_EXACT_PARAMS)
+        sets.append(_sweep(f"synthetic whitened, d = {args.width}", x, y, args, key))
+        folder = None if args.no_cifar else data.find(args.data_dir)
+        if folder is not None:
+            print(f"[2] CIFAR-10 from {folder}: 10 principal components, N = {args.samples}")
+            cifar = data.load(folder, train_size=args.samples, test_size=1, download_missing=False)
+            x, y = hessian.principal_component_data(cifar.x_train, cifar.y_train, 10)
+            sets.append(_sweep("CIFAR-10, 10 principal components", x, y, args, key))
+        else:
+            print("[2] CIFAR-10 not found locally; synthetic data only (see --data-dir)")
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "hessian_vs_depth",
+                "config": vars(args),
+                "environment": results.environment(),
+                "datasets": sets,
+            },
+        )
+        results.save_csv(out / "hessian.csv", [r for s in sets for r in s["rows"]])
+        saved = results.load_json(out / "results.json")
+        fig = plots.hessian_figure(saved["datasets"], title="Hessian at the zero initialization")
+        plots.save_figure(fig, out / "hessian", args.formats)
+        for s in sets:
+            print(f"{s['name']}: closed-form cond(C) = {s['closed_form_condition']:.4g}")
+            for k in args.shortcuts:
+                rs = [r for r in s["rows"] if r["shortcut"] == k and r["activation"] == "linear"]
+                conds = ", ".join(f"{r['condition']:.3g}" for r in rs)
+                print(f"  k = {k}: condition number at L = {args.depths}: {conds}")
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

@@ -91,61 +91,61 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     runtime.use_compile_cache(args)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "init_zoo")
-    records = sweeps.init_zoo_profiles(
-        SETUPS,
-        key=jax.random.key(args.seed),
-        width=args.width,
-        depth=args.depth,
-        networks=args.networks,
-        batch=args.batch,
-        progress=True,
-    )
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "init_zoo",
-            "config": vars(args),
-            "environment": results.environment(),
-            "records": records,
-        },
-    )
-    rows = []
-    for r in records:
-        for stat in ("m2_z", "m2_dz", "var_dw"):
-            layer = args.depth if stat == "m2_z" else (0 if stat == "m2_dz" else 1)
-            rows.append(
-                {
-                    "label": r["label"],
-                    "block": r["block"],
-                    "init": r["init"],
-                    "statistic": stat,
-                    "layer": layer,
-                    "recursion_log10": r["recursion"][stat][layer],
-                    "montecarlo_log10": r["montecarlo"][stat]["log10_mean"][layer],
-                    "max_abs_z": r["max_abs_z"][stat],
-                    "heavy_tail_layers": len(r["heavy_tail"].get(stat, [])),
-                }
-            )
-    results.save_csv(out / "init_zoo.csv", rows)
-    saved = results.load_json(out / "results.json")
-    fig = plots.init_zoo_figure(
-        saved["records"],
-        title=f"Inits at n = {args.width}, L = {args.depth}: recursion (lines), MC (markers)",
-    )
-    plots.save_figure(fig, out / "init_zoo", args.formats)
-    for row in rows:
-
-        def show(v):
-            return "   n/a" if v is None else f"{v:6.2f}"
-
-        print(
-            f"  {row['label']:32s} {row['statistic']:6s} l = {row['layer']:3d}: log10 "
-            f"recursion {show(row['recursion_log10'])}, MC {show(row['montecarlo_log10'])}, "
-            f"max |z| {show(row['max_abs_z'])} ({row['heavy_tail_layers']} heavy-tailed layers)"
+    with results.run_folder(args.out, "init_zoo") as out:
+        records = sweeps.init_zoo_profiles(
+            SETUPS,
+            key=jax.random.key(args.seed),
+            width=args.width,
+            depth=args.depth,
+            networks=args.networks,
+            batch=args.batch,
+            progress=True,
         )
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "init_zoo",
+                "config": vars(args),
+                "environment": results.environment(),
+                "records": records,
+            },
+        )
+        rows = []
+        for r in records:
+            for stat in ("m2_z", "m2_dz", "var_dw"):
+                layer = args.depth if stat == "m2_z" else (0 if stat == "m2_dz" else 1)
+                rows.append(
+                    {
+                        "label": r["label"],
+                        "block": r["block"],
+                        "init": r["init"],
+                        "statistic": stat,
+                        "layer": layer,
+                        "recursion_log10": r["recursion"][stat][layer],
+                        "montecarlo_log10": r["montecarlo"][stat]["log10_mean"][layer],
+                        "max_abs_z": r["max_abs_z"][stat],
+                        "heavy_tail_layers": len(r["heavy_tail"].get(stat, [])),
+                    }
+                )
+        results.save_csv(out / "init_zoo.csv", rows)
+        saved = results.load_json(out / "results.json")
+        fig = plots.init_zoo_figure(
+            saved["records"],
+            title=f"Inits at n = {args.width}, L = {args.depth}: recursion (lines), MC (markers)",
+        )
+        plots.save_figure(fig, out / "init_zoo", args.formats)
+        for row in rows:
+
+            def show(v):
+                return "   n/a" if v is None else f"{v:6.2f}"
+
+            print(
+                f"  {row['label']:32s} {row['statistic']:6s} l = {row['layer']:3d}: log10 "
+                f"recursion {show(row['recursion_log10'])}, MC {show(row['montecarlo_log10'])}, "
+                f"max |z| {show(row['max_abs_z'])} ({row['heavy_tail_layers']} heavy-tailed layers)"
+            )
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

@@ -94,63 +94,63 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     runtime.use_compile_cache(args)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "jacobian_spectrum")
-    key = jax.random.key(args.seed)
-    rows = []
-    for i, (label, init, norm, extra) in enumerate(CONFIGS):
-        print(f"[{i + 1}/{len(CONFIGS)}] {label}", flush=True)
-        for L in args.depths:
-            sv = jacobian.singular_values(
-                init,
-                key=jax.random.fold_in(jax.random.fold_in(key, i), L),
-                depth=L,
-                width=args.width,
-                networks=args.networks,
-                norm=norm,
-                batch=args.batch if norm != "none" else 1,
-                **extra,
-            )
-            st = jacobian.spectrum_stats(sv)
-            rows.append(
-                {
-                    "label": label,
-                    "init": init,
-                    "norm": norm,
-                    "alpha": extra.get("alpha", math.nan),
-                    "depth": L,
-                    "width": args.width,
-                    "networks": args.networks,
-                    "sd_log_mean": float(st.sd_log.mean()),
-                    "sd_log_stderr": float(st.sd_log.std(ddof=1) / math.sqrt(args.networks)),
-                    "condition_median": float(np.median(st.condition)),
-                    "max_abs_log_max": float(st.max_abs_log.max()),
-                }
-            )
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "jacobian_spectrum",
-            "config": vars(args),
-            "environment": results.environment(),
-            "rows": rows,
-        },
-    )
-    results.save_csv(out / "jacobian.csv", rows)
-    saved = results.load_json(out / "results.json")
-    fig = plots.jacobian_figure(
-        saved["rows"], title=f"Input-output Jacobian spectrum, width n = {args.width}"
-    )
-    plots.save_figure(fig, out / "jacobian", args.formats)
-    deepest = max(args.depths)
-    for r in rows:
-        if r["depth"] == deepest:
-            print(
-                f"  L = {deepest:4d} {r['label']:22s} sd ln σ = {r['sd_log_mean']:.3g}, "
-                f"median σmax/σmin = {r['condition_median']:.3g}, "
-                f"max |ln σ| = {r['max_abs_log_max']:.2g}"
-            )
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+    with results.run_folder(args.out, "jacobian_spectrum") as out:
+        key = jax.random.key(args.seed)
+        rows = []
+        for i, (label, init, norm, extra) in enumerate(CONFIGS):
+            print(f"[{i + 1}/{len(CONFIGS)}] {label}", flush=True)
+            for L in args.depths:
+                sv = jacobian.singular_values(
+                    init,
+                    key=jax.random.fold_in(jax.random.fold_in(key, i), L),
+                    depth=L,
+                    width=args.width,
+                    networks=args.networks,
+                    norm=norm,
+                    batch=args.batch if norm != "none" else 1,
+                    **extra,
+                )
+                st = jacobian.spectrum_stats(sv)
+                rows.append(
+                    {
+                        "label": label,
+                        "init": init,
+                        "norm": norm,
+                        "alpha": extra.get("alpha", math.nan),
+                        "depth": L,
+                        "width": args.width,
+                        "networks": args.networks,
+                        "sd_log_mean": float(st.sd_log.mean()),
+                        "sd_log_stderr": float(st.sd_log.std(ddof=1) / math.sqrt(args.networks)),
+                        "condition_median": float(np.median(st.condition)),
+                        "max_abs_log_max": float(st.max_abs_log.max()),
+                    }
+                )
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "jacobian_spectrum",
+                "config": vars(args),
+                "environment": results.environment(),
+                "rows": rows,
+            },
+        )
+        results.save_csv(out / "jacobian.csv", rows)
+        saved = results.load_json(out / "results.json")
+        fig = plots.jacobian_figure(
+            saved["rows"], title=f"Input-output Jacobian spectrum, width n = {args.width}"
+        )
+        plots.save_figure(fig, out / "jacobian", args.formats)
+        deepest = max(args.depths)
+        for r in rows:
+            if r["depth"] == deepest:
+                print(
+                    f"  L = {deepest:4d} {r['label']:22s} sd ln σ = {r['sd_log_mean']:.3g}, "
+                    f"median σmax/σmin = {r['condition_median']:.3g}, "
+                    f"max |ln σ| = {r['max_abs_log_max']:.2g}"
+                )
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

@@ -90,73 +90,75 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     runtime.use_compile_cache(args)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "report")
-    key = jax.random.key(args.seed)
-    rows = []
-    configs = [(b, init) for init in args.inits for b in args.blocks]
-    for k, (block, init) in enumerate(configs):
-        var_w = float(sweeps.init_var_w(init, args.width, args.depth, args.c))
-        print(f"[{k + 1}/{len(configs)}] {block.name}, {init} (var_w = {var_w:.3g})", flush=True)
-        rows += calibration.calibrate(
-            block,
-            key=jax.random.fold_in(key, k),
-            depth=args.depth,
-            width=args.width,
-            var_w=var_w,
-            networks=args.networks,
-            batch=args.batch,
-            init=init,
-            scale=args.scale,
+    with results.run_folder(args.out, "report") as out:
+        key = jax.random.key(args.seed)
+        rows = []
+        configs = [(b, init) for init in args.inits for b in args.blocks]
+        for k, (block, init) in enumerate(configs):
+            var_w = float(sweeps.init_var_w(init, args.width, args.depth, args.c))
+            print(
+                f"[{k + 1}/{len(configs)}] {block.name}, {init} (var_w = {var_w:.3g})", flush=True
+            )
+            rows += calibration.calibrate(
+                block,
+                key=jax.random.fold_in(key, k),
+                depth=args.depth,
+                width=args.width,
+                var_w=var_w,
+                networks=args.networks,
+                batch=args.batch,
+                init=init,
+                scale=args.scale,
+                z_max=args.z_max,
+            )
+        summary = calibration.summary(rows, z_max=args.z_max)
+        config = vars(args) | {"blocks": [b.name for b in args.blocks]}
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "report",
+                "config": config,
+                "environment": results.environment(),
+                "rows": rows,
+                "summary": summary,
+            },
+        )
+        results.save_csv(out / "calibration.csv", rows)
+        results.save_csv(out / "summary.csv", summary)
+        header = (
+            f"# Calibration report: n = {args.width}, L = {args.depth}, B = {args.batch}, "
+            f"R = {args.networks}, seed {args.seed}\n\n"
+            f"z = (Monte-Carlo mean − recursion)/SE; a point disagrees when |z| > {args.z_max:g}. "
+            "Reasons (meanfield.analysis.calibration): the paper's approximation or loose bound; "
+            f"finite width / finite batch when {args.scale}x the width / batch (or both) "
+            "closes the gap; "
+            "heavy tail when the sd of ln over networks exceeds 1; unexplained otherwise.\n\n"
+            "## Summary\n\n"
+        )
+        cols = ["block", "init", "statistic", "points", "within_z_max", "max_abs_z"]
+        cols += list(calibration.REASONS)
+        table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for s in summary:
+            cells = [f"{s[c]:.3g}" if isinstance(s[c], float) else str(s[c]) for c in cols]
+            table.append("| " + " | ".join(cells) + " |")
+        text = header + "\n".join(table) + "\n\n## Per statistic\n\n" + calibration.markdown(rows)
+        results.atomic_write_text(out / "report.md", text)
+        saved = results.load_json(out / "results.json")
+        fig = plots.calibration_figure(
+            saved["rows"],
             z_max=args.z_max,
+            title=f"Monte-Carlo against the recursion, n = {args.width}, L = {args.depth}, "
+            f"B = {args.batch}",
         )
-    summary = calibration.summary(rows, z_max=args.z_max)
-    config = vars(args) | {"blocks": [b.name for b in args.blocks]}
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "report",
-            "config": config,
-            "environment": results.environment(),
-            "rows": rows,
-            "summary": summary,
-        },
-    )
-    results.save_csv(out / "calibration.csv", rows)
-    results.save_csv(out / "summary.csv", summary)
-    header = (
-        f"# Calibration report: n = {args.width}, L = {args.depth}, B = {args.batch}, "
-        f"R = {args.networks}, seed {args.seed}\n\n"
-        f"z = (Monte-Carlo mean − recursion)/SE; a point disagrees when |z| > {args.z_max:g}. "
-        "Reasons (meanfield.analysis.calibration): the paper's approximation or loose bound; "
-        f"finite width / finite batch when {args.scale}x the width / batch (or both) closes the "
-        "gap; "
-        "heavy tail when the sd of ln over networks exceeds 1; unexplained otherwise.\n\n"
-        "## Summary\n\n"
-    )
-    cols = ["block", "init", "statistic", "points", "within_z_max", "max_abs_z"]
-    cols += list(calibration.REASONS)
-    table = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for s in summary:
-        cells = [f"{s[c]:.3g}" if isinstance(s[c], float) else str(s[c]) for c in cols]
-        table.append("| " + " | ".join(cells) + " |")
-    text = header + "\n".join(table) + "\n\n## Per statistic\n\n" + calibration.markdown(rows)
-    results.atomic_write_text(out / "report.md", text)
-    saved = results.load_json(out / "results.json")
-    fig = plots.calibration_figure(
-        saved["rows"],
-        z_max=args.z_max,
-        title=f"Monte-Carlo against the recursion, n = {args.width}, L = {args.depth}, "
-        f"B = {args.batch}",
-    )
-    plots.save_figure(fig, out / "calibration", args.formats)
-    for s in summary:
-        reasons = [f"{r} {s[r]}" for r in calibration.REASONS if s[r]]
-        print(
-            f"  {s['block']:26s} {s['init']:12s} {s['statistic']:9s} "
-            f"{s['within_z_max']:3d}/{s['points']} agree; " + (", ".join(reasons) or "-")
-        )
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+        plots.save_figure(fig, out / "calibration", args.formats)
+        for s in summary:
+            reasons = [f"{r} {s[r]}" for r in calibration.REASONS if s[r]]
+            print(
+                f"  {s['block']:26s} {s['init']:12s} {s['statistic']:9s} "
+                f"{s['within_z_max']:3d}/{s['points']} agree; " + (", ".join(reasons) or "-")
+            )
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

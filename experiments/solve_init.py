@@ -84,105 +84,105 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     runtime.use_compile_cache(args)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "solve_init")
-    n, L = args.kernel_size**2 * args.channels, args.depth
-    reference = {"he": 2.0 / n, "depth_scaled_c1": 1.0 / (n * L)}
-    print(
-        f"fan-in n = {n}, depth L = {L}; bounds: q_L/q_0 <= {args.max_forward_growth}, "
-        f"gradient spread <= {args.max_gradient_spread}"
-    )
-    print(
-        f"{'block':>24} {'init':>16} {'c = nL Var[w]':>14} {'q_L/q_0':>10} {'spread':>10}"
-        f" {'Monte-Carlo (width)':>28}"
-    )
-    records, rows = [], []
-    key = jax.random.key(args.seed)
-    for block in args.blocks:
-        sol = solver.solve_init(
-            block,
-            depth=L,
-            width=n,
-            max_forward_growth=args.max_forward_growth,
-            max_gradient_spread=args.max_gradient_spread,
+    with results.run_folder(args.out, "solve_init") as out:
+        n, L = args.kernel_size**2 * args.channels, args.depth
+        reference = {"he": 2.0 / n, "depth_scaled_c1": 1.0 / (n * L)}
+        print(
+            f"fan-in n = {n}, depth L = {L}; bounds: q_L/q_0 <= {args.max_forward_growth}, "
+            f"gradient spread <= {args.max_gradient_spread}"
         )
-        var_ws = np.geomspace(1e-3 / (n * L), 10.0 / n, 120)
-        curves = solver.band_curves(block, L, n, var_ws)
-        rec = {
-            "block": block.name,
-            "solution": sol.as_dict(),
-            "bounds": {
-                "max_forward_growth": args.max_forward_growth,
-                "max_gradient_spread": args.max_gradient_spread,
-            },
-            "curves": {**curves, "c": curves["var_w"] * n * L},
-            "reference": {},
-            "montecarlo": [],
-        }
-        for name, var_w in reference.items():
-            at = solver.band_curves(block, L, n, [var_w])
-            g, s = at["log10_forward_growth"][0], at["log10_gradient_spread"][0]
-            rec["reference"][name] = {
-                "var_w": var_w,
-                "c": var_w * n * L,
-                "forward_growth": 10.0**g,
-                "gradient_spread": 10.0**s,
+        print(
+            f"{'block':>24} {'init':>16} {'c = nL Var[w]':>14} {'q_L/q_0':>10} {'spread':>10}"
+            f" {'Monte-Carlo (width)':>28}"
+        )
+        records, rows = [], []
+        key = jax.random.key(args.seed)
+        for block in args.blocks:
+            sol = solver.solve_init(
+                block,
+                depth=L,
+                width=n,
+                max_forward_growth=args.max_forward_growth,
+                max_gradient_spread=args.max_gradient_spread,
+            )
+            var_ws = np.geomspace(1e-3 / (n * L), 10.0 / n, 120)
+            curves = solver.band_curves(block, L, n, var_ws)
+            rec = {
+                "block": block.name,
+                "solution": sol.as_dict(),
+                "bounds": {
+                    "max_forward_growth": args.max_forward_growth,
+                    "max_gradient_spread": args.max_gradient_spread,
+                },
+                "curves": {**curves, "c": curves["var_w"] * n * L},
+                "reference": {},
+                "montecarlo": [],
             }
-        entries = [(name, r) for name, r in rec["reference"].items()]
-        entries.append(("solved", {"var_w": sol.var_w, "c": sol.c, **sol.as_dict()}))
-        mc_text = ""
-        if args.networks:
-            for width in (n, args.channels):
-                mc = solver.montecarlo_band_statistics(
-                    block,
-                    depth=L,
-                    width=width,
-                    var_w=sol.alpha / width,  # the same n·Var[w] at this width
-                    networks=args.networks,
-                    batch=args.batch,
-                    key=key,
-                )
-                rec["montecarlo"].append({**mc, "c": sol.c})
-                mc_text += (
-                    f" {10 ** mc['log10_forward_growth']:.2f}/"
-                    f"{10 ** mc['log10_gradient_spread']:.2f} ({width})"
-                )
-        for name, r in entries:
-            print(
-                f"{block.name:>24} {name:>16} {r['c']:14.4g} {r['forward_growth']:10.3g} "
-                f"{r['gradient_spread']:10.3g}" + (mc_text if name == "solved" else "")
-            )
-            rows.append(
-                {
-                    "block": block.name,
-                    "init": name,
-                    "var_w": r["var_w"],
-                    "c": r["c"],
-                    "forward_growth": r["forward_growth"],
-                    "gradient_spread": r["gradient_spread"],
-                    "binding": sol.binding if name == "solved" else "",
+            for name, var_w in reference.items():
+                at = solver.band_curves(block, L, n, [var_w])
+                g, s = at["log10_forward_growth"][0], at["log10_gradient_spread"][0]
+                rec["reference"][name] = {
+                    "var_w": var_w,
+                    "c": var_w * n * L,
+                    "forward_growth": 10.0**g,
+                    "gradient_spread": 10.0**s,
                 }
-            )
-        records.append(rec)
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "solve_init",
-            "config": {
-                k: (v if k != "blocks" else [b.name for b in v]) for k, v in vars(args).items()
+            entries = [(name, r) for name, r in rec["reference"].items()]
+            entries.append(("solved", {"var_w": sol.var_w, "c": sol.c, **sol.as_dict()}))
+            mc_text = ""
+            if args.networks:
+                for width in (n, args.channels):
+                    mc = solver.montecarlo_band_statistics(
+                        block,
+                        depth=L,
+                        width=width,
+                        var_w=sol.alpha / width,  # the same n·Var[w] at this width
+                        networks=args.networks,
+                        batch=args.batch,
+                        key=key,
+                    )
+                    rec["montecarlo"].append({**mc, "c": sol.c})
+                    mc_text += (
+                        f" {10 ** mc['log10_forward_growth']:.2f}/"
+                        f"{10 ** mc['log10_gradient_spread']:.2f} ({width})"
+                    )
+            for name, r in entries:
+                print(
+                    f"{block.name:>24} {name:>16} {r['c']:14.4g} {r['forward_growth']:10.3g} "
+                    f"{r['gradient_spread']:10.3g}" + (mc_text if name == "solved" else "")
+                )
+                rows.append(
+                    {
+                        "block": block.name,
+                        "init": name,
+                        "var_w": r["var_w"],
+                        "c": r["c"],
+                        "forward_growth": r["forward_growth"],
+                        "gradient_spread": r["gradient_spread"],
+                        "binding": sol.binding if name == "solved" else "",
+                    }
+                )
+            records.append(rec)
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "solve_init",
+                "config": {
+                    k: (v if k != "blocks" else [b.name for b in v]) for k, v in vars(args).items()
+                },
+                "environment": results.environment(),
+                "fan_in": n,
+                "records": records,
             },
-            "environment": results.environment(),
-            "fan_in": n,
-            "records": records,
-        },
-    )
-    results.save_csv(out / "solutions.csv", rows)
-    saved = results.load_json(out / "results.json")["records"]
-    fig = plots.solve_init_figure(
-        saved, title=f"Growth and gradient spread against c, n = {n}, L = {L} (recursion)"
-    )
-    plots.save_figure(fig, out / "solve_init", args.formats)
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+        )
+        results.save_csv(out / "solutions.csv", rows)
+        saved = results.load_json(out / "results.json")["records"]
+        fig = plots.solve_init_figure(
+            saved, title=f"Growth and gradient spread against c, n = {n}, L = {L} (recursion)"
+        )
+        plots.save_figure(fig, out / "solve_init", args.formats)
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

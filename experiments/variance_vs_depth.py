@@ -137,110 +137,112 @@ def main(argv=None) -> Path:
     runtime.use_compile_cache(args)
     jax.config.update("jax_enable_x64", args.x64)
     start = time.perf_counter()
-    out = results.new_run_dir(args.out, "variance_vs_depth")
-    blocks = meanfield.all_blocks(tuple(args.activation))
-    depths = np.unique(np.geomspace(1, args.max_depth, args.num_depths).round().astype(int))
+    with results.run_folder(args.out, "variance_vs_depth") as out:
+        blocks = meanfield.all_blocks(tuple(args.activation))
+        depths = np.unique(np.geomspace(1, args.max_depth, args.num_depths).round().astype(int))
 
-    print(
-        f"[1/4] per-layer profiles at depth {args.depth} for {len(blocks)} blocks, and\n"
-        f"[2/4] the depth sweep over {len(depths)} depths up to {args.max_depth}: one program "
-        "per block",
-        flush=True,
-    )
-    profiles, sweep = sweeps.profiles_and_depth_sweep(
-        blocks, args.inits, width=args.width, depth=args.depth, depths=depths, c=args.c
-    )
-    columns = residual_columns(args.activation)
-    mc = []
-    if args.networks:
-        mc_blocks = [meanfield.Block.from_name(b) for b in columns]
         print(
-            f"[3/4] Monte-Carlo: {args.networks} networks x {args.batch} inputs, width "
-            f"{args.width}, depth {args.depth}, {len(mc_blocks) * len(args.inits)} "
-            "configurations",
+            f"[1/4] per-layer profiles at depth {args.depth} for {len(blocks)} blocks, and\n"
+            f"[2/4] the depth sweep over {len(depths)} depths up to {args.max_depth}: one program "
+            "per block",
             flush=True,
         )
-        mc = sweeps.montecarlo_profiles(
-            mc_blocks,
-            args.inits,
-            key=jax.random.key(args.seed),
-            width=args.width,
-            depth=args.depth,
-            networks=args.networks,
-            batch=args.batch,
-            c=args.c,
-            progress=True,
-            chunk_size=args.chunk_size,
+        profiles, sweep = sweeps.profiles_and_depth_sweep(
+            blocks, args.inits, width=args.width, depth=args.depth, depths=depths, c=args.c
         )
-    else:
-        print("[3/4] Monte-Carlo skipped (--networks 0)", flush=True)
-
-    print("[4/4] writing results and figures", flush=True)
-    results.save_json(
-        out / "results.json",
-        {
-            "experiment": "variance_vs_depth",
-            "config": vars(args),
-            "environment": results.environment(),
-            "profiles": profiles,
-            "depth_sweep": sweep,
-            "montecarlo": mc,
-        },
-    )
-    table = sweeps.discrepancy_rows(profiles)
-    if table:  # closed forms exist for the paper's activations only
-        results.save_csv(out / "discrepancy.csv", table)
-    results.save_csv(out / "depth_sweep.csv", sweeps.depth_sweep_rows(sweep))
-    mc_table = sweeps.montecarlo_discrepancy_rows(profiles, mc)
-    if mc_table:
-        results.save_csv(out / "montecarlo_discrepancy.csv", mc_table)
-    # Read back what was saved, so the figures show exactly the stored numbers.
-    saved = results.load_json(out / "results.json")
-    fig = plots.profile_figure(
-        saved["profiles"],
-        columns,
-        montecarlo=saved["montecarlo"],
-        title=f"Per-layer statistics at depth L = {args.depth}, width n = {args.width}",
-    )
-    plots.save_figure(fig, out / "profile", args.formats)
-    contrasts = [{"block": b, "contrast": b.replace("residual", "plain")} for b in columns]
-    fig = plots.depth_figure(
-        saved["depth_sweep"],
-        contrasts,
-        title=f"Growth against depth, width n = {args.width} (thin: plain network)",
-    )
-    plots.save_figure(fig, out / "depth", args.formats)
-
-    exact = [r for r in table if r["kind"] == "exact"]
-    gap = max(r["max_rel_gap"] for r in exact) if exact else float("nan")
-    print(f"exact closed forms vs recursion: largest relative gap {gap:.2e} ({len(exact)} curves)")
-    off = sorted(
-        (r for r in table if r["kind"] == "approximation" and r["max_rel_gap"] > 0.05),
-        key=lambda r: -r["max_rel_gap"],
-    )
-    print(f"paper approximations off by more than 5%: {len(off)} curves, the largest:")
-    for r in off[:4]:
-        print(
-            f"  {r['max_rel_gap']:.0%}: {r['block']} ({r['init']}) {r['statistic']} "
-            f"{r['closed_form']}"
-        )
-    if mc_table:
-        z = np.abs(np.array([r["z_mc_vs_recursion"] for r in mc_table], dtype=float))
-        z = z[np.isfinite(z)]
-        print(
-            f"Monte-Carlo vs recursion: median |z| {np.median(z):.2f}; {np.mean(z > 4):.0%} of "
-            f"{z.size} layer statistics beyond 4 standard errors (finite width and batch; "
-            "montecarlo_discrepancy.csv)"
-        )
-        heavy = [r for r in mc if r["heavy_tail"]]
-        for r in heavy:
-            where = ", ".join(f"{k} at {len(v)} layers" for k, v in r["heavy_tail"].items())
+        columns = residual_columns(args.activation)
+        mc = []
+        if args.networks:
+            mc_blocks = [meanfield.Block.from_name(b) for b in columns]
             print(
-                f"  heavy tail (sd of ln over networks > 1; the mean is a few networks'): "
-                f"{r['block']} ({r['init']}): {where}"
+                f"[3/4] Monte-Carlo: {args.networks} networks x {args.batch} inputs, width "
+                f"{args.width}, depth {args.depth}, {len(mc_blocks) * len(args.inits)} "
+                "configurations",
+                flush=True,
             )
-    print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
-    return out
+            mc = sweeps.montecarlo_profiles(
+                mc_blocks,
+                args.inits,
+                key=jax.random.key(args.seed),
+                width=args.width,
+                depth=args.depth,
+                networks=args.networks,
+                batch=args.batch,
+                c=args.c,
+                progress=True,
+                chunk_size=args.chunk_size,
+            )
+        else:
+            print("[3/4] Monte-Carlo skipped (--networks 0)", flush=True)
+
+        print("[4/4] writing results and figures", flush=True)
+        results.save_json(
+            out / "results.json",
+            {
+                "experiment": "variance_vs_depth",
+                "config": vars(args),
+                "environment": results.environment(),
+                "profiles": profiles,
+                "depth_sweep": sweep,
+                "montecarlo": mc,
+            },
+        )
+        table = sweeps.discrepancy_rows(profiles)
+        if table:  # closed forms exist for the paper's activations only
+            results.save_csv(out / "discrepancy.csv", table)
+        results.save_csv(out / "depth_sweep.csv", sweeps.depth_sweep_rows(sweep))
+        mc_table = sweeps.montecarlo_discrepancy_rows(profiles, mc)
+        if mc_table:
+            results.save_csv(out / "montecarlo_discrepancy.csv", mc_table)
+        # Read back what was saved, so the figures show exactly the stored numbers.
+        saved = results.load_json(out / "results.json")
+        fig = plots.profile_figure(
+            saved["profiles"],
+            columns,
+            montecarlo=saved["montecarlo"],
+            title=f"Per-layer statistics at depth L = {args.depth}, width n = {args.width}",
+        )
+        plots.save_figure(fig, out / "profile", args.formats)
+        contrasts = [{"block": b, "contrast": b.replace("residual", "plain")} for b in columns]
+        fig = plots.depth_figure(
+            saved["depth_sweep"],
+            contrasts,
+            title=f"Growth against depth, width n = {args.width} (thin: plain network)",
+        )
+        plots.save_figure(fig, out / "depth", args.formats)
+
+        exact = [r for r in table if r["kind"] == "exact"]
+        gap = max(r["max_rel_gap"] for r in exact) if exact else float("nan")
+        print(
+            f"exact closed forms vs recursion: largest relative gap {gap:.2e} ({len(exact)} curves)"
+        )
+        off = sorted(
+            (r for r in table if r["kind"] == "approximation" and r["max_rel_gap"] > 0.05),
+            key=lambda r: -r["max_rel_gap"],
+        )
+        print(f"paper approximations off by more than 5%: {len(off)} curves, the largest:")
+        for r in off[:4]:
+            print(
+                f"  {r['max_rel_gap']:.0%}: {r['block']} ({r['init']}) {r['statistic']} "
+                f"{r['closed_form']}"
+            )
+        if mc_table:
+            z = np.abs(np.array([r["z_mc_vs_recursion"] for r in mc_table], dtype=float))
+            z = z[np.isfinite(z)]
+            print(
+                f"Monte-Carlo vs recursion: median |z| {np.median(z):.2f}; {np.mean(z > 4):.0%} of "
+                f"{z.size} layer statistics beyond 4 standard errors (finite width and batch; "
+                "montecarlo_discrepancy.csv)"
+            )
+            heavy = [r for r in mc if r["heavy_tail"]]
+            for r in heavy:
+                where = ", ".join(f"{k} at {len(v)} layers" for k, v in r["heavy_tail"].items())
+                print(
+                    f"  heavy tail (sd of ln over networks > 1; the mean is a few networks'): "
+                    f"{r['block']} ({r['init']}): {where}"
+                )
+        print(f"done in {time.perf_counter() - start:.1f} s; results in {out}")
+        return out
 
 
 if __name__ == "__main__":

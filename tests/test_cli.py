@@ -1,6 +1,11 @@
 """The experiments' command lines: a bad flag stops a script with argparse's one-line error
 (exit code 2) before it computes anything or makes a run folder."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from meanfield.io import plots
@@ -101,3 +106,103 @@ def test_every_flag_has_a_help_text(load, name, capsys, monkeypatch):
     shown = " ".join(capsys.readouterr().out.split())
     for action in flags:
         assert " ".join(action.help.split()) in shown, action.option_strings
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every script in experiments/, each run as a user runs it: a fresh process.
+EVERY_SCRIPT = sorted(p.stem for p in (ROOT / "experiments").glob("*.py"))
+# What train_cifar needs besides: data that is nowhere, so that nothing is read or downloaded.
+EXTRA = {"train_cifar": ["--data-dir", "{tmp}/no-data", "--no-download"]}
+
+
+def _command(name: str, tmp_path: Path, *args: str, env=None) -> subprocess.CompletedProcess:
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in EXTRA.get(name, [])]
+    script = ROOT / "experiments" / f"{name}.py"
+    return subprocess.run(
+        [sys.executable, str(script), *extra, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def _refused_at_once(out: subprocess.CompletedProcess) -> str:
+    """The error line of a command refused by argparse before any work: exit code 2, no
+    traceback, nothing printed on stdout (no step of the computation began)."""
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and not out.stdout.strip(), out.stdout + out.stderr
+    return out.stderr.strip().splitlines()[-1]
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder in which no folder can be made: a read-only one, or for root (who may write
+    into any folder) one of the kernel's file systems."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    for folder in (locked, Path("/sys"), Path("/proc")):
+        probe = folder / "meanfield-probe"
+        try:
+            probe.mkdir()
+        except OSError:
+            return folder
+        probe.rmdir()
+    pytest.skip("no folder on this machine refuses a new folder")
+
+
+@pytest.mark.parametrize("name", EVERY_SCRIPT)
+def test_an_unwritable_out_is_refused_before_any_work(name, tmp_path):
+    folder = _unwritable_folder(tmp_path)
+    line = _refused_at_once(_command(name, tmp_path, "--out", str(folder / "runs")))
+    assert f"argument --out: cannot write into '{folder}'" in line, line
+    assert not (folder / "runs").exists()
+
+
+@pytest.mark.parametrize("name", EVERY_SCRIPT)
+def test_a_figure_format_whose_program_is_missing_is_refused_before_any_work(name, tmp_path):
+    # matplotlib writes pgf by running its TeX engine (rcParams["pgf.texsystem"], xelatex by
+    # default); with none on the PATH a run used to compute everything and then fail.
+    (tmp_path / "bin").mkdir()
+    env = {**os.environ, "PATH": str(tmp_path / "bin")}
+    out = tmp_path / "runs"
+    cmd = _command(name, tmp_path, "--out", str(out), "--formats", "png", "pgf", env=env)
+    line = _refused_at_once(cmd)
+    assert "argument --formats: figure format 'pgf' needs xelatex" in line, line
+    assert "pgf.texsystem" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("failure", ["MemoryError", "KeyboardInterrupt"])
+def test_a_run_that_fails_leaves_no_run_folder(failure, tmp_path):
+    # The main job, in a fresh process, fails in its first computation (out of memory, or
+    # Ctrl-C): neither its run folder nor the --out folder it made is left behind.
+    out = tmp_path / "new" / "runs"
+    code = (
+        "import runpy, sys\n"
+        "from meanfield.analysis import sweeps\n"
+        "def fail(*args, **kwargs):\n"
+        f"    raise {failure}('injected')\n"
+        "sweeps.profiles_and_depth_sweep = fail\n"
+        f"sys.argv = ['variance_vs_depth.py', '--out', {str(out)!r}]\n"
+        f"runpy.run_path({str(ROOT / 'experiments' / 'variance_vs_depth.py')!r}, "
+        "run_name='__main__')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's package, whatever is installed
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode != 0 and failure in run.stderr, run.stderr
+    assert not (tmp_path / "new").exists(), sorted(map(str, tmp_path.rglob("*")))
+
+
+def test_every_script_makes_its_run_folder_so_that_a_failure_removes_it():
+    for name in EVERY_SCRIPT:
+        text = (ROOT / "experiments" / f"{name}.py").read_text()
+        assert "results.run_folder(args.out" in text, name
+        assert "new_run_dir" not in text, name
