@@ -16,6 +16,38 @@ def assert_all_finite(*arrays, err_msg=""):
         assert np.all(np.isfinite(a)), f"non-finite values {err_msg}: {a[~np.isfinite(a)][:5]}"
 
 
+def run_script(name, argv, *, cwd=None, timeout=900):
+    """Run experiments/<name>.py as a user runs it: ``python experiments/<name>.py ARGS`` in a
+    fresh process, so that nothing an earlier test warmed (a cache, an imported module) can
+    hide a crash. Returns (the run folder it printed, its stdout). The test session's XLA
+    flags and compilation cache are passed on in the environment (they change no result)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    env = dict(os.environ)
+    if "MEANFIELD_TEST_COMPILATION_CACHE" in env:
+        env["MEANFIELD_COMPILATION_CACHE"] = env["MEANFIELD_TEST_COMPILATION_CACHE"]
+    done = subprocess.run(
+        [sys.executable, str(script), *map(str, argv)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, (
+        f"{name}.py {' '.join(map(str, argv))} exited with {done.returncode}:\n"
+        f"{done.stderr[-4000:]}"
+    )
+    found = re.findall(r"results in (.+)$", done.stdout, re.M)
+    assert found, f"{name}.py printed no results folder:\n{done.stdout[-2000:]}"
+    return Path(found[-1].strip()), done.stdout
+
+
 def load_script(name):
     """Import experiments/<name>.py as a module (the scripts are not a package)."""
     import importlib.util

@@ -7,11 +7,12 @@ import math
 import pytest
 
 from meanfield.io import results
-from tests.helpers import load_script
+from tests.helpers import load_script, run_script
 
 
-def test_finite_width_script_writes_its_results(tmp_path, capsys):
-    out = load_script("finite_width").main(
+def test_finite_width_script_writes_its_results(tmp_path):
+    out, printed = run_script(
+        "finite_width",
         [
             "--out",
             str(tmp_path),
@@ -46,7 +47,6 @@ def test_finite_width_script_writes_its_results(tmp_path, capsys):
     identity = [r for r in batch_rows if r["block"] == "identity-bn_post-residual"]
     assert [int(r["batch"]) for r in identity] == [4, 8]
     assert all(math.isfinite(float(r["log10_finite_batch"])) for r in identity)
-    printed = capsys.readouterr().out
     assert "relu_input_gradient: n -> ∞ limit" in printed and str(out) in printed
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from meanfield.io import results
-from tests.helpers import load_script
+from tests.helpers import load_script, run_script
 
 
 def _load_script():
@@ -14,9 +14,8 @@ def _load_script():
 
 
 def test_main_writes_figure_results_and_table(tmp_path):
-    script = _load_script()
     flags = "--depths 4 12 --width 16 --networks 4 --batch 8 --mc-max-depth 4 --formats png"
-    out = script.main(["--out", str(tmp_path), *flags.split()])
+    out, _ = run_script("gradient_vs_layer", ["--out", tmp_path, *flags.split()])
     for name in ("gradient_vs_layer.png", "results.json", "gradient_discrepancy.csv"):
         assert (out / name).stat().st_size > 0
     saved = results.load_json(out / "results.json")  # NaN at l = 0 stored as {"__float__": "nan"}

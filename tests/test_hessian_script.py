@@ -6,11 +6,12 @@ import csv
 import pytest
 
 from meanfield.io import results
-from tests.helpers import load_script
+from tests.helpers import load_script, run_script
 
 
 def test_hessian_script_writes_its_results(tmp_path):
-    out = load_script("hessian_vs_depth").main(
+    out, _ = run_script(
+        "hessian_vs_depth",
         [
             "--out",
             str(tmp_path),

@@ -8,12 +8,13 @@ import math
 import pytest
 
 from meanfield.io import results
-from tests.helpers import load_script
+from tests.helpers import load_script, run_script
 
 
 def test_init_zoo_script_writes_its_results(tmp_path):
     L = 6
-    out = load_script("init_zoo").main(
+    out, _ = run_script(
+        "init_zoo",
         [
             "--out",
             str(tmp_path),

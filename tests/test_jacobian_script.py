@@ -6,11 +6,12 @@ import csv
 
 import pytest
 
-from tests.helpers import load_script
+from tests.helpers import load_script, run_script
 
 
 def test_jacobian_script_writes_its_results(tmp_path):
-    out = load_script("jacobian_spectrum").main(
+    out, _ = run_script(
+        "jacobian_spectrum",
         [
             "--out",
             str(tmp_path),

@@ -6,11 +6,12 @@ import csv
 import pytest
 
 from meanfield.io import results
-from tests.helpers import load_script
+from tests.helpers import load_script, run_script
 
 
-def test_report_script_writes_its_results(tmp_path, capsys):
-    out = load_script("report").main(
+def test_report_script_writes_its_results(tmp_path):
+    out, printed = run_script(
+        "report",
         [
             "--out",
             str(tmp_path),
@@ -49,7 +50,7 @@ def test_report_script_writes_its_results(tmp_path, capsys):
     assert "## Summary" in text and "### relu-bn_pre-residual, depth_scaled: `unitvar_z`" in text
     saved = results.load_json(out / "results.json")
     assert len(saved["rows"]) == len(rows)
-    assert str(out) in capsys.readouterr().out
+    assert str(out) in printed
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,12 @@ import csv
 import numpy as np
 
 from meanfield.io import results
-from tests.helpers import load_script
+from tests.helpers import run_script
 
 
 def test_solve_init_script_writes_its_results(tmp_path):
-    out = load_script("solve_init").main(
+    out, _ = run_script(
+        "solve_init",
         [
             "--out",
             str(tmp_path),

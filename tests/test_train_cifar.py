@@ -8,7 +8,7 @@ import pytest
 from meanfield.io import results
 from meanfield.training import data, initcheck
 from meanfield.training.train import TrainConfig, Trainer, restore_checkpoint
-from tests.helpers import load_script, write_cifar_folder
+from tests.helpers import load_script, run_script, write_cifar_folder
 
 TINY = [
     "--depth",
@@ -33,8 +33,8 @@ TINY = [
 
 def test_smoke_run_writes_everything_and_resumes(tmp_path):
     folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
-    script = load_script("train_cifar")
-    out = script.main(
+    out, _ = run_script(
+        "train_cifar",
         [
             "--smoke",
             "--data-dir",
@@ -66,7 +66,8 @@ def test_smoke_run_writes_everything_and_resumes(tmp_path):
     reported = [r["val_accuracy"] for r in sorted(rows, key=lambda r: r["seed"]) if r["epoch"] == 1]
     np.testing.assert_allclose(reported, accuracy, atol=1e-12)
     # The run goes on from its checkpoints with the saved settings, one epoch more.
-    again = script.main(
+    again, _ = run_script(
+        "train_cifar",
         [
             "--resume",
             str(out),
@@ -120,8 +121,8 @@ def test_bad_flags_are_refused(tmp_path, capsys):
 
 def test_check_only_writes_the_prediction_check_without_training(tmp_path):
     folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
-    script = load_script("train_cifar")
-    out = script.main(
+    out, _ = run_script(
+        "train_cifar",
         [
             "--check-only",
             "--setups",
@@ -141,12 +142,12 @@ def test_check_only_writes_the_prediction_check_without_training(tmp_path):
     assert not (out / "depth_scaled-none" / "checkpoints").exists()
 
 
-def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path, capsys):
+def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path):
     folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
-    script = load_script("train_cifar")
     setups = ["skipinit-none", "fixup-k2", "weight_norm-k2", "risotto"]
-    assert set(setups) <= set(script.PRESETS["inits"]["setups"])
-    out = script.main(
+    assert set(setups) <= set(load_script("train_cifar").PRESETS["inits"]["setups"])
+    out, printed = run_script(
+        "train_cifar",
         [
             "--preset",
             "inits",
@@ -192,7 +193,7 @@ def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path, capsys)
     assert check["statistics"]["m2_z"]["note"] is None
     for name in ("skipinit-none", "weight_norm-k2", "risotto"):
         assert summary[name]["log10_m2_dz_1_note"] is None
-    assert initcheck.NO_GRADIENT in capsys.readouterr().out  # printed with the summary
+    assert initcheck.NO_GRADIENT in printed  # printed with the summary
     assert all(s["val_accuracy_epoch1_mean"] is not None for s in summary.values())
     assert (out / "inits.png").is_file()
     row = results.load_json(out / "fixup-k2" / "config.json")

@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 
 from meanfield.io import results
-from tests.helpers import load_script
+from tests.helpers import load_script, run_script
 
 
 def _load_script():
     return load_script("variance_vs_depth")
 
 
-def test_main_writes_results_and_figures(tmp_path, capsys):
-    script = _load_script()
+def test_main_writes_results_and_figures(tmp_path):
     flags = "--width 32 --depth 12 --max-depth 30 --num-depths 5 --networks 8 --batch 4"
-    out = script.main(["--out", str(tmp_path), *flags.split(), "--formats", "png", "pdf"])
-    assert out.parent == tmp_path and f"results in {out}" in capsys.readouterr().out
+    out, _ = run_script(
+        "variance_vs_depth", ["--out", tmp_path, *flags.split(), "--formats", "png", "pdf"]
+    )
+    assert out.parent == tmp_path
     for name in (
         "results.json",
         "discrepancy.csv",
@@ -129,10 +130,10 @@ def test_bad_flags_exit_with_a_message(argv, message, capsys):
 def test_main_job_takes_other_activations(tmp_path):
     """--activation tanh: the same job on the tanh blocks (no closed forms: the paper's exist
     for identity and relu only), Monte-Carlo of their three residual blocks."""
-    script = _load_script()
     flags = "--width 16 --depth 4 --max-depth 8 --num-depths 3 --networks 4 --batch 4"
-    out = script.main(
-        ["--out", str(tmp_path), *flags.split(), "--activation", "tanh", "--formats", "png"]
+    out, _ = run_script(
+        "variance_vs_depth",
+        ["--out", tmp_path, *flags.split(), "--activation", "tanh", "--formats", "png"],
     )
     saved = results.load_json(out / "results.json")
     assert {r["block"].split("-")[0] for r in saved["profiles"]} == {"tanh"}
