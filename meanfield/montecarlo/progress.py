@@ -1,8 +1,8 @@
 """Progress of a long :func:`~meanfield.montecarlo.simulate` call, on stderr.
 
 Per chunk a line says how many networks are done; inside a long chunk (estimated over
-:data:`AUTO_SECONDS`) of a deep network (L >= 100) the scan over layers reports every L/50
-layers, forward and then backward (the checkpointed
+:data:`AUTO_SECONDS`) the scan over layers reports every max(1, L/50) layers (every layer
+below L = 100: a wide shallow network is slow per layer), forward and then backward (the checkpointed
 backward pass recomputes each layer, in reverse), through ``jax.debug.callback``, which does
 not change what is computed. With ``progress=None`` (the default of ``simulate``) this is on
 when :func:`estimated_seconds` says the call takes longer than :data:`AUTO_SECONDS`, so a
@@ -41,7 +41,8 @@ def estimated_seconds(
 
 
 def layer_every(depth: int) -> int:
-    """Report every this many layers inside a chunk (0: not at all, for L < 100)."""
+    """Report every this many layers inside a chunk of a deep network (0 for L < 100, where
+    the runner reports every layer of a long chunk)."""
     return max(1, depth // 50) if depth >= 100 else 0
 
 
