@@ -19,12 +19,10 @@ of configurations (var_w or c, depth, seeds) by both engines, each grid one comp
 
 The layout (docs/design.md): ``core`` (Block, Gaussian expectations, sampling) <- ``layers``
 <- ``theory`` <- ``inits`` <- {``recursions``, ``montecarlo``} <- ``analysis`` <- ``training``,
-with ``io.results`` below everything and ``io.plots`` above. The modules that moved into
-``core``, ``analysis``, ``training`` and ``io`` stay reachable by their former attribute
-names (``meanfield.solver``, ``meanfield.models``, ...), imported on first use.
+with ``io.results`` below everything and ``io.plots`` above. ``import meanfield`` imports
+neither Flax nor matplotlib: the trainer (:mod:`meanfield.training`) and the figures
+(:mod:`meanfield.io.plots`) are imported by their module names.
 """
-
-import importlib
 
 from meanfield import inits, layers, montecarlo, recursions, theory
 from meanfield.analysis import solver
@@ -37,31 +35,6 @@ from meanfield.recursions import Profile, profile
 from meanfield.theory import closed_forms
 
 __version__ = "0.1.0"
-
-# Former top-level modules -> where they live now (loaded lazily: the trainer's modules import
-# Flax and optax, plots import matplotlib, and `import meanfield` should not).
-_MOVED = {
-    "sampling": "meanfield.core.sampling",
-    "batchfile": "meanfield.training.batchfile",
-    "data": "meanfield.training.data",
-    "models": "meanfield.training.models",
-    "train": "meanfield.training.train",
-    "initcheck": "meanfield.training.initcheck",
-    "finitewidth": "meanfield.analysis.finitewidth",
-    "sweeps": "meanfield.analysis.sweeps",
-    "calibration": "meanfield.analysis.calibration",
-    "hessian": "meanfield.analysis.hessian",
-    "jacobian": "meanfield.analysis.jacobian",
-    "results": "meanfield.io.results",
-    "plots": "meanfield.io.plots",
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        return importlib.import_module(_MOVED[name])
-    raise AttributeError(f"module 'meanfield' has no attribute {name!r}")
-
 
 __all__ = [
     "Block",
