@@ -81,7 +81,7 @@ def preset_of(tree: Layer) -> arch.Block | None:
 def _presets_by_tree() -> dict:
     found: dict = {}
     for block in _all_presets():
-        found.setdefault(block_tree(block), block)  # the first preset of a tree, as before
+        found.setdefault(block_tree(block), block)  # a tree two presets share: the first
     return found
 
 

@@ -253,7 +253,7 @@ def network_statistics(
     ``input_shift`` = mean / input_std and ``input_corr`` = ρ (both may be traced) give the
     inputs x_b = input_std·(shift + √ρ·c + √(1 - ρ)·e_b), c one N(0, I) draw per network
     shared by its B inputs: mean input_std·shift, correlation of distinct inputs' centred
-    parts ρ (0 and 0, the default, give exactly the draws of before).
+    parts ρ (at 0 and 0, the default, x_b = input_std·e_b exactly).
     ``active_depth`` (an int, may be traced, <= ``depth``): the network has that many blocks,
     the scan still runs ``depth`` (the blocks past it are the identity, and what a scheme
     reads of the depth is ``active_depth``), and the statistics past it are NaN: one
