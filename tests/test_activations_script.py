@@ -8,6 +8,7 @@ from meanfield.io import results
 from tests.helpers import load_script, run_script
 
 
+@pytest.mark.slow
 def test_activations_script_writes_results_and_figure(tmp_path):
     flags = "--width 16 --depth 3 --networks 4 --batch 4 --activations tanh --norms ln_pre"
     out, _ = run_script("activations", ["--out", tmp_path, *flags.split(), "--formats", "png"])

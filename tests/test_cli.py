@@ -151,6 +151,7 @@ def _unwritable_folder(tmp_path: Path) -> Path:
     pytest.skip("no folder on this machine refuses a new folder")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EVERY_SCRIPT)
 def test_an_unwritable_out_is_refused_before_any_work(name, tmp_path):
     folder = _unwritable_folder(tmp_path)
@@ -159,6 +160,7 @@ def test_an_unwritable_out_is_refused_before_any_work(name, tmp_path):
     assert not (folder / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EVERY_SCRIPT)
 def test_a_figure_format_whose_program_is_missing_is_refused_before_any_work(name, tmp_path):
     # matplotlib writes pgf by running its TeX engine (rcParams["pgf.texsystem"], xelatex by

@@ -22,6 +22,7 @@ def suite(tmp_path_factory):
     return out, json.loads((out / "suite.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_part_ran(suite):
     out, s = suite
     assert set(s["parts"]) == {"montecarlo", "weightfree", "fftconv", "train", "fig2"}
@@ -33,6 +34,7 @@ def test_every_part_ran(suite):
     assert (out / "weightfree.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_rows_hold_measurements(suite):
     _, s = suite
     p = s["parts"]
@@ -47,6 +49,7 @@ def test_rows_hold_measurements(suite):
         assert row["meanfield_k1_images_per_s"] > 0 and row["meanfield_k2_images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_short_fig2_trained_the_paper_setups(suite):
     out, s = suite
     fig2 = s["parts"]["fig2"]["rows"]

@@ -72,6 +72,7 @@ def test_equals_flax_circular_conv(shape, features, kernel_size, bias):
     _check_equal(shape, features, kernel_size, bias)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(
     b=st.integers(1, 3),
@@ -162,6 +163,7 @@ def test_the_rule():
     assert not fftconv.fft_is_faster("gpu", (8, 8), 16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "bn_post"])
 def test_resnet_fft_equals_direct(norm):
     """The paper's network (3 blocks of 8x8 convolutions, 4 channels), forward with its

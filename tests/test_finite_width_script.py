@@ -10,6 +10,7 @@ from meanfield.io import results
 from tests.helpers import load_script, run_script
 
 
+@pytest.mark.slow
 def test_finite_width_script_writes_its_results(tmp_path):
     out, printed = run_script(
         "finite_width",

@@ -34,6 +34,7 @@ def relu_width_rows():
     )
 
 
+@pytest.mark.slow
 def test_width_sweep_extrapolates_to_the_recursion(relu_width_rows):
     fit = fw.extrapolate_width(relu_width_rows)
     assert fit["recursion"] == pytest.approx(1.5**10, rel=1e-5)  # independent: eq. (20)
@@ -43,6 +44,7 @@ def test_width_sweep_extrapolates_to_the_recursion(relu_width_rows):
     assert abs(fit["limit"] - 1.5**9) / fit["limit_stderr"] > 10
 
 
+@pytest.mark.slow
 def test_finite_width_excess_is_real_and_above_eulers_floor(relu_width_rows):
     first = relu_width_rows[0]
     mean, se = 10 ** first["log10_mc_mean"], 10 ** first["log10_mc_stderr"]
@@ -77,6 +79,7 @@ def _z(row, key):
     return (mean - 10 ** row[key]) / se
 
 
+@pytest.mark.slow
 def test_batch_sweep_follows_the_finite_batch_closed_form(bn_batch_rows):
     for r in bn_batch_rows:
         assert abs(_z(r, "log10_finite_batch")) < 4, r
@@ -85,6 +88,7 @@ def test_batch_sweep_follows_the_finite_batch_closed_form(bn_batch_rows):
     assert all(a > b for a, b in zip(ratios, ratios[1:], strict=False))
 
 
+@pytest.mark.slow
 def test_a_wrong_finite_batch_exponent_is_rejected(bn_batch_rows):
     # κ = (B-1)/(B-2) instead of (B-2)/(B-3): the kind of off-by-one the tests must catch.
     worst = 0.0
@@ -226,6 +230,7 @@ def test_batch_sweep_takes_a_tree_with_bn_and_refuses_per_input_norms():
     assert row["log10_finite_batch"] == pytest.approx(_identity_bn_ratio(3, 1.0, 8), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_eulers_floor_is_given_for_homogeneous_networks_only():
     kw = dict(key=jax.random.key(3), widths=[16], depth=3, alpha=1.0, networks=4, batch=2)
     # The identity residual network as a composed tree: q_L = (1 + α)^L, so the floor is

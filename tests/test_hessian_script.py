@@ -9,6 +9,7 @@ from meanfield.io import results
 from tests.helpers import load_script, run_script
 
 
+@pytest.mark.slow
 def test_hessian_script_writes_its_results(tmp_path):
     out, _ = run_script(
         "hessian_vs_depth",

@@ -11,6 +11,7 @@ from meanfield.io import results
 from tests.helpers import load_script, run_script
 
 
+@pytest.mark.slow
 def test_init_zoo_script_writes_its_results(tmp_path):
     L = 6
     out, _ = run_script(

@@ -9,6 +9,7 @@ import pytest
 from tests.helpers import load_script, run_script
 
 
+@pytest.mark.slow
 def test_jacobian_script_writes_its_results(tmp_path):
     out, _ = run_script(
         "jacobian_spectrum",

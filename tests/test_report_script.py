@@ -9,6 +9,7 @@ from meanfield.io import results
 from tests.helpers import load_script, run_script
 
 
+@pytest.mark.slow
 def test_report_script_writes_its_results(tmp_path):
     out, printed = run_script(
         "report",

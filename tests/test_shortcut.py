@@ -141,6 +141,7 @@ def _fit_limit(widths, means, stderrs):
     return float(coef[0]), float(np.sqrt(cov[0, 0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [

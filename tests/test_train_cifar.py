@@ -142,6 +142,7 @@ def test_check_only_writes_the_prediction_check_without_training(tmp_path):
     assert not (out / "depth_scaled-none" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_inits_preset_reports_accuracy_next_to_the_predictions(tmp_path):
     folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
     setups = ["skipinit-none", "fixup-k2", "weight_norm-k2", "risotto"]

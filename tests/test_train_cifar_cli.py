@@ -307,6 +307,7 @@ def test_a_run_out_of_memory_before_its_first_checkpoint_leaves_nothing(folder, 
     assert not out.exists(), sorted(map(str, out.rglob("*")))  # no run.json, no config.json
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_stays_and_resumes_from_the_data_folder_it_read(folder, tmp_path):
     # Started with a relative --data-dir, interrupted (Ctrl-C) in epoch 1 after the checkpoint
     # of epoch 0: the run folder stays. Resumed from elsewhere, with no --data-dir and no

@@ -13,6 +13,7 @@ def _load_script():
     return load_script("variance_vs_depth")
 
 
+@pytest.mark.slow
 def test_main_writes_results_and_figures(tmp_path):
     flags = "--width 32 --depth 12 --max-depth 30 --num-depths 5 --networks 8 --batch 4"
     out, _ = run_script(
@@ -127,6 +128,7 @@ def test_bad_flags_exit_with_a_message(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_main_job_takes_other_activations(tmp_path):
     """--activation tanh: the same job on the tanh blocks (no closed forms: the paper's exist
     for identity and relu only), Monte-Carlo of their three residual blocks."""
