@@ -26,10 +26,11 @@ Gaussian expectations given the kernel of the branch input (docs/theory.md, sect
 
 (with k > 1 weight layers per branch the units are composed one after another, and each may
 have its own α and the branch a scale β: docs/theory.md §9), and the residual update is
-m += e, q += s + 2 e m, u += s - k (branch and skip are
-independent in the limit). Backward, p_{l-1} = p_l (1 + g_l) (residual) or p_l g_l (plain)
-with g_l = α E f'^2, divided by u_{l-1} under BN (population statistics: the batch-mean terms of
-BN's backward are O(1/B)).
+m += e, q += s + 2 e m, u += s - k (branch and skip are independent in the
+limit; a composed tree whose branch reaches its output from its input without a weight adds
+the cross terms of docs/theory.md §10, forward and backward). Backward, p_{l-1} = p_l (1 + g_l)
+(residual) or p_l g_l (plain) with g_l = α E f'^2, divided by u_{l-1} under BN (population
+statistics: the batch-mean terms of BN's backward are O(1/B)).
 
 Numerics: identity and ReLU blocks are positively homogeneous, so the state is carried as
 (m/√q, log(v/q), log(u/q), log q), v = q - m², and log p is accumulated; every log is a sum of

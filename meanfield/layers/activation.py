@@ -75,7 +75,7 @@ class Activation(Layer):
     def mean_field(self, s: State, mf: Any) -> State:
         flags = self.flags(s.flags)
         if self.identity:
-            return State(s.a, s.t, s.w, s.r, s.relative, flags)
+            return State(s.a, s.t, s.w, s.r, s.relative, flags, s.cross)
         zero = jnp.isneginf(s.a)  # an identically zero input (a zero weight before it)
         log_delta = jnp.where(zero, 0.0, mf.log_delta(s))
         # Homogeneous: every log scales with q, so the relative log q serves; else absolute.
@@ -95,7 +95,7 @@ class Activation(Layer):
         mf.push((zero, ex, log_df0))
         log_q_ref = 0.0 if self.homogeneous or not s.relative else mf.log_q0
         log_w_ref = mf.log_w0 if s.relative else 0.0
-        return State(
+        out = State(
             jnp.where(zero, log_f0, ex.log_e2) - log_q_ref,
             jnp.where(zero, math.copysign(1.0, f0) if f0 else 0.0, ex.t),
             jnp.where(zero, -jnp.inf, ex.log_var) - log_q_ref - log_w_ref,
@@ -103,6 +103,7 @@ class Activation(Layer):
             s.relative,
             flags,
         )
+        return mf.through_activation(self, s, out)  # its cross terms, by Stein's lemma
 
     def backward(self, ct: Cotangent, mf: Any) -> Cotangent:
         if self.identity:

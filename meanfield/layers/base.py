@@ -1,6 +1,7 @@
 """What every layer kind shares: the static flags of the mean field, the finite-width
-signal, the mean-field state and cotangent, the base class, and the sum of independent
-states (docs/design.md, "The network language")."""
+signal, the mean-field state (with its cross terms to the skips of the enclosing residuals)
+and cotangent, the base class, and the sum of two states (docs/design.md, "The network
+language")."""
 
 from __future__ import annotations
 
@@ -47,12 +48,62 @@ class Signal:
     centred: bool
 
 
+class Signed(NamedTuple):
+    """A real number x as log|x| and its sign (±1): a mean derivative, which may be negative,
+    as a product of factors whose sizes range over the float exponents (1/σ of a deep
+    network's BatchNorm)."""
+
+    log: jax.Array
+    sign: jax.Array
+
+    def times(self, log_factor: jax.Array, sign: jax.Array | float = 1.0) -> Signed:
+        return Signed(times(self.log, log_factor), self.sign * sign)
+
+
+def signed_sum(terms: list) -> Signed:
+    """Σ x_i of :class:`Signed` terms, formed relative to the largest |x_i|."""
+    logs = jnp.stack(jnp.broadcast_arrays(*(x.log for x in terms)))
+    signs = jnp.stack(jnp.broadcast_arrays(*(x.sign for x in terms)))
+    top = jnp.max(logs, axis=0, keepdims=True)
+    safe = jnp.where(jnp.isfinite(top), top, 0.0)
+    total = jnp.sum(signs * jnp.exp(logs - safe), axis=0)
+    sign = jnp.where(total < 0, -1.0, 1.0)
+    return Signed(jnp.log(jnp.abs(total)) + safe[0], sign)
+
+
+def log_of(x: Signed) -> jax.Array:
+    """log x of a number known to be >= 0 (NaN if it is not)."""
+    return jnp.where(x.sign < 0, jnp.nan, x.log)
+
+
+class Cross(NamedTuple):
+    """How a signal y of a residual's branch is related to the residual's skip input R (the
+    reference; docs/theory.md §10): the correlations of their parts centred over the network
+    (``rho_v`` = (E[R y] - m_R m_y)/√(v_R v_y)) and over the inputs of one unit (``rho_u``,
+    the within-unit covariance over √(u_R u_y)); ``log_uv`` = log(u_R/v_R) of the reference;
+    and the mean derivative E[∂y/∂R] along the paths from R to y that pass no Dense, absolute
+    (``gain``), and along those that pass no BatchNorm either (``gain_s``, what the batch-sum
+    moment S of the cotangent sees). A Dense output is independent of R in the mean field: its
+    entry is None."""
+
+    rho_v: jax.Array
+    rho_u: jax.Array
+    log_uv: jax.Array
+    gain: Signed
+    gain_s: Signed
+
+    def times(self, log_factor: jax.Array) -> Cross:
+        """The entry of y·e^log_factor (a positive factor): the same correlations."""
+        return self._replace(gain=self.gain.times(log_factor), gain_s=self.gain_s.times(log_factor))
+
+
 @dataclasses.dataclass(frozen=True)
 class State:
     """Mean-field state of a signal: ``a`` = log q, ``t`` = m / √q, ``w`` = log v, ``r`` = log of
     the kernel gap q - k (the unit variance over inputs), relative to the block input's q0, v0
     and u0 when ``relative`` (so O(1) within a block, however large the input), else absolute
-    (after a BatchNorm)."""
+    (after a BatchNorm). ``cross`` holds one :class:`Cross` (or None where the signal is
+    independent of it) per enclosing residual's skip input, the innermost last."""
 
     a: jax.Array
     t: jax.Array
@@ -60,6 +111,7 @@ class State:
     r: jax.Array
     relative: bool
     flags: Flags
+    cross: tuple = ()
 
 
 class Cotangent(NamedTuple):
@@ -99,7 +151,8 @@ class Layer:
 def merge(s: State, h: State, flags: Flags) -> State:
     """The state of s + h for independent s and h given in the same form: each increment is
     formed from O(1) terms, q_out/q_s = 1 + q_h/q_s + 2 t_s t_h √(q_h/q_s) and
-    log v_out = log v_s + softplus(log v_h - log v_s) (likewise the gap)."""
+    log v_out = log v_s + softplus(log v_h - log v_s) (likewise the gap). The cross terms of
+    the sum are the caller's (:meth:`meanfield.layers.mean_field.MeanField.combine`)."""
     ratio = h.a - s.a
     sqrt_ratio = jnp.exp(0.5 * ratio)
     log_growth = jnp.log1p(jnp.exp(ratio) + 2.0 * sqrt_ratio * h.t * s.t)
@@ -107,6 +160,25 @@ def merge(s: State, h: State, flags: Flags) -> State:
     w = s.w + softplus(h.w - s.w)
     r = s.r + softplus(h.r - s.r)
     return State(s.a + log_growth, t, w, r, s.relative, flags)
+
+
+def merge_correlated(s: State, h: State, c_q, rho_v, rho_u, flags: Flags) -> State:
+    """The state of s + h given in the same form, for h correlated with s: ``c_q`` =
+    E[s h]/√(q_s q_h) and the correlations ``rho_v``, ``rho_u`` of their centred parts, so
+    that q_out/q_s = 1 + 2 c_q √(q_h/q_s) + q_h/q_s, and likewise v and the gap."""
+    log_growth = log_grow(h.a - s.a, c_q)
+    t = (s.t + jnp.exp(0.5 * (h.a - s.a)) * h.t) * jnp.exp(-0.5 * log_growth)
+    w = s.w + log_grow(h.w - s.w, rho_v)
+    r = s.r + log_grow(h.r - s.r, rho_u)
+    return State(s.a + log_growth, t, w, r, s.relative, flags)
+
+
+def log_grow(d: jax.Array, c: jax.Array) -> jax.Array:
+    """log(1 + 2c·e^{d/2} + e^d) = log(|s + h|²/|s|²) for |h|²/|s|² = e^d and correlation c,
+    through log1p of terms <= 1 in size on either side of d = 0 (0 at d = -inf)."""
+    x = -jnp.abs(d)  # the same sum over |h|² when h is the larger
+    inner = jnp.log1p(2.0 * c * jnp.exp(0.5 * x) + jnp.exp(x))
+    return jnp.where(d > 0, d + inner, inner)
 
 
 def softplus(x: jax.Array) -> jax.Array:

@@ -55,8 +55,11 @@ class Serial(Layer):
 @dataclasses.dataclass(frozen=True)
 class Residual(Layer):
     """z + β branch(z), β = ``scale`` (>= 0), or the init rule's branch scale when None. In the
-    mean field branch and skip are independent: second moments, variances and kernel gaps add,
-    and so do the cotangent moments going back."""
+    mean field a branch whose every path from z passes a Dense is independent of the skip:
+    second moments, variances and kernel gaps add, and so do the cotangent moments going back.
+    Otherwise (an inner residual's skip, norms, activations on the way) the sums gain the cross
+    terms 2E[z h] forward and 2E[δ·J^T δ] backward that the branch output's state carries
+    (:class:`~meanfield.layers.base.Cross`, docs/theory.md §10)."""
 
     branch: Layer
     scale: float | None = None
@@ -90,16 +93,29 @@ class Residual(Layer):
         return Signal(x.x + value, x.relative, False)
 
     def mean_field(self, s: State, mf: Any) -> State:
-        h = self.branch.mean_field(s, mf)
-        two_log_beta = 2.0 * self._log_scale(mf)
-        h = dataclasses.replace(h, a=h.a + two_log_beta, w=h.w + two_log_beta, r=h.r + two_log_beta)
+        h = self.branch.mean_field(mf.open(s), mf)
+        log_beta = self._log_scale(mf)
+        h = dataclasses.replace(
+            h,
+            a=h.a + 2.0 * log_beta,
+            w=h.w + 2.0 * log_beta,
+            r=h.r + 2.0 * log_beta,
+            cross=tuple(None if e is None else e.times(log_beta) for e in h.cross),
+        )
         if s.relative and not h.relative:
             h = mf.to_relative(h)
-        return merge(s, h, self.flags(s.flags))
+        own = h.cross[-1]  # h against this residual's skip s: None where every path has a Dense
+        mf.push(own)
+        flags = self.flags(s.flags)
+        out = merge(s, h, flags) if own is None else mf.merge(s, h, own, flags)
+        return mf.combine(s, h, out)
 
     def backward(self, ct: Cotangent, mf: Any) -> Cotangent:
+        own = mf.pop()
         inner = self.branch.backward(ct.plus(2.0 * self._log_scale(mf)), mf)
-        return Cotangent(*(jnp.logaddexp(x, y) for x, y in zip(ct, inner, strict=True)))
+        if own is None:
+            return Cotangent(*(jnp.logaddexp(x, y) for x, y in zip(ct, inner, strict=True)))
+        return mf.add_cotangents(ct, inner, own)
 
     def flags(self, f: Flags) -> Flags:
         return meet(f, self.branch.flags(f))

@@ -25,7 +25,16 @@ class Dense(Layer):
         a = s.a + log_alpha
         # Centred Gaussian with kernel α(q, k): v = q, gap = α·gap.
         w = a - mf.log_w0 if s.relative else a
-        return State(a, jnp.zeros_like(s.t), w, s.r + log_alpha, s.relative, self.flags(s.flags))
+        # A fresh weight: in the mean field each unit is independent of everything before it.
+        return State(
+            a,
+            jnp.zeros_like(s.t),
+            w,
+            s.r + log_alpha,
+            s.relative,
+            self.flags(s.flags),
+            (None,) * len(s.cross),
+        )
 
     def backward(self, ct: Cotangent, mf: Any) -> Cotangent:
         s, log_alpha = mf.pop()

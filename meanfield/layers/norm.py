@@ -32,9 +32,11 @@ class BatchNorm(Layer):
         return Signal(centred * inv, False, True)
 
     def mean_field(self, s: State, mf: Any) -> State:
-        mf.push(mf.absolute(s)[1])  # log of the unit variance it divides by
+        log_unitvar = mf.absolute(s)[1]  # what it divides by
+        mf.push(log_unitvar)
         zero = jnp.zeros_like(s.a)
-        return State(zero, zero, zero, zero, False, self.flags(s.flags))
+        out = State(zero, zero, zero, zero, False, self.flags(s.flags))
+        return mf.standardize(s, out, log_unitvar)
 
     def backward(self, ct: Cotangent, mf: Any) -> Cotangent:
         log_unitvar = mf.pop()
@@ -86,7 +88,8 @@ class LayerNorm(Layer):
         mf.push(log_v)
         zero = jnp.zeros_like(s.a)
         r = mf.absolute(s)[1] - log_v
-        return State(zero, zero, zero, r, False, self.flags(s.flags))
+        out = State(zero, zero, zero, r, False, self.flags(s.flags))
+        return mf.rescale(s, out, 0.5 * log_v)
 
     def backward(self, ct: Cotangent, mf: Any) -> Cotangent:
         log_v = mf.pop()
@@ -116,7 +119,8 @@ class RMSNorm(Layer):
         mf.push(log_q)
         zero = jnp.zeros_like(s.a)
         w = _absolute_log_v(s, mf) - log_q
-        return State(zero, s.t, w, log_gap - log_q, False, self.flags(s.flags))
+        out = State(zero, s.t, w, log_gap - log_q, False, self.flags(s.flags))
+        return mf.rescale(s, out, 0.5 * log_q)
 
     def backward(self, ct: Cotangent, mf: Any) -> Cotangent:
         log_q = mf.pop()
