@@ -307,3 +307,11 @@ def test_a_reported_call_says_its_size_and_estimate_first(capsys, monkeypatch):
     assert "4 networks of width 16, depth 3, batch 2" in first
     assert "GiB each" in first and "estimated" in first
     assert "layer 3/3" in err and "4/4 networks" in err
+
+
+def test_a_residual_scale_must_be_one_number():
+    from meanfield import layers as ml
+
+    with pytest.raises(ValueError, match=r"^scale must be a scalar .*branch_scale arrays"):
+        ml.residual(ml.Dense(), scale=np.array([1.0, 2.0]))
+    assert ml.residual(ml.Dense(), scale=np.float64(0.5)).scale == 0.5

@@ -68,6 +68,7 @@ class Residual(Layer):
         if not isinstance(self.branch, Layer):
             raise ValueError(f"residual's branch must be a layer, got {self.branch!r}")
         if self.scale is not None:
+            arch.check_scalar("scale", self.scale, "meanfield.sweep takes branch_scale arrays")
             arch.check_nonnegative("scale", self.scale)
             object.__setattr__(self, "scale", float(self.scale))
 
