@@ -238,6 +238,7 @@ def _estimate(case):
     return est, kw
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(MONTE_CARLO))
 def test_nesting_agrees_with_monte_carlo(case):
     tree, _, _, (batch, _), stats = MONTE_CARLO[case]
