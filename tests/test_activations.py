@@ -122,6 +122,7 @@ def _z(mc, rec, accuracy=0.0):
 ACCURACY = {"elu": 1e-2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "ln_pre", "rms_pre"])
 @pytest.mark.parametrize("activation", NAMED)
 def test_montecarlo_agrees_with_the_recursion(activation, norm):
@@ -145,6 +146,7 @@ def test_montecarlo_agrees_with_the_recursion(activation, norm):
         assert np.nanmax(np.abs(z[1:])) < 4, (block.name, "unitvar_z", z)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["bn_pre", "bn_post"])
 @pytest.mark.parametrize("activation", NAMED)
 def test_with_batchnorm_the_large_batch_limit_agrees(activation, norm):
@@ -269,6 +271,7 @@ def test_plain_closed_forms_against_the_recursion(activation):
     assert float(theory.he_like_alpha("relu")) == pytest.approx(2.0, rel=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("activation", "norm"), [("gelu", "ln_pre"), ("tanh", "rms_pre")])
 def test_explicit_weights_agree_with_the_recursion(activation, norm):
     """The explicit-weight engine on the new norms (the matrix above samples weight-free):
