@@ -13,6 +13,7 @@ def _load_script():
     return load_script("gradient_vs_layer")
 
 
+@pytest.mark.slow
 def test_main_writes_figure_results_and_table(tmp_path):
     flags = "--depths 4 12 --width 16 --networks 4 --batch 8 --mc-max-depth 4 --formats png"
     out, _ = run_script("gradient_vs_layer", ["--out", tmp_path, *flags.split()])

@@ -61,6 +61,7 @@ print(json.dumps({k.rsplit("/", 1)[-1]: v for k, v in counts.items() if "compila
 """
 
 
+@pytest.mark.slow
 def test_a_second_run_of_the_main_job_compiles_nothing_new(tmp_path):
     cache = tmp_path / "cache"
     cmd = [

@@ -4,11 +4,13 @@ figure, and the solved rows meet the bounds."""
 import csv
 
 import numpy as np
+import pytest
 
 from meanfield.io import results
 from tests.helpers import run_script
 
 
+@pytest.mark.slow
 def test_solve_init_script_writes_its_results(tmp_path):
     out, _ = run_script(
         "solve_init",

@@ -31,6 +31,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_everything_and_resumes(tmp_path):
     folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
     out, _ = run_script(
@@ -119,6 +120,7 @@ def test_bad_flags_are_refused(tmp_path, capsys):
     assert "--resume must name a run folder with a run.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_check_only_writes_the_prediction_check_without_training(tmp_path):
     folder, *_ = write_cifar_folder(tmp_path / "data", per_batch=16, test=32)
     out, _ = run_script(
