@@ -164,19 +164,14 @@ def _outputs(t, logs: dict, keep: jax.Array, dtype) -> Profile:
     abs_t = jnp.abs(t)
     log_abs_t = jnp.log(jnp.where(abs_t > 0, abs_t, 1.0))
     out["mean_z"] = jnp.where(abs_t > 0, jnp.sign(t) * jnp.exp(log_abs_t + 0.5 * logs["m2_z"]), 0.0)
-    # After a NaN or inf inside the network every statistic is NaN, a structural zero mean too.
-    out["mean_z"] = jnp.where(jnp.isnan(t) | jnp.isnan(logs["m2_z"]), jnp.nan, out["mean_z"])
     # k/q = 1 - gap/q, from the logs (exact as the gap underflows: corr -> 1).
     out["corr_z"] = -jnp.expm1(logs["unitvar_z"] - logs["m2_z"])
     out.update({f"log10_{name}": v / _LN10 for name, v in logs.items()})
     overflow = jnp.zeros(t.shape, bool)
     for name in ("mean_z", *logs):
         overflow |= jnp.isinf(out[name])
-    # A non-homogeneous activation evaluated past the float range gives NaN, and so does an
-    # activation that returns NaN or inf, in every statistic after it (forward) and that
-    # depends on it (backward): flagged too (var_dw at l = 0 is NaN by definition).
-    for name, v in logs.items():
-        overflow |= jnp.isnan(v).at[0].set(False) if name == "var_dw" else jnp.isnan(v)
+    # A non-homogeneous activation evaluated past the float range gives NaN: flagged too.
+    overflow |= jnp.isnan(logs["m2_z"])
     out["overflow"] = overflow
     nan = jnp.asarray(jnp.nan, dtype)
     out = {k: (jnp.where(keep, v, nan) if k != "overflow" else v & keep) for k, v in out.items()}

@@ -22,11 +22,10 @@ class Activation(Layer):
     """f applied elementwise: a name of :data:`meanfield.core.activations.ACTIVATION_FUNCTIONS`
     (``slope`` is leaky_relu's), or any elementwise JAX function. The mean field needs a
     Gaussian input (a Dense output, or a norm of a Gaussian signal); its expectations are
-    closed forms where they exist (for a centred input) and quadrature otherwise
+    closed forms where they exist (for a centred input) and Gauss-Hermite quadrature otherwise
     (:func:`meanfield.core.activations.expectations`). Positively homogeneous activations (the
     arc-cosine family) act on the signal as the engines carry it, relative to the block input's
-    scale; the others are evaluated at the absolute scale. A function is checked when the layer
-    is built: it must be traceable by JAX and elementwise (:func:`check_elementwise`)."""
+    scale; the others are evaluated at the absolute scale."""
 
     activation: Any = "relu"
     slope: float = 0.01
@@ -37,8 +36,6 @@ class Activation(Layer):
                 f"Activation.activation must be one of {arch.ACTIVATION_NAMES} or an "
                 f"elementwise JAX function, got {self.activation!r}"
             )
-        if callable(self.activation):
-            check_elementwise(self.activation)
         arch.check_all("slope", self.slope, np.isfinite, "a finite number", integer=False)
         object.__setattr__(self, "slope", float(self.slope))
         _at_zero(self.activation, self.slope)  # now, outside any trace (cached)
@@ -98,19 +95,11 @@ class Activation(Layer):
         mf.push((zero, ex, log_df0))
         log_q_ref = 0.0 if self.homogeneous or not s.relative else mf.log_q0
         log_w_ref = mf.log_w0 if s.relative else 0.0
-        log_e2 = jnp.where(zero, log_f0, ex.log_e2) - log_q_ref
-        # The output's gap from its own second moment where the outputs are apart (E f(u)f(u')
-        # <= E f²/2): the gap is then the second moment itself, exactly, wherever E f(u)f(u')
-        # = 0 (an odd f of uncorrelated inputs); else from the input's gap, which keeps its
-        # precision as the correlation goes to 1.
-        apart = ex.log_decorrelation >= -math.log(2.0)
-        own = log_e2 + ex.log_decorrelation - (mf.log_r0 if s.relative else 0.0)
-        log_gap = jnp.where(apart, own, s.r + ex.log_gap_ratio)
         out = State(
-            log_e2,
+            jnp.where(zero, log_f0, ex.log_e2) - log_q_ref,
             jnp.where(zero, math.copysign(1.0, f0) if f0 else 0.0, ex.t),
             jnp.where(zero, -jnp.inf, ex.log_var) - log_q_ref - log_w_ref,
-            jnp.where(zero, s.r, log_gap),
+            s.r + jnp.where(zero, 0.0, ex.log_gap_ratio),
             s.relative,
             flags,
         )
@@ -162,62 +151,3 @@ def _at_zero(activation, slope: float) -> tuple[float, float]:
             acts.activation_fn(activation, slope), (jnp.zeros(()),), (jnp.ones(()),)
         )
         return float(value), float(derivative)
-
-
-# A probe of distinct values, not in order, on both sides of 0 and past the saturation of the
-# usual activations.
-_PROBE = np.array([-2.3, 0.7, -0.05, 1.9, 0.3, -1.1, 2.8, -0.6, 0.0, -3.4, 1.3, 0.15]).reshape(3, 4)
-
-
-def check_elementwise(fn) -> None:
-    """Raise ValueError unless ``fn`` is an elementwise JAX function: traced (forward-mode
-    autodiff) on a 3 x 4 probe of distinct values, it must return real floats of the probe's
-    shape, each what it gives for that element alone (a vmap over the scalars) and its Jacobian
-    diagonal. NaN or inf values are allowed (the engines propagate them as NaN, flagged). Run
-    outside every trace (the layer may be built inside one) and cached per function."""
-    reason = _not_elementwise(fn)
-    if reason is not None:
-        raise ValueError(
-            f"Activation.activation must be one of {arch.ACTIVATION_NAMES} or an elementwise "
-            f"JAX function of an array (jnp.tanh, not np.tanh or math.tanh), got {fn!r}, which "
-            f"{reason}"
-        )
-
-
-@functools.lru_cache(maxsize=256)
-def _not_elementwise(fn) -> str | None:
-    """Why ``fn`` is not an elementwise JAX function (see :func:`check_elementwise`), or None."""
-    with jax.core.eval_context():
-        x = jnp.asarray(_PROBE, jnp.result_type(float))
-        ones = jnp.ones_like(x)
-        try:
-            value, slope = jax.jvp(fn, (x,), (ones,))
-        except Exception as error:  # noqa: BLE001 - any failure to trace is the answer
-            return f"JAX cannot trace ({_first_line(error)})"
-        shape, dtype = jnp.shape(value), jnp.result_type(value)
-        if shape != x.shape:
-            return f"maps an array of shape {x.shape} to one of shape {shape}"
-        if not jnp.issubdtype(dtype, jnp.floating):
-            return f"returns {dtype} values, not real floats"
-        try:
-            alone = jax.vmap(lambda v: jax.jvp(fn, (v,), (jnp.ones_like(v),)))(x.ravel())
-        except Exception as error:  # noqa: BLE001
-            return f"fails on one element alone ({_first_line(error)})"
-        if jnp.shape(alone[0]) != (x.size,):
-            return f"maps one element to shape {jnp.shape(alone[0])[1:]}"
-        eps = 64 * float(jnp.finfo(dtype).eps)
-        for got, own in zip((value, slope), alone, strict=True):
-            got, own = np.asarray(got).ravel(), np.asarray(own)
-            scale = np.nanmax(np.abs(np.where(np.isfinite(got), got, 0.0)), initial=1.0)
-            if not np.allclose(got, own, rtol=eps, atol=eps * scale, equal_nan=True):
-                return "gives an element a different value next to other elements than on its own"
-        jac = np.asarray(jax.jacfwd(fn)(x)).reshape(x.size, x.size)
-        off = jac[~np.eye(x.size, dtype=bool)]
-        if np.any((off != 0) & ~np.isnan(off)):
-            return "makes an element depend on the others (its Jacobian is not diagonal)"
-    return None
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"

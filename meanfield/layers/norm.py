@@ -58,13 +58,12 @@ class BatchNorm(Layer):
 
 def _per_input(z: jax.Array, centre: bool) -> jax.Array:
     """z normalized per input (row, or example of a conv map) over everything else: by its
-    mean and variance (``centre``) or its root mean square; an all-equal row maps to 0, a row
-    with a NaN or inf to NaN."""
+    mean and variance (``centre``) or its root mean square; an all-equal row maps to 0."""
     axes = tuple(range(1, z.ndim))
     if centre:
         z = z - jnp.mean(z, axis=axes, keepdims=True)
     m2 = jnp.mean(z * z, axis=axes, keepdims=True)
-    positive = m2 != 0
+    positive = m2 > 0
     return jnp.where(positive, z * jax.lax.rsqrt(jnp.where(positive, m2, 1.0)), 0.0)
 
 

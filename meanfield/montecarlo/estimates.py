@@ -302,9 +302,8 @@ def reduce_networks(
             mean = np.exp(log_mean).astype(dtype)
             se = np.exp(log_se).astype(dtype)
         overflow |= np.isinf(mean) & np.isfinite(log_mean)
-        # NaN where a non-homogeneous f met a scale past the float range, or an activation
-        # returned NaN or inf: in every statistic after it (var_dw at l = 0 is NaN anyway).
-        overflow |= np.isnan(log_mean) & (np.arange(depth + 1) > 0 if name == "var_dw" else True)
+        if name == "m2_z":  # NaN where a non-homogeneous f met a scale past the float range
+            overflow |= np.isnan(log_mean)
         fields[name] = Stat(mean, se)
     deficit = per["rank_deficit"]
     rank_deficit = np.mean(deficit > 0, axis=0)

@@ -38,9 +38,7 @@ def _gram_factor(k: jax.Array):
     keep = lam > cutoff
     lam = jnp.where(keep, lam, 0.0)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
-    # A NaN or inf in K (an activation that returned one) stays NaN: never a zero layer.
-    bad = ~jnp.all(jnp.isfinite(k))
-    return vec, jnp.where(bad, jnp.nan, lam), jnp.where(bad, jnp.nan, inv)
+    return vec, lam, inv
 
 
 def _sym(vec, values, precision):
@@ -50,7 +48,7 @@ def _sym(vec, values, precision):
 
 def _numerical_rank(inv: jax.Array) -> jax.Array:
     """Number of eigenvalues kept by :func:`_gram_factor`, as a float (no integer cotangent)."""
-    return jnp.sum(inv != 0).astype(inv.dtype)  # NaN counts as kept: no rank deficit
+    return jnp.sum(inv > 0).astype(inv.dtype)
 
 
 def structural_rank(a: jax.Array, centred: bool) -> jax.Array:

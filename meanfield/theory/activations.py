@@ -1,6 +1,6 @@
 """Closed forms for any activation in the plain network z = f(W z) without normalization,
 from the Gaussian expectations of :mod:`meanfield.core.activations` (closed forms for the
-arc-cosine family, erf and sin; quadrature exact to 1e-9 over q in [1e-4, 1e4] otherwise).
+arc-cosine family, erf and sin; Gauss-Hermite quadrature otherwise).
 
 With α = n·var_w and u ~ N(0, α q) the pre-activation of a layer whose input has second
 moment q, the classic mean-field maps (Poole et al. 2016; Schoenholz et al. 2017):
